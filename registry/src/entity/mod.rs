@@ -1,0 +1,12 @@
+//! sea-orm entities: the rows as stored. Hand-written, `pub(crate)`: no entity type appears in
+//! `registry`'s public API, so the schema can change without touching `server`.
+
+// sea-orm's derives generate `pub` items; the modules themselves are `pub(crate)`.
+#![allow(unreachable_pub)]
+
+pub(crate) mod accounts;
+pub(crate) mod api_keys;
+pub(crate) mod holds;
+pub(crate) mod ledger_entries;
+pub(crate) mod transfers;
+pub(crate) mod users;

@@ -1,0 +1,32 @@
+//! Gavel's domain and persistence.
+//!
+//! `registry` owns users, API keys and the credits ledger (agents, jobs and auctions join them
+//! in later milestones). It turns raw input into domain values (`Email::parse`, ...), stores
+//! them through sea-orm on SQLite or Postgres, and is the only crate that touches the database.
+//!
+//! Absent on purpose: HTTP, status codes, JWTs, Redis, the wall clock. Time comes in as a
+//! `now` argument; sea-orm entities are `pub(crate)` and never cross the API.
+
+mod api_keys;
+mod credentials;
+mod database;
+mod domain;
+mod entity;
+mod error;
+pub mod ledger;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod users;
+
+pub use api_keys::{
+    ApiKeyInfo, CreatedApiKey, KeyOwner, authenticate_api_key, create_api_key, list_api_keys,
+    revoke_api_key,
+};
+pub use credentials::{API_KEY_PREFIX, hash_password, verify_password};
+pub use database::{Backend, connect};
+pub use domain::{Email, Handle, KeyName, Password, UserId};
+pub use error::RegistryError;
+pub use users::{NewUser, User, UserCredentials, create_user, find_credentials_by_email, find_user};
+
+/// Re-exported so that callers name the connection type without depending on sea-orm.
+pub use sea_orm::DatabaseConnection;

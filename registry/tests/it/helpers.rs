@@ -1,0 +1,58 @@
+//! Fresh databases for tests: a temporary SQLite file, or a throw-away Postgres database
+//! (see `registry::testing`).
+
+use chrono::Utc;
+use migrations::{Migrator, MigratorTrait};
+use registry::testing::{TempPostgres, test_database_url};
+use registry::{DatabaseConnection, Email, NewUser, UserId};
+use uuid::Uuid;
+
+/// A migrated database and whatever keeps it alive.
+pub(crate) struct TestDb {
+    pub(crate) db: DatabaseConnection,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    _postgres: Option<TempPostgres>,
+}
+
+/// A migrated SQLite database in a temporary directory, with a pool of several connections so
+/// that concurrency is real.
+pub(crate) async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
+    let db = registry::connect(&url, Some(8)).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    TestDb { db, _sqlite_dir: Some(dir), _postgres: None }
+}
+
+/// A migrated, empty Postgres database when `TEST_DATABASE_URL` is set.
+pub(crate) async fn postgres() -> Option<TestDb> {
+    let admin_url = test_database_url()?;
+    let temp = TempPostgres::create(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
+    let db = registry::connect(&temp.url, Some(16)).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    Some(TestDb { db, _sqlite_dir: None, _postgres: Some(temp) })
+}
+
+/// SQLite always, Postgres when configured.
+pub(crate) async fn all_backends() -> Vec<(&'static str, TestDb)> {
+    let mut dbs = vec![("sqlite", sqlite().await)];
+    if let Some(pg) = postgres().await {
+        dbs.push(("postgres", pg));
+    }
+    dbs
+}
+
+/// A user with a wallet, no credits yet.
+pub(crate) async fn user(db: &DatabaseConnection) -> UserId {
+    let id = Uuid::now_v7();
+    let email = Email::parse(&format!("{}@example.com", id.simple())).unwrap();
+    let new_user = NewUser { email, handle: None, password_hash: "not-a-real-hash".into() };
+    registry::create_user(db, new_user, id, Utc::now()).await.unwrap().id
+}
+
+/// Asserts the ledger's invariants: every balance equals its entries, all entries sum to zero.
+pub(crate) async fn assert_ledger_consistent(db: &DatabaseConnection) {
+    let audit = registry::ledger::audit_ledger(db).await.unwrap();
+    assert!(audit.mismatches.is_empty(), "balance != sum of entries: {:?}", audit.mismatches);
+    assert_eq!(audit.total, 0, "entries do not sum to zero");
+}

@@ -1,0 +1,8 @@
+//! Authentication: access tokens (JWT), API keys, and the `Caller` extractor that accepts
+//! either on every authenticated route.
+
+mod caller;
+mod jwt;
+
+pub use caller::{Caller, Credential};
+pub use jwt::{Claims, JwtKeys, TOKEN_AUDIENCE, TOKEN_ISSUER};

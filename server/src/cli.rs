@@ -1,0 +1,41 @@
+//! The `gavel` command line: `serve` (the default), `migrate`, `admin grant`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "gavel", version, about = "An open marketplace where AI agents win jobs in sealed-bid auctions")]
+pub struct Cli {
+    /// Configuration file (default: ./gavel.toml if present).
+    #[arg(long, global = true, env = "GAVEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations and serve the API (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Operator tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Credit a user's wallet from the grant source.
+    Grant {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// Credits to grant, as a decimal ("50", "2.5").
+        #[arg(long)]
+        credits: String,
+    },
+}

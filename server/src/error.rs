@@ -1,0 +1,235 @@
+//! `ApiError`: every error the HTTP API returns, mapped exhaustively to a status code and
+//! rendered in one of two shapes.
+//!
+//! * `/api/*` (the marketplace): `{"error":{"code":"snake_case","message":"..."}}`.
+//! * `/v1/*` (OpenAI-compatible): `{"error":{"message","type","param","code"}}`, so OpenAI SDKs
+//!   raise their usual exceptions.
+//!
+//! Handlers and extractors return `ApiError` without knowing the route's flavour;
+//! `openai_error_shape` (a middleware on the whole app) re-renders errors under `/v1/`. Internal
+//! errors are logged with their cause chain and reach the client as an opaque 500.
+
+use std::fmt;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, ResponseError};
+use registry::RegistryError;
+use serde_json::json;
+
+/// Every error the API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    /// Input that parsed but is not acceptable; `field` names it.
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    #[error("invalid email or password")]
+    InvalidLogin,
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{message}")]
+    InsufficientCredits { message: String },
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Validation { field: field.into(), message: message.into() }
+    }
+
+    /// The stable machine-readable code of the marketplace shape.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Validation { .. } => "invalid_request",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::InvalidLogin => "invalid_credentials",
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::InsufficientCredits { .. } => "insufficient_credits",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// OpenAI's `type` for the same error.
+    fn openai_type(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated | ApiError::InvalidLogin => "authentication_error",
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => "not_found_error",
+            ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::InsufficientCredits { .. } => "insufficient_quota",
+            ApiError::Internal(_) | ApiError::Unavailable(_) => "server_error",
+            ApiError::MalformedJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::Validation { .. }
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::Conflict { .. } => "invalid_request_error",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The message a client sees; internal errors say nothing about their cause.
+    fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    fn openai_body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.public_message(),
+            "type": self.openai_type(),
+            "param": self.param(),
+            "code": self.code(),
+        }})
+    }
+
+    fn marketplace_body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code(), "message": self.public_message()});
+        if let Some(field) = self.param() {
+            error["field"] = json!(field);
+        }
+        json!({ "error": error })
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthenticated | ApiError::InvalidLogin => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error.cause_chain = ?cause, "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        if let ApiError::Unauthenticated = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(self.marketplace_body())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> ApiError {
+        match err {
+            RegistryError::Invalid { field, message } => ApiError::validation(field, message),
+            RegistryError::EmailTaken => ApiError::Conflict {
+                code: "email_taken",
+                message: "email is already registered".into(),
+            },
+            RegistryError::HandleTaken => {
+                ApiError::Conflict { code: "handle_taken", message: "handle is already taken".into() }
+            }
+            RegistryError::NotFound { what } => ApiError::NotFound { what },
+            RegistryError::InsufficientCredits { .. } => {
+                ApiError::InsufficientCredits { message: err.to_string() }
+            }
+            RegistryError::HoldExists { .. } | RegistryError::HoldNotActive { .. } => {
+                ApiError::Conflict { code: "conflict", message: err.to_string() }
+            }
+            RegistryError::AccountCannotCover { .. }
+            | RegistryError::Unbalanced(_)
+            | RegistryError::Overflow
+            | RegistryError::PasswordHash(_)
+            | RegistryError::Database(_) => ApiError::internal(err),
+        }
+    }
+}
+
+/// Middleware: re-renders `ApiError`s under `/v1/` in OpenAI's error shape.
+pub async fn openai_error_shape(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let openai = req.path().starts_with("/v1/") || req.path() == "/v1";
+    let response = next.call(req).await?.map_into_boxed_body();
+    if !openai {
+        return Ok(response);
+    }
+    let Some(api_error) = response.response().error().and_then(|e| e.as_error::<ApiError>()) else {
+        return Ok(response);
+    };
+    let body = api_error.openai_body().to_string();
+    let status = response.status();
+    let (request, old) = response.into_parts();
+    let mut new = HttpResponse::build(status);
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_LENGTH {
+            new.append_header((name.clone(), value.clone()));
+        }
+    }
+    new.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    Ok(ServiceResponse::new(request, new.body(body)))
+}
+
+/// Formats an error and its whole `source()` chain, for logs.
+pub struct CauseChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for CauseChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Gavel's server: the HTTP API, authentication, configuration, rate limiting, metrics and
+//! the CLI, wired together in `startup`.
+//!
+//! `server` is the only crate that knows about HTTP, JSON wire shapes, environment variables
+//! or the wall clock. Dependencies point one way: server -> registry -> auction-engine.
+
+pub mod auth;
+pub mod cli;
+pub mod configuration;
+pub mod error;
+pub mod metrics;
+pub mod rate_limit;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

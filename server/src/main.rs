@@ -1,0 +1,67 @@
+//! `gavel`: parse the command line, load settings, run the command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use server::cli::{AdminCommand, Cli, Command};
+use server::configuration::{ResolvedSettings, Settings};
+use server::startup::{Application, connect_and_migrate};
+use uuid::Uuid;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    server::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings: ResolvedSettings = Settings::load(cli.config.as_deref())?.resolve()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings.clone()).await?;
+            tracing::info!(
+                "gavel listening on http://{}:{}",
+                settings.bind.ip(),
+                app.port()
+            );
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            connect_and_migrate(&settings).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Admin { command: AdminCommand::Grant { email, credits } } => {
+            admin_grant(&settings, &email, &credits).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn admin_grant(settings: &ResolvedSettings, email: &str, credits: &str) -> anyhow::Result<()> {
+    let amount = auction_engine::MicroCredits::parse_decimal(credits)
+        .with_context(|| format!("--credits `{credits}`"))?;
+    anyhow::ensure!(amount.micros() > 0, "--credits must be positive");
+    let db = connect_and_migrate(settings).await?;
+    let email = registry::Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let user = registry::find_credentials_by_email(&db, &email)
+        .await?
+        .with_context(|| format!("no user with email {}", email.as_str()))?
+        .user;
+    registry::ledger::admin_grant(&db, user.id, amount, Uuid::now_v7(), chrono::Utc::now()).await?;
+    let balance = registry::ledger::balance(&db, user.id).await?;
+    tracing::info!(
+        "granted {amount} credits to {}; balance {} (available {})",
+        email.as_str(),
+        balance.balance,
+        balance.available
+    );
+    Ok(())
+}

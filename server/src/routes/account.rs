@@ -1,0 +1,108 @@
+//! Sign-up, login and `/api/me`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use registry::{Email, Handle, NewUser, Password, UserId};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::parse_body;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    email: String,
+    password: String,
+    handle: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// `POST /api/auth/signup`: 201 with the user and an access token.
+pub(crate) async fn signup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    limit_by_peer(&req, &state).await?;
+    let body: SignupBody = parse_body(body.into_inner())?;
+    let email = Email::parse(&body.email)?;
+    let password = Password::parse(body.password)?;
+    let handle = body.handle.as_deref().map(Handle::parse).transpose()?;
+
+    let password_hash = web::block(move || registry::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)??;
+    let now = state.now();
+    let new_user = NewUser { email, handle, password_hash };
+    let user = registry::create_user(&state.db, new_user, Uuid::now_v7(), now).await?;
+    state.ensure_monthly_grant(user.id).await?;
+    let token = state.jwt.issue(user.id.0, now).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Created().json(json!({
+        "user": {"id": user.id.0, "email": user.email, "handle": user.handle},
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": state.jwt.ttl_secs(),
+    })))
+}
+
+/// `POST /api/auth/login`: 200 with an access token, or the same 401 whether the email is
+/// unknown or the password wrong (and in about the same time).
+pub(crate) async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    limit_by_peer(&req, &state).await?;
+    let body: LoginBody = parse_body(body.into_inner())?;
+    let credentials = match Email::parse(&body.email) {
+        Ok(email) => registry::find_credentials_by_email(&state.db, &email).await?,
+        Err(_) => None,
+    };
+    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
+    let password = body.password;
+    let verified = web::block(move || registry::verify_password(&password, stored_hash.as_deref()))
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match (verified, credentials) {
+        (true, Some(credentials)) => credentials.user,
+        _ => return Err(ApiError::InvalidLogin),
+    };
+    let token = state.jwt.issue(user.id.0, state.now()).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": state.jwt.ttl_secs(),
+    })))
+}
+
+/// `GET /api/me`: who I am and what I can spend.
+pub(crate) async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = registry::find_user(&state.db, caller.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let balance = registry::ledger::balance(&state.db, UserId(user.id.0)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": user.id.0,
+        "email": user.email,
+        "handle": user.handle,
+        "balance": balance.balance.to_string(),
+        "held": balance.held.to_string(),
+        "available": balance.available.to_string(),
+    })))
+}
+
+/// Sign-up and login are unauthenticated, so their budget is per client address; this slows
+/// password guessing without touching authenticated traffic.
+async fn limit_by_peer(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let peer = req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    state.rate_limiter.check(&format!("ip:{peer}")).await
+}

@@ -1,0 +1,104 @@
+//! The whole HTTP surface on one screen (`configure`), plus the request-parsing glue shared by
+//! handlers: JSON bodies parsed with the failing field's path, and the JSON fallbacks for
+//! unknown routes and methods.
+
+mod account;
+mod credits;
+mod health;
+mod keys;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{HttpRequest, HttpResponse, Resource, web};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Mounts every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(
+            web::scope("/api")
+                .service(resource("/auth/signup").route(web::post().to(account::signup)))
+                .service(resource("/auth/login").route(web::post().to(account::login)))
+                .service(resource("/me").route(web::get().to(account::me)))
+                .service(
+                    resource("/keys")
+                        .route(web::post().to(keys::create))
+                        .route(web::get().to(keys::list)),
+                )
+                .service(resource("/keys/{id}").route(web::delete().to(keys::revoke)))
+                .service(resource("/credits").route(web::get().to(credits::summary)))
+                .service(resource("/credits/ledger").route(web::get().to(credits::ledger)))
+                .default_service(web::to(no_route)),
+        );
+}
+
+/// A resource whose wrong-method answer is a JSON 405, not an empty body.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The JSON 404 for any path no route matches.
+pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute { method: req.method().to_string(), path: truncated(req.path()) })
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), path: truncated(req.path()) })
+}
+
+/// Echoing a path is useful; echoing a megabyte of it is not.
+fn truncated(path: &str) -> String {
+    path.chars().take(200).collect()
+}
+
+/// Turns actix's JSON extractor failures into the API's errors: wrong content type 415,
+/// oversized 413, malformed 400.
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api_error = match err {
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
+        }
+        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(format!("malformed JSON: {e}")),
+        JsonPayloadError::Serialize(e) => ApiError::internal(e),
+        other => ApiError::BadRequest(format!("could not read the request body: {other}")),
+    };
+    api_error.into()
+}
+
+/// A path segment that does not parse (e.g. a malformed id) names nothing that exists.
+pub fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound { what: "resource" }.into()
+}
+
+pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query string: {err}")).into()
+}
+
+/// Parses a JSON value into a request type, naming the failing field's path on error
+/// (`pricing.per_call: invalid type...`). Used after the body parsed as JSON at all, so a
+/// failure here is a 422, not a 400.
+pub fn parse_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        let field = match path.as_str() {
+            "." => missing_or_unknown_field(&inner).unwrap_or_else(|| "body".to_owned()),
+            _ => path,
+        };
+        ApiError::validation(field, inner)
+    })
+}
+
+/// serde reports a missing or unknown field at the parent's path; the name is in the message
+/// between backticks.
+fn missing_or_unknown_field(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_owned())
+}

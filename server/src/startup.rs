@@ -1,0 +1,166 @@
+//! Building and running the application: database, migrations, secrets, shared state, the
+//! HTTP server and its background workers.
+//!
+//! `Application::build` binds before it returns, so a test that asks for port 0 learns the
+//! real port from `port()`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use migrations::{Migrator, MigratorTrait};
+use rand::RngCore;
+use registry::DatabaseConnection;
+
+use crate::auth::JwtKeys;
+use crate::configuration::ResolvedSettings;
+use crate::error::openai_error_shape;
+use crate::metrics::{self, Metrics};
+use crate::rate_limit::RateLimiter;
+use crate::routes;
+use crate::state::AppState;
+
+/// Default lifetime of an access token: one day.
+const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+/// A bound, not yet running, server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: ResolvedSettings) -> anyhow::Result<Application> {
+        let db = connect_and_migrate(&settings).await?;
+        let jwt_secret = jwt_secret(&settings)?;
+        let ttl = settings.raw.auth.token_ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+        let jwt = JwtKeys::new(&jwt_secret, i64::try_from(ttl).context("auth.token_ttl_secs is too large")?);
+
+        let (redis, rate_limiter) = match &settings.raw.redis.url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).context("redis.url is not a valid Redis URL")?;
+                let connection = redis::aio::ConnectionManager::new(client)
+                    .await
+                    .with_context(|| "could not connect to Redis at redis.url")?;
+                let limiter = RateLimiter::redis(connection.clone(), &settings.raw.redis.key_prefix, &settings.raw.rate_limit);
+                (Some(connection), limiter)
+            }
+            None => (None, RateLimiter::in_process(&settings.raw.rate_limit)),
+        };
+
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("could not listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.raw.server.workers;
+        let api_body_limit = settings.raw.server.api_body_limit;
+        let state = web::Data::new(AppState::new(db, redis, jwt, rate_limiter, settings, Metrics::new()));
+
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .app_data(web::JsonConfig::default().limit(api_body_limit).error_handler(routes::json_error))
+                .app_data(web::PathConfig::default().error_handler(routes::path_error))
+                .app_data(web::QueryConfig::default().error_handler(routes::query_error))
+                .wrap(from_fn(openai_error_shape))
+                .wrap(from_fn(metrics::record))
+                .configure(routes::configure)
+                .default_service(web::to(routes::no_route))
+        })
+        .shutdown_timeout(30);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
+        spawn_workers(state.clone());
+        Ok(Application { port, server, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state, for tests that inspect the database directly.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Opens the database (creating the SQLite data directory if needed) and applies every
+/// pending migration.
+pub async fn connect_and_migrate(settings: &ResolvedSettings) -> anyhow::Result<DatabaseConnection> {
+    if settings.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.raw.server.data_dir).with_context(|| {
+            format!("could not create data_dir {}", settings.raw.server.data_dir.display())
+        })?;
+    }
+    let db = registry::connect(&settings.database_url, settings.raw.database.max_connections)
+        .await
+        .context("could not connect to database.url")?;
+    Migrator::up(&db, None).await.context("could not apply migrations")?;
+    Ok(db)
+}
+
+/// The configured secret, or one generated on first start and kept in `data_dir/jwt_secret`
+/// (mode 0600) so tokens survive a restart.
+fn jwt_secret(settings: &ResolvedSettings) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &settings.raw.auth.jwt_secret {
+        anyhow::ensure!(secret.len() >= 32, "auth.jwt_secret must be at least 32 characters");
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let dir = &settings.raw.server.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("could not create data_dir {}", dir.display()))?;
+    let path = dir.join("jwt_secret");
+    if path.exists() {
+        let secret = std::fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
+        anyhow::ensure!(secret.len() >= 32, "{} is too short; delete it to generate a new one", path.display());
+        return Ok(secret);
+    }
+    let mut bytes = [0_u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes).into_bytes();
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("could not create {}", path.display()))?;
+    file.write_all(contents)?;
+    Ok(())
+}
+
+/// Background upkeep: voids expired holds and forgets idle rate-limit buckets.
+fn spawn_workers(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            match registry::ledger::reap_expired_holds(&state.db, state.now(), 1000).await {
+                Ok(0) => {}
+                Ok(voided) => {
+                    state.metrics.holds_reaped.inc_by(voided);
+                    tracing::info!(voided, "voided expired holds");
+                }
+                Err(err) => tracing::warn!(error = %err, "hold reaper failed"),
+            }
+            state.rate_limiter.forget_idle();
+        }
+    });
+}

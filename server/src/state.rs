@@ -1,0 +1,72 @@
+//! `AppState`: what every handler shares, built once in `startup`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use auction_engine::MicroCredits;
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use registry::{DatabaseConnection, UserId};
+use registry::ledger::GrantPeriod;
+
+use crate::auth::JwtKeys;
+use crate::configuration::ResolvedSettings;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub redis: Option<ConnectionManager>,
+    pub jwt: JwtKeys,
+    pub rate_limiter: RateLimiter,
+    pub settings: ResolvedSettings,
+    pub metrics: Metrics,
+    /// Users whose grant for the current month is known to be in. A cache only: the ledger's
+    /// conditional update is what makes the grant happen once, across instances too.
+    granted: Mutex<HashMap<UserId, GrantPeriod>>,
+}
+
+impl AppState {
+    pub fn new(
+        db: DatabaseConnection,
+        redis: Option<ConnectionManager>,
+        jwt: JwtKeys,
+        rate_limiter: RateLimiter,
+        settings: ResolvedSettings,
+        metrics: Metrics,
+    ) -> AppState {
+        AppState { db, redis, jwt, rate_limiter, settings, metrics, granted: Mutex::new(HashMap::new()) }
+    }
+
+    /// The wall clock: the one place `server` reads it.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    pub fn monthly_grant(&self) -> MicroCredits {
+        self.settings.monthly_grant
+    }
+
+    /// Credits the user's free grant for this month if it is not in yet.
+    pub async fn ensure_monthly_grant(&self, user: UserId) -> Result<(), ApiError> {
+        let now = self.now();
+        let period = GrantPeriod::containing(now);
+        let cached = self.granted.lock().map(|granted| granted.get(&user) == Some(&period)).unwrap_or(false);
+        if cached {
+            return Ok(());
+        }
+        let applied = registry::ledger::ensure_monthly_grant(&self.db, user, self.monthly_grant(), now).await?;
+        if applied == registry::ledger::Applied::Done {
+            self.metrics.grants.inc();
+        }
+        if let Ok(mut granted) = self.granted.lock() {
+            // Bounded: a month's active users. Cleared wholesale when it grows past a limit.
+            if granted.len() > 100_000 {
+                granted.clear();
+            }
+            granted.insert(user, period);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The `gavel` binary itself: configuration layering, unknown keys, the CLI commands, and a
+//! zero-configuration start.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn gavel() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gavel"));
+    // The tests' own GAVEL__ variables, if any, must not leak into the child.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GAVEL") {
+            command.env_remove(name);
+        }
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+#[test]
+fn an_unknown_environment_key_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = gavel().current_dir(dir.path()).env("GAVEL__SERVER__BIDN", "127.0.0.1:0").arg("migrate").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bidn"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_file_key_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gavel.toml"), "[credits]\nmonthly_grnat = 5\n").unwrap();
+    let output = gavel().current_dir(dir.path()).arg("migrate").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("monthly_grnat"), "{stderr}");
+}
+
+#[test]
+fn invalid_values_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value, named) in [
+        ("GAVEL__CREDITS__CALL_FEE", "-1", "credits.call_fee"),
+        ("GAVEL__CREDITS__WIN_FEE", "0.0000001", "credits.win_fee"),
+        ("GAVEL__SERVER__BIND", "localhost", "server.bind"),
+        ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8,not-a-cidr", "egress.allow_cidrs"),
+        ("GAVEL__DATABASE__URL", "mysql://x", "database.url"),
+    ] {
+        let output = gavel().current_dir(dir.path()).env(key, value).arg("migrate").output().unwrap();
+        assert!(!output.status.success(), "{key}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{key}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn migrate_then_admin_grant_credits_a_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = gavel().current_dir(dir.path()).arg("migrate").status().unwrap();
+    assert!(status.success());
+    assert!(dir.path().join("data/gavel.db").exists(), "SQLite under ./data by default");
+
+    let output = gavel()
+        .current_dir(dir.path())
+        .args(["admin", "grant", "--email", "nobody@example.com", "--credits", "5"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no user with email nobody@example.com"));
+
+    let output = gavel()
+        .current_dir(dir.path())
+        .args(["admin", "grant", "--email", "a@example.com", "--credits", "lots"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--credits"));
+}
+
+/// `gavel` with no arguments and no configuration serves; here on port 0 so the test does not
+/// collide with anything on 8080, which is the only setting given.
+#[test]
+fn serve_starts_with_nothing_but_a_port_and_answers_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = gavel()
+        .current_dir(dir.path())
+        .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut address = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(idx) = line.find("listening on http://") {
+            address = Some(line[idx + "listening on ".len()..].trim().to_owned());
+            break;
+        }
+    }
+    let address = address.expect("gavel printed its address");
+    let body = reqwest::blocking_get(&format!("{address}/healthz"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.contains("\"ok\""), "{body}");
+    assert!(dir.path().join("data/gavel.db").exists());
+    assert!(dir.path().join("data/jwt_secret").exists());
+}
+
+mod reqwest {
+    /// A tiny blocking GET over a fresh runtime: the test above is synchronous.
+    pub(super) fn blocking_get(url: &str) -> String {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = ::reqwest::Client::builder().timeout(super::Duration::from_secs(10)).build().unwrap();
+            client.get(url).send().await.unwrap().text().await.unwrap()
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! Credits over HTTP: the monthly grant under concurrency, the ledger and its pagination, on
+//! SQLite and on Postgres.
+
+use chrono::{Duration, Utc};
+use registry::UserId;
+use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, json_body, spawn_app, spawn_app_on_postgres};
+
+async fn apps() -> Vec<TestApp> {
+    let mut apps = vec![spawn_app().await];
+    if let Some(pg) = spawn_app_on_postgres().await {
+        apps.push(pg);
+    }
+    apps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_first_requests_of_the_month_grant_once() {
+    for app in apps().await {
+        let user = app.signup().await;
+        let (_, key) = app.create_key(&user, "k").await;
+        // Undo the sign-up's grant so that the next requests are the month's first.
+        registry::testing::forget_grant_period(&app.state.db, UserId(user.id)).await.unwrap();
+        let requests: Vec<_> = (0..50)
+            .map(|_| {
+                let client = app.client.clone();
+                let url = app.url("/api/credits");
+                let key = key.clone();
+                tokio::spawn(async move { client.get(url).bearer_auth(key).send().await.unwrap().status() })
+            })
+            .collect();
+        for request in requests {
+            assert_eq!(request.await.unwrap(), 200);
+        }
+        let credits = json_body(app.get("/api/credits", Some(&key)).await).await;
+        // 100 from sign-up, then exactly one more 100 for the "new" month.
+        assert_eq!(credits["balance"], "200", "{credits}");
+        let audit = ledger::audit_ledger(&app.state.db).await.unwrap();
+        assert!(audit.mismatches.is_empty() && audit.total == 0);
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_pages_newest_first_with_decimal_amounts() {
+    for app in apps().await {
+        let user = app.signup().await;
+        let payer = UserId(user.id);
+        // Five settled jobs of 1.5 credits each, straight through the ledger API the job path
+        // will use.
+        for _ in 0..5 {
+            let job = Uuid::new_v4();
+            let hold = HoldRequest { job_id: job, payer, amount: registry_credits("2"), expires_at: Utc::now() + Duration::minutes(5) };
+            ledger::place_hold(&app.state.db, hold, Uuid::new_v4(), Utc::now()).await.unwrap();
+            let capture = Capture {
+                job_id: job,
+                charge: registry_credits("1.5"),
+                payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: registry_credits("1.5") }],
+                memo: None,
+            };
+            ledger::capture(&app.state.db, capture, Utc::now()).await.unwrap();
+        }
+        let credits = json_body(app.get("/api/credits", Some(&user.token)).await).await;
+        assert_eq!(credits["balance"], "92.5");
+        assert_eq!(credits["available"], "92.5");
+
+        let first = json_body(app.get("/api/credits/ledger?limit=4", Some(&user.token)).await).await;
+        let entries = first["data"].as_array().unwrap();
+        assert_eq!(entries.len(), 4);
+        assert!(entries.iter().all(|e| e["amount"] == "-1.5" && e["kind"] == "capture"));
+        assert_eq!(first["has_more"], true);
+        let cursor = first["next_cursor"].as_str().unwrap();
+        let second = json_body(app.get(&format!("/api/credits/ledger?limit=4&cursor={cursor}"), Some(&user.token)).await).await;
+        let rest = second["data"].as_array().unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[0]["amount"], "-1.5");
+        assert_eq!(rest[1]["amount"], "100");
+        assert_eq!(rest[1]["kind"], "grant");
+        assert_eq!(second["next_cursor"], Value::Null);
+        let ids: Vec<i64> = entries.iter().chain(rest).map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, no overlap: {ids:?}");
+
+        for (query, field) in [("limit=0", "limit"), ("limit=201", "limit"), ("limit=x", "limit"), ("cursor=abc", "cursor")] {
+            let response = app.get(&format!("/api/credits/ledger?{query}"), Some(&user.token)).await;
+            assert_eq!(response.status(), 422, "{query}");
+            assert_eq!(json_body(response).await["error"]["field"], field);
+        }
+    }
+}
+
+#[tokio::test]
+async fn another_users_ledger_is_invisible() {
+    let app = spawn_app().await;
+    let alice = app.signup().await;
+    let bob = app.signup().await;
+    let bobs = json_body(app.get("/api/credits/ledger", Some(&bob.token)).await).await;
+    let entries = bobs["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only bob's own grant");
+    let alices = json_body(app.get("/api/credits/ledger", Some(&alice.token)).await).await;
+    assert_ne!(alices["data"][0]["id"], entries[0]["id"]);
+}
+
+fn registry_credits(text: &str) -> auction_engine::MicroCredits {
+    auction_engine::MicroCredits::parse_decimal(text).unwrap()
+}

@@ -1,0 +1,130 @@
+//! `spawn_app`: the real application on 127.0.0.1:0 with a fresh SQLite database (or Postgres),
+//! and a typed client for its routes.
+
+use std::sync::LazyLock;
+
+use actix_web::web;
+use registry::testing::{TempPostgres, test_database_url};
+use serde_json::{Value, json};
+use server::configuration::Settings;
+use server::startup::Application;
+use server::state::AppState;
+use uuid::Uuid;
+
+pub(crate) const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        server::telemetry::init();
+    }
+});
+
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) state: web::Data<AppState>,
+    _data_dir: tempfile::TempDir,
+    _postgres: Option<TempPostgres>,
+}
+
+/// A signed-up user: its token and ids.
+pub(crate) struct TestUser {
+    pub(crate) id: Uuid,
+    pub(crate) email: String,
+    pub(crate) password: String,
+    pub(crate) token: String,
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app after `configure` adjusts the test settings.
+pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(configure, None).await
+}
+
+/// The same app on a fresh Postgres database, or `None` when Postgres is not configured
+/// (outside CI).
+pub(crate) async fn spawn_app_on_postgres() -> Option<TestApp> {
+    let admin_url = test_database_url()?;
+    let temp = TempPostgres::create(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
+    Some(spawn(|_| {}, Some(temp)).await)
+}
+
+async fn spawn(configure: impl FnOnce(&mut Settings), postgres: Option<TempPostgres>) -> TestApp {
+    LazyLock::force(&TRACING);
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.server.data_dir = data_dir.path().to_path_buf();
+    settings.server.workers = 2;
+    settings.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+    if let Some(pg) = &postgres {
+        settings.database.url = Some(pg.url.clone());
+    }
+    configure(&mut settings);
+    let app = Application::build(settings.resolve().unwrap()).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    TestApp { address, client: reqwest::Client::new(), state, _data_dir: data_dir, _postgres: postgres }
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub(crate) async fn delete(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.delete(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub(crate) async fn signup(&self) -> TestUser {
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let password = "correct horse battery staple".to_owned();
+        let response = self.post_json("/api/auth/signup", &json!({"email": email, "password": password}), None).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        TestUser {
+            id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            email,
+            password,
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Creates an API key for `user` and returns `(id, secret)`.
+    pub(crate) async fn create_key(&self, user: &TestUser, name: &str) -> (String, String) {
+        let response = self.post_json("/api/keys", &json!({"name": name}), Some(&user.token)).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+    }
+}
+
+/// Reads a response as JSON, failing the test with the body if it is not JSON.
+pub(crate) async fn json_body(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}

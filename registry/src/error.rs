@@ -36,7 +36,7 @@ pub enum RegistryError {
     Overflow,
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
 }
 

@@ -206,7 +206,7 @@ pub async fn ensure_monthly_grant(
     )
     .await?;
     let memo = format!("free credits for {}", period.as_str());
-    write_transfer(
+    let written = write_transfer(
         &txn,
         "grant",
         &format!("grant:{}:{}", user.0, period.as_str()),
@@ -215,9 +215,22 @@ pub async fn ensure_monthly_grant(
         &[(user.0, amount.micros()), (GRANT_SOURCE_ACCOUNT, source_debit.micros())],
         now,
     )
-    .await?;
-    txn.commit().await?;
-    Ok(Applied::Done)
+    .await;
+    match written {
+        Ok(()) => {
+            txn.commit().await?;
+            Ok(Applied::Done)
+        }
+        // The transfer's unique key is the second guard: this month's grant exists even though
+        // the account's marker said otherwise (restored backup, manual edit). Grant nothing.
+        Err(RegistryError::Database(err))
+            if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =>
+        {
+            txn.rollback().await?;
+            Ok(Applied::AlreadyDone)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Credits a user from the grant source (the operator's `gavel admin grant`). `transfer_id`

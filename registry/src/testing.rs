@@ -85,17 +85,3 @@ mod tests {
     }
 }
 
-/// Makes a wallet look as if this month's free grant had not been credited yet, the way the
-/// first request of a new month sees it. Balances are untouched.
-pub async fn forget_grant_period(db: &sea_orm::DatabaseConnection, user: crate::UserId) -> Result<(), DbErr> {
-    use sea_orm::sea_query::Expr;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-
-    use crate::entity::accounts;
-    accounts::Entity::update_many()
-        .col_expr(accounts::Column::GrantPeriod, Expr::value("2000-01"))
-        .filter(accounts::Column::Id.eq(user.0))
-        .exec(db)
-        .await?;
-    Ok(())
-}

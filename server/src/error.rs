@@ -153,7 +153,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
         if let ApiError::Internal(cause) = self {
-            tracing::error!(error.cause_chain = ?cause, "internal error");
+            tracing::error!(error.cause_chain = %CauseChain(cause.as_ref()), "internal error");
         }
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::RateLimited { retry_after_secs } = self {

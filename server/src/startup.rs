@@ -148,8 +148,8 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 
 /// Background upkeep: voids expired holds and forgets idle rate-limit buckets.
 fn spawn_workers(state: web::Data<AppState>) {
-    actix_web::rt::spawn(async move {
-        let mut tick = actix_web::rt::time::interval(Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tick.tick().await;
             match registry::ledger::reap_expired_holds(&state.db, state.now(), 1000).await {

@@ -89,14 +89,16 @@ fn serve_starts_with_nothing_but_a_port_and_answers_health_checks() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut address = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(idx) = line.find("listening on http://") {
-            address = Some(line[idx + "listening on ".len()..].trim().to_owned());
-            break;
+    // Keep draining the child's log on a thread: closing the pipe would break its logging.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(idx) = line.find("listening on http://") {
+                let _ = sender.send(line[idx + "listening on ".len()..].trim().to_owned());
+            }
         }
-    }
+    });
+    let address = receiver.recv_timeout(Duration::from_secs(60)).ok();
     let address = address.expect("gavel printed its address");
     let body = reqwest::blocking_get(&format!("{address}/healthz"));
     let _ = child.kill();

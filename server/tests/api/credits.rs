@@ -7,7 +7,7 @@ use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, json_body, spawn_app, spawn_app_on_postgres};
+use crate::helpers::{TestApp, json_body, spawn_app, spawn_app_on_postgres, spawn_app_with};
 
 async fn apps() -> Vec<TestApp> {
     let mut apps = vec![spawn_app().await];
@@ -20,14 +20,23 @@ async fn apps() -> Vec<TestApp> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_first_requests_of_the_month_grant_once() {
     for app in apps().await {
-        let user = app.signup().await;
-        let (_, key) = app.create_key(&user, "k").await;
-        // Undo the sign-up's grant so that the next requests are the month's first.
-        registry::testing::forget_grant_period(&app.state.db, UserId(user.id)).await.unwrap();
+        // A user that exists but has made no request this month yet (created directly, as an
+        // import would), with an API key.
+        let user_id = Uuid::now_v7();
+        let email = registry::Email::parse(&format!("{}@example.com", user_id.simple())).unwrap();
+        let new_user = registry::NewUser { email, handle: None, password_hash: "unused".into() };
+        registry::create_user(&app.state.db, new_user, user_id, Utc::now()).await.unwrap();
+        let name = registry::KeyName::parse("k").unwrap();
+        let key = registry::create_api_key(&app.state.db, UserId(user_id), name, Uuid::now_v7(), Utc::now()).await.unwrap().secret;
+        // A second instance on the same database, as in a scaled-out deployment: neither
+        // remembers anything about this user, only the ledger's guard can keep it to one grant.
+        let database_url = app.state.settings.database_url.clone();
+        let fresh = spawn_app_with(|s| s.database.url = Some(database_url)).await;
         let requests: Vec<_> = (0..50)
-            .map(|_| {
-                let client = app.client.clone();
-                let url = app.url("/api/credits");
+            .map(|i| {
+                let target = if i % 2 == 0 { &app } else { &fresh };
+                let client = target.client.clone();
+                let url = target.url("/api/credits");
                 let key = key.clone();
                 tokio::spawn(async move { client.get(url).bearer_auth(key).send().await.unwrap().status() })
             })
@@ -36,8 +45,9 @@ async fn fifty_concurrent_first_requests_of_the_month_grant_once() {
             assert_eq!(request.await.unwrap(), 200);
         }
         let credits = json_body(app.get("/api/credits", Some(&key)).await).await;
-        // 100 from sign-up, then exactly one more 100 for the "new" month.
-        assert_eq!(credits["balance"], "200", "{credits}");
+        assert_eq!(credits["balance"], "100", "{credits}");
+        let ledger = json_body(app.get("/api/credits/ledger", Some(&key)).await).await;
+        assert_eq!(ledger["data"].as_array().unwrap().len(), 1, "one grant entry: {ledger}");
         let audit = ledger::audit_ledger(&app.state.db).await.unwrap();
         assert!(audit.mismatches.is_empty() && audit.total == 0);
     }

@@ -2,6 +2,9 @@
 //!
 //! `cargo bench -p auction-engine`. The target (DESIGN §9) is 1,000 candidates in 100 µs.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
 use std::hint::black_box;
 
 use auction_engine::reputation::Outcome as Attempt;
@@ -19,7 +22,12 @@ fn candidates(n: usize) -> Vec<Candidate> {
             let mut reputation = ReputationStats::default();
             for k in 0..(i % 7) {
                 let attempt = if k % 5 == 4 { Attempt::Error } else { Attempt::Success };
-                reputation = reputation.record(attempt, 100.0 + (i % 13) as f64 * 50.0, NOW - 10_000 + k as i64, 7 * 86_400_000);
+                reputation = reputation.record(
+                    attempt,
+                    100.0 + (i % 13) as f64 * 50.0,
+                    NOW - 10_000 + k as i64,
+                    7 * 86_400_000,
+                );
             }
             Candidate {
                 agent_id: AgentId(i as u128 * 7919 + 1),
@@ -51,8 +59,16 @@ fn bench(c: &mut Criterion) {
             nonce: 1,
             seed: 2,
             now_ms: NOW,
-            job: Job { category: "chat".into(), input_tokens: 500, output_tokens: 500, required_features: vec![] },
-            constraints: Constraints { max_price: Some(MicroCredits::from_micros(2_000_000)), ..Constraints::default() },
+            job: Job {
+                category: "chat".into(),
+                input_tokens: 500,
+                output_tokens: 500,
+                required_features: vec![],
+            },
+            constraints: Constraints {
+                max_price: Some(MicroCredits::from_micros(2_000_000)),
+                ..Constraints::default()
+            },
             candidates: candidates(n),
             parameters: Parameters { exploration_rate: 0.0, ..Parameters::default() },
         };

@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::MicroCredits;
 use crate::inputs::{
-    AgentId, AgentStatus, AuctionInput, Candidate, Mechanism, NoBidReason, Objective, OwnerId, LiveBid,
-    Routing, SortBy,
+    AgentId, AgentStatus, AuctionInput, Candidate, LiveBid, Mechanism, NoBidReason, Objective,
+    OwnerId, Routing, SortBy,
 };
 use crate::pricing::sheet_price;
 
@@ -63,17 +63,23 @@ impl ExclusionReason {
     pub fn describe(&self) -> String {
         match self {
             ExclusionReason::Paused => "the agent is paused".into(),
-            ExclusionReason::CircuitOpen => "the agent's circuit breaker is open after repeated failures".into(),
+            ExclusionReason::CircuitOpen => {
+                "the agent's circuit breaker is open after repeated failures".into()
+            }
             ExclusionReason::WrongCategory => "the agent does not serve this category".into(),
             ExclusionReason::NotInOnlyList => "the caller's `only` list does not name it".into(),
             ExclusionReason::IgnoredByCaller => "the caller's `ignore` list names it".into(),
-            ExclusionReason::MissingFeatures(missing) => format!("it lacks required features: {}", missing.join(", ")),
+            ExclusionReason::MissingFeatures(missing) => {
+                format!("it lacks required features: {}", missing.join(", "))
+            }
             ExclusionReason::RegionNotServed => "it serves none of the required regions".into(),
             ExclusionReason::ContextTooSmall { needed, context_length } => {
                 format!("the job needs {needed} tokens of context, it has {context_length}")
             }
             ExclusionReason::TooSlow { expected_ms, max_latency_ms } => {
-                format!("its expected latency {expected_ms} ms exceeds the maximum {max_latency_ms} ms")
+                format!(
+                    "its expected latency {expected_ms} ms exceeds the maximum {max_latency_ms} ms"
+                )
             }
             ExclusionReason::ReputationBelowMinimum { lower_bound, minimum } => {
                 format!("its reputation {lower_bound:.3} is below the minimum {minimum:.3}")
@@ -102,7 +108,9 @@ impl ExclusionReason {
             ExclusionReason::ContextTooSmall { .. } => 5,
             ExclusionReason::TooSlow { .. } => 6,
             ExclusionReason::ReputationBelowMinimum { .. } => 7,
-            ExclusionReason::NoPrice | ExclusionReason::NoBid(_) | ExclusionReason::LiveBidAboveSheet { .. } => 8,
+            ExclusionReason::NoPrice
+            | ExclusionReason::NoBid(_)
+            | ExclusionReason::LiveBidAboveSheet { .. } => 8,
             ExclusionReason::PriceAboveMax { .. } => 9,
             ExclusionReason::OwnerCannotPayWinFee => 10,
         }
@@ -240,7 +248,8 @@ pub fn run(input: &AuctionInput) -> Outcome {
     let mut candidates: Vec<&Candidate> = input.candidates.iter().collect();
     candidates.sort_by_key(|c| (c.agent_id, c.owner_id));
 
-    let job_value = constraints.max_price.or(params.reference_price).unwrap_or(params.default_job_value);
+    let job_value =
+        constraints.max_price.or(params.reference_price).unwrap_or(params.default_job_value);
     let reference_cap = params
         .reference_price
         .and_then(|p| i64::from(params.reference_multiplier).checked_mul(p.micros()))
@@ -252,7 +261,8 @@ pub fn run(input: &AuctionInput) -> Outcome {
     };
 
     let mut explore_rng = ChaCha8Rng::seed_from_u64(input.seed);
-    let explored = params.exploration_rate > 0.0 && explore_rng.random::<f64>() < params.exploration_rate;
+    let explored =
+        params.exploration_rate > 0.0 && explore_rng.random::<f64>() < params.exploration_rate;
 
     let mut contenders = Vec::new();
     let mut exclusions = Vec::new();
@@ -308,7 +318,9 @@ pub fn run(input: &AuctionInput) -> Outcome {
         }
         Routing::Order(order) => {
             // Listed agents first, in the caller's order; the rest keep their score order.
-            let position = |c: &Contender<'_>| order.iter().position(|slug| *slug == c.candidate.slug).unwrap_or(usize::MAX);
+            let position = |c: &Contender<'_>| {
+                order.iter().position(|slug| *slug == c.candidate.slug).unwrap_or(usize::MAX)
+            };
             contenders.sort_by_key(position);
             true
         }
@@ -316,7 +328,9 @@ pub fn run(input: &AuctionInput) -> Outcome {
             let mut keyed: Vec<(f64, Contender<'_>)> = contenders
                 .into_iter()
                 .map(|c| {
-                    let mut rng = ChaCha8Rng::seed_from_u64(input.seed ^ mix(c.candidate.agent_id.0) ^ 0x5157);
+                    let mut rng = ChaCha8Rng::seed_from_u64(
+                        input.seed ^ mix(c.candidate.agent_id.0) ^ 0x5157,
+                    );
                     let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
                     let price = c.bid.micros().max(1) as f64;
                     // Efraimidis–Spirakis: sorting by u^(1/w) with w = 1/price^2 samples an
@@ -366,7 +380,8 @@ fn second_score_price(
     reserve: Option<MicroCredits>,
 ) -> (MicroCredits, PriceBasis) {
     let runner_up = below.iter().find(|c| c.candidate.owner_id != winner.candidate.owner_id);
-    let threshold = runner_up.map(|r| MicroCredits::from_micros(winner.quality.total.saturating_sub(r.score)));
+    let threshold =
+        runner_up.map(|r| MicroCredits::from_micros(winner.quality.total.saturating_sub(r.score)));
     let (price, basis) = match (threshold, runner_up, reserve) {
         (Some(threshold), Some(r), Some(reserve)) if reserve < threshold => {
             (reserve, PriceBasis::Reserve { reserve, runner_up: Some(r.candidate.agent_id) })
@@ -390,7 +405,9 @@ fn second_score_price(
 fn by_score(a: &Contender<'_>, b: &Contender<'_>) -> Ordering {
     b.score
         .cmp(&a.score)
-        .then_with(|| b.quality.reliability_lower_bound.total_cmp(&a.quality.reliability_lower_bound))
+        .then_with(|| {
+            b.quality.reliability_lower_bound.total_cmp(&a.quality.reliability_lower_bound)
+        })
         .then_with(|| latency_key(a).total_cmp(&latency_key(b)))
         .then_with(|| a.tiebreak.cmp(&b.tiebreak))
         .then_with(|| a.candidate.agent_id.cmp(&b.candidate.agent_id))
@@ -400,7 +417,9 @@ fn by_sort_key(key: SortBy, a: &Contender<'_>, b: &Contender<'_>) -> Ordering {
     match key {
         SortBy::Price => a.bid.cmp(&b.bid),
         SortBy::Latency => latency_key(a).total_cmp(&latency_key(b)),
-        SortBy::Reputation => b.quality.reliability_lower_bound.total_cmp(&a.quality.reliability_lower_bound),
+        SortBy::Reputation => {
+            b.quality.reliability_lower_bound.total_cmp(&a.quality.reliability_lower_bound)
+        }
     }
 }
 
@@ -450,7 +469,7 @@ fn check_eligibility(
         AgentStatus::Paused => return Err(ExclusionReason::Paused),
         AgentStatus::CircuitOpen => return Err(ExclusionReason::CircuitOpen),
     }
-    if !candidate.categories.iter().any(|c| *c == job.category) {
+    if !candidate.categories.contains(&job.category) {
         return Err(ExclusionReason::WrongCategory);
     }
     if !constraints.only.is_empty() && !constraints.only.contains(&candidate.slug) {
@@ -491,14 +510,17 @@ fn check_eligibility(
     {
         return Err(ExclusionReason::ReputationBelowMinimum { lower_bound, minimum });
     }
-    let sheet = sheet_price(&candidate.sheet, job.input_tokens, job.output_tokens).ok_or(ExclusionReason::NoPrice)?;
+    let sheet = sheet_price(&candidate.sheet, job.input_tokens, job.output_tokens)
+        .ok_or(ExclusionReason::NoPrice)?;
     let (bid, source) = match candidate.live_bid {
         None => (sheet, BidSource::Sheet),
         Some(LiveBid::NoBid(reason)) => return Err(ExclusionReason::NoBid(reason)),
         Some(LiveBid::Price(bid)) if bid > sheet => {
             return Err(ExclusionReason::LiveBidAboveSheet { bid, sheet });
         }
-        Some(LiveBid::Price(bid)) if bid.is_negative() => return Err(ExclusionReason::NoBid(NoBidReason::Malformed)),
+        Some(LiveBid::Price(bid)) if bid.is_negative() => {
+            return Err(ExclusionReason::NoBid(NoBidReason::Malformed));
+        }
         Some(LiveBid::Price(bid)) => (bid, BidSource::Live),
     };
     if let Some(max_price) = constraints.max_price

@@ -49,7 +49,9 @@ pub fn explain(outcome: &Outcome) -> String {
                     reason.code()
                 );
             }
-            None => text.push_str("No agent was eligible: there were no candidates for this category."),
+            None => {
+                text.push_str("No agent was eligible: there were no candidates for this category.")
+            }
         }
         return text;
     };
@@ -87,10 +89,16 @@ pub fn explain(outcome: &Outcome) -> String {
             );
         }
         PriceBasis::Reserve { reserve, runner_up: Some(_) } => {
-            let _ = write!(text, " It is paid the reserve {reserve}, which is below the price competition would have set.");
+            let _ = write!(
+                text,
+                " It is paid the reserve {reserve}, which is below the price competition would have set."
+            );
         }
         PriceBasis::Reserve { reserve, runner_up: None } => {
-            let _ = write!(text, " No agent of another owner competed, so it is paid the reserve {reserve}.");
+            let _ = write!(
+                text,
+                " No agent of another owner competed, so it is paid the reserve {reserve}."
+            );
         }
         PriceBasis::OwnBid => {
             let _ = write!(text, " It is paid its own bid, {}.", winner.price);

@@ -62,12 +62,13 @@ mod pricing;
 pub mod reputation;
 
 pub use auction::{
-    BidSource, Exclusion, ExclusionReason, Outcome, PriceBasis, Quality, Ranked, ReliabilitySource, run,
+    BidSource, Exclusion, ExclusionReason, Outcome, PriceBasis, Quality, Ranked, ReliabilitySource,
+    run,
 };
 pub use audit::{AuditRecord, explain, replay};
 pub use inputs::{
-    AgentId, AgentStatus, AuctionInput, Candidate, Constraints, Job, LiveBid, Mechanism, NoBidReason,
-    Objective, OwnerId, Parameters, PriceSheet, Routing, SortBy,
+    AgentId, AgentStatus, AuctionInput, Candidate, Constraints, Job, LiveBid, Mechanism,
+    NoBidReason, Objective, OwnerId, Parameters, PriceSheet, Routing, SortBy,
 };
 pub use money::{MICROS_PER_CREDIT, MicroCredits, MoneyParseError};
 pub use pricing::{Split, settle_on_usage, sheet_price, split};

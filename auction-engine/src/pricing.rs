@@ -6,7 +6,11 @@ use crate::inputs::PriceSheet;
 /// The sheet's price for a job: `per_call + input x per_million_input / 1e6 + output x
 /// per_million_output / 1e6`, each token term rounded up to a whole micro-credit. `None` on
 /// overflow or a negative price.
-pub fn sheet_price(sheet: &PriceSheet, input_tokens: u64, output_tokens: u64) -> Option<MicroCredits> {
+pub fn sheet_price(
+    sheet: &PriceSheet,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Option<MicroCredits> {
     let token_term = |tokens: u64, per_million: MicroCredits| -> Option<i128> {
         let per_million = i128::from(per_million.micros());
         let product = i128::from(tokens).checked_mul(per_million)?;
@@ -91,7 +95,11 @@ mod tests {
 
     #[test]
     fn overflowing_or_negative_sheets_have_no_price() {
-        let huge = PriceSheet { per_call: MicroCredits::from_micros(i64::MAX), per_million_input_tokens: credits("1"), ..PriceSheet::default() };
+        let huge = PriceSheet {
+            per_call: MicroCredits::from_micros(i64::MAX),
+            per_million_input_tokens: credits("1"),
+            ..PriceSheet::default()
+        };
         assert_eq!(sheet_price(&huge, 10_000_000, 0), None);
         let negative = PriceSheet { per_call: credits("-1"), ..PriceSheet::default() };
         assert_eq!(sheet_price(&negative, 0, 0), None);
@@ -109,9 +117,18 @@ mod tests {
     #[test]
     fn usage_settlement_scales_and_caps() {
         // Estimated 1.0 at sheet rates, awarded 1.5; used half the estimate: pays 0.75.
-        assert_eq!(settle_on_usage(credits("1.5"), credits("1"), credits("0.5"), credits("10")), credits("0.75"));
+        assert_eq!(
+            settle_on_usage(credits("1.5"), credits("1"), credits("0.5"), credits("10")),
+            credits("0.75")
+        );
         // Used three times the estimate: capped by the hold.
-        assert_eq!(settle_on_usage(credits("1.5"), credits("1"), credits("3"), credits("2")), credits("2"));
-        assert_eq!(settle_on_usage(credits("1.5"), MicroCredits::ZERO, credits("3"), credits("2")), credits("1.5"));
+        assert_eq!(
+            settle_on_usage(credits("1.5"), credits("1"), credits("3"), credits("2")),
+            credits("2")
+        );
+        assert_eq!(
+            settle_on_usage(credits("1.5"), MicroCredits::ZERO, credits("3"), credits("2")),
+            credits("1.5")
+        );
     }
 }

@@ -106,7 +106,13 @@ impl ReputationStats {
 
     /// Folds one attempt into the evidence. `latency_ms` is recorded for successes only: an
     /// error's speed says nothing about how fast the agent delivers.
-    pub fn record(&self, outcome: Outcome, latency_ms: f64, now_ms: i64, half_life_ms: i64) -> ReputationStats {
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        latency_ms: f64,
+        now_ms: i64,
+        half_life_ms: i64,
+    ) -> ReputationStats {
         let (s, f) = self.decayed_counts(now_ms, half_life_ms);
         let mut next = *self;
         next.updated_at_ms = now_ms.max(self.updated_at_ms);
@@ -115,7 +121,7 @@ impl ReputationStats {
                 next.successes = s + 1.0;
                 next.failures = f;
                 next.total_successes += 1;
-                next.observe_latency(latency_ms.max(0.0), now_ms);
+                next.observe_latency(latency_ms.max(0.0), now_ms - self.updated_at_ms);
             }
             Outcome::Error | Outcome::Timeout | Outcome::InvalidOutput => {
                 next.successes = s;
@@ -134,7 +140,7 @@ impl ReputationStats {
         next
     }
 
-    fn observe_latency(&mut self, latency_ms: f64, now_ms: i64) {
+    fn observe_latency(&mut self, latency_ms: f64, elapsed_ms: i64) {
         if self.latency_ewma_ms <= 0.0 {
             self.latency_ewma_ms = latency_ms;
             self.latency_p95_ms = latency_ms;
@@ -144,7 +150,7 @@ impl ReputationStats {
             // Peak: slow news is believed at once.
             self.latency_ewma_ms = latency_ms;
         } else {
-            let elapsed = (now_ms - self.updated_at_ms).max(0) as f64;
+            let elapsed = elapsed_ms.max(0) as f64;
             let keep = (-elapsed / LATENCY_TAU_MS).exp().clamp(0.5, 1.0);
             self.latency_ewma_ms = self.latency_ewma_ms * keep + latency_ms * (1.0 - keep);
         }
@@ -176,7 +182,12 @@ mod tests {
 
     #[test]
     fn evidence_halves_every_half_life() {
-        let stats = ReputationStats { successes: 8.0, failures: 4.0, updated_at_ms: 0, ..Default::default() };
+        let stats = ReputationStats {
+            successes: 8.0,
+            failures: 4.0,
+            updated_at_ms: 0,
+            ..Default::default()
+        };
         let posterior = stats.posterior(7 * DAY, 7 * DAY, (0.0, 0.0));
         assert!((posterior.alpha - 4.0).abs() < 1e-3 && (posterior.beta - 2.0).abs() < 1e-3);
     }
@@ -203,11 +214,15 @@ mod tests {
     #[test]
     fn failures_of_every_kind_count_and_are_tallied() {
         let mut stats = ReputationStats::default();
-        for outcome in [Outcome::Error, Outcome::Timeout, Outcome::InvalidOutput, Outcome::Success] {
+        for outcome in [Outcome::Error, Outcome::Timeout, Outcome::InvalidOutput, Outcome::Success]
+        {
             stats = stats.record(outcome, 500.0, 0, DAY);
         }
         assert_eq!((stats.successes, stats.failures), (1.0, 3.0));
-        assert_eq!((stats.total_errors, stats.total_timeouts, stats.total_invalid, stats.total_successes), (1, 1, 1, 1));
+        assert_eq!(
+            (stats.total_errors, stats.total_timeouts, stats.total_invalid, stats.total_successes),
+            (1, 1, 1, 1)
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Table-driven auction scenarios and proptest properties, all through the public API.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
 use auction_engine::reputation::Outcome as Attempt;
 use auction_engine::{
     AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, ExclusionReason, Job,
@@ -49,7 +52,12 @@ fn input(candidates: Vec<Candidate>) -> AuctionInput {
         nonce: 42,
         seed: 7,
         now_ms: NOW,
-        job: Job { category: "chat".into(), input_tokens: 0, output_tokens: 0, required_features: vec![] },
+        job: Job {
+            category: "chat".into(),
+            input_tokens: 0,
+            output_tokens: 0,
+            required_features: vec![],
+        },
         constraints: Constraints { max_price: Some(credits("10")), ..Constraints::default() },
         candidates,
         parameters: Parameters { exploration_rate: 0.0, ..Parameters::default() },
@@ -141,7 +149,23 @@ fn every_exclusion_has_its_reason() {
     eligible.features = vec!["json".into()];
     eligible.regions = vec!["eu".into()];
 
-    let mut candidates = vec![paused, open, ocr, not_only, ignored, featureless, elsewhere, small, slow, unknown, expensive, broke, late, greedy, eligible];
+    let mut candidates = vec![
+        paused,
+        open,
+        ocr,
+        not_only,
+        ignored,
+        featureless,
+        elsewhere,
+        small,
+        slow,
+        unknown,
+        expensive,
+        broke,
+        late,
+        greedy,
+        eligible,
+    ];
     for c in &mut candidates {
         if c.agent_id != AgentId(6) {
             c.features.push("json".into());
@@ -154,10 +178,14 @@ fn every_exclusion_has_its_reason() {
     auction.constraints.max_latency_ms = Some(5000);
     auction.constraints.min_reputation = Some(0.5);
     auction.constraints.ignore = vec!["owner1/agent5".into()];
-    auction.constraints.only = (1..=15).filter(|i| *i != 4).map(|i| format!("owner{}/agent{i}", if i == 15 { 2 } else { 1 })).collect();
+    auction.constraints.only = (1..=15)
+        .filter(|i| *i != 4)
+        .map(|i| format!("owner{}/agent{i}", if i == 15 { 2 } else { 1 }))
+        .collect();
 
     let outcome = run(&auction);
-    let codes: Vec<(u128, &str)> = outcome.exclusions.iter().map(|e| (e.agent_id.0, e.reason.code())).collect();
+    let codes: Vec<(u128, &str)> =
+        outcome.exclusions.iter().map(|e| (e.agent_id.0, e.reason.code())).collect();
     assert_eq!(
         codes,
         vec![
@@ -265,13 +293,18 @@ fn routing_modes_order_as_asked_and_pay_posted_prices() {
         let mut auction = base.clone();
         auction.constraints.routing = routing;
         let outcome = run(&auction);
-        assert!(outcome.ranking.iter().all(|r| r.price == r.bid && r.price_basis == PriceBasis::OwnBid));
+        assert!(
+            outcome.ranking.iter().all(|r| r.price == r.bid && r.price_basis == PriceBasis::OwnBid)
+        );
         outcome.ranking.iter().map(|r| r.agent_id.0).collect::<Vec<_>>()
     };
     assert_eq!(order_of(Routing::Sort(SortBy::Price)), vec![1, 2, 3]);
     assert_eq!(order_of(Routing::Sort(SortBy::Latency)), vec![3, 2, 1]);
     assert_eq!(order_of(Routing::Sort(SortBy::Reputation)), vec![2, 3, 1]);
-    assert_eq!(order_of(Routing::Order(vec!["owner3/agent3".into(), "owner1/agent1".into()])), vec![3, 1, 2]);
+    assert_eq!(
+        order_of(Routing::Order(vec!["owner3/agent3".into(), "owner1/agent1".into()])),
+        vec![3, 1, 2]
+    );
 }
 
 #[test]
@@ -294,7 +327,8 @@ fn price_weighted_random_order_favours_cheap_agents_by_inverse_square() {
 fn exploration_gives_a_newcomer_wins_sometimes_and_never_otherwise() {
     let mut newcomer = agent(1, 1, "1");
     newcomer.reputation = ReputationStats::default();
-    let veteran = agent(2, 2, "1");
+    let mut veteran = agent(2, 2, "1");
+    veteran.reputation = proven(60, 40, 200.0);
     let base = input(vec![newcomer, veteran]);
     let mut explored = 0;
     let mut newcomer_wins = 0;
@@ -320,7 +354,10 @@ fn the_explanation_says_why_it_won_and_why_it_pays_that() {
     let record = AuditRecord::new(input(vec![agent(1, 1, "3"), agent(2, 2, "2")]));
     let text = record.explain();
     assert!(text.contains("owner2/agent2 won"), "{text}");
-    assert!(text.contains("paid 3 because the best competing agent of another owner, owner1/agent1"), "{text}");
+    assert!(
+        text.contains("paid 3 because the best competing agent of another owner, owner1/agent1"),
+        "{text}"
+    );
     assert_eq!(replay(&record), record.outcome);
 }
 
@@ -339,7 +376,12 @@ fn arb_auction() -> impl Strategy<Value = AuctionInput> {
     (
         proptest::collection::vec(arb_agent, 1..8),
         any::<u64>(),
-        prop_oneof![Just(Objective::Balanced), Just(Objective::Cost), Just(Objective::Quality), Just(Objective::Latency)],
+        prop_oneof![
+            Just(Objective::Balanced),
+            Just(Objective::Cost),
+            Just(Objective::Quality),
+            Just(Objective::Latency)
+        ],
         prop_oneof![Just(None), (1_000_000_i64..6_000_000).prop_map(Some)],
         prop_oneof![Just(None), (100_000_i64..3_000_000).prop_map(Some)],
     )
@@ -415,6 +457,11 @@ proptest! {
         // (documented in the crate docs).
         auction.parameters.reference_price = None;
         auction.constraints.max_price.get_or_insert(MicroCredits::from_micros(6_000_000));
+        // One agent per owner: the classic setting. (An owner with several agents chooses
+        // among its own; none of them can move another owner's price.)
+        for candidate in &mut auction.candidates {
+            candidate.owner_id = OwnerId(candidate.agent_id.0);
+        }
         let idx = who % auction.candidates.len();
         let agent_id = auction.candidates[idx].agent_id;
         let cost = auction.candidates[idx].sheet.per_call;
@@ -446,10 +493,8 @@ proptest! {
         sibling.sheet.per_call = MicroCredits::from_micros(price);
         with_sibling.candidates.push(sibling);
         let after = run(&with_sibling);
-        if let Some(same) = after.ranking.iter().find(|r| r.agent_id == winner.agent_id) {
-            if after.winner().map(|w| w.agent_id) == Some(winner.agent_id) {
-                prop_assert!(same.price <= winner.price, "{:?} > {:?}", same.price, winner.price);
-            }
+        if let Some(same) = after.winner().filter(|w| w.agent_id == winner.agent_id) {
+            prop_assert!(same.price <= winner.price, "{:?} > {:?}", same.price, winner.price);
         }
     }
 }

@@ -249,7 +249,8 @@ impl MigrationTrait for Migration {
             .await?;
 
         // The two system accounts. Their ids are fixed so that every instance agrees on them.
-        for (id, kind) in [(PLATFORM_REVENUE_ID, "platform_revenue"), (GRANT_SOURCE_ID, "grant_source")]
+        for (id, kind) in
+            [(PLATFORM_REVENUE_ID, "platform_revenue"), (GRANT_SOURCE_ID, "grant_source")]
         {
             let id = uuid::Uuid::parse_str(id).map_err(|e| DbErr::Migration(e.to_string()))?;
             let insert = Query::insert()
@@ -266,7 +267,7 @@ impl MigrationTrait for Migration {
                     kind.into(),
                     0_i64.into(),
                     0_i64.into(),
-                    Expr::current_timestamp().into(),
+                    Expr::current_timestamp(),
                 ])
                 .to_owned();
             manager.exec_stmt(insert).await?;

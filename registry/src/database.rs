@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 /// Which engine a URL points at.
@@ -36,8 +36,9 @@ impl Backend {
 /// Opens a pool. `max_connections` of `None` picks the backend's default (8 on SQLite, 32 on
 /// Postgres).
 pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<DatabaseConnection, DbErr> {
-    let backend = Backend::of_url(url)
-        .ok_or_else(|| DbErr::Custom("database.url must start with sqlite: or postgres://".into()))?;
+    let backend = Backend::of_url(url).ok_or_else(|| {
+        DbErr::Custom("database.url must start with sqlite: or postgres://".into())
+    })?;
     let mut options = ConnectOptions::new(url.to_owned());
     options.sqlx_logging(false).acquire_timeout(Duration::from_secs(30));
     match backend {

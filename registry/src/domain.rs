@@ -59,7 +59,9 @@ impl Handle {
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(RegistryError::invalid("handle", "must be 3 to 32 characters"));
         }
-        if !handle.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        if !handle
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
             return Err(RegistryError::invalid(
                 "handle",
@@ -188,6 +190,9 @@ mod tests {
         assert!(Password::parse("short".into()).is_err());
         assert!(Password::parse("x".repeat(129)).is_err());
         assert!(Password::parse("correct horse battery".into()).is_ok());
-        assert_eq!(format!("{:?}", Password::parse("secretsecret".into()).unwrap()), "Password(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Password::parse("secretsecret".into()).unwrap()),
+            "Password(<redacted>)"
+        );
     }
 }

@@ -185,7 +185,10 @@ pub async fn ensure_monthly_grant(
     // The conditional update is the once-per-month guard: of N concurrent first requests,
     // exactly one sees its row change.
     let result = accounts::Entity::update_many()
-        .col_expr(accounts::Column::Balance, Expr::col(accounts::Column::Balance).add(amount.micros()))
+        .col_expr(
+            accounts::Column::Balance,
+            Expr::col(accounts::Column::Balance).add(amount.micros()),
+        )
         .col_expr(accounts::Column::GrantPeriod, Expr::value(period.as_str()))
         .filter(accounts::Column::Id.eq(user.0))
         .filter(
@@ -202,7 +205,11 @@ pub async fn ensure_monthly_grant(
     let source_debit = amount.checked_neg().ok_or(RegistryError::Overflow)?;
     apply_postings(
         &txn,
-        vec![Posting { account: GRANT_SOURCE_ACCOUNT, balance_delta: source_debit.micros(), held_delta: 0 }],
+        vec![Posting {
+            account: GRANT_SOURCE_ACCOUNT,
+            balance_delta: source_debit.micros(),
+            held_delta: 0,
+        }],
     )
     .await?;
     let memo = format!("free credits for {}", period.as_str());
@@ -247,7 +254,12 @@ pub async fn admin_grant(
     }
     let key = format!("admin_grant:{transfer_id}");
     let txn = begin_write(db).await?;
-    if transfers::Entity::find().filter(transfers::Column::IdempotencyKey.eq(key.as_str())).one(&txn).await?.is_some() {
+    if transfers::Entity::find()
+        .filter(transfers::Column::IdempotencyKey.eq(key.as_str()))
+        .one(&txn)
+        .await?
+        .is_some()
+    {
         txn.rollback().await?;
         return Ok(Applied::AlreadyDone);
     }
@@ -286,7 +298,8 @@ pub async fn place_hold(
         return Err(RegistryError::invalid("amount", "a hold must be positive"));
     }
     let txn = begin_write(db).await?;
-    let posting = Posting { account: request.payer.0, balance_delta: 0, held_delta: request.amount.micros() };
+    let posting =
+        Posting { account: request.payer.0, balance_delta: 0, held_delta: request.amount.micros() };
     if let Err(err) = apply_postings(&txn, vec![posting]).await {
         txn.rollback().await?;
         return Err(match err {
@@ -518,7 +531,10 @@ async fn apply_postings(
                 accounts::Column::Balance,
                 Expr::col(accounts::Column::Balance).add(posting.balance_delta),
             )
-            .col_expr(accounts::Column::Held, Expr::col(accounts::Column::Held).add(posting.held_delta))
+            .col_expr(
+                accounts::Column::Held,
+                Expr::col(accounts::Column::Held).add(posting.held_delta),
+            )
             .filter(accounts::Column::Id.eq(posting.account))
             .filter(covered)
             .exec(txn)
@@ -604,7 +620,10 @@ pub async fn balance(db: &impl ConnectionTrait, user: UserId) -> Result<Balance,
 }
 
 /// The balance of any account, system accounts included.
-pub async fn account_balance(db: &impl ConnectionTrait, account: Uuid) -> Result<MicroCredits, RegistryError> {
+pub async fn account_balance(
+    db: &impl ConnectionTrait,
+    account: Uuid,
+) -> Result<MicroCredits, RegistryError> {
     let row = accounts::Entity::find_by_id(account)
         .one(db)
         .await?
@@ -621,12 +640,12 @@ pub async fn entries(
     limit: u64,
 ) -> Result<EntryPage, RegistryError> {
     let limit = limit.clamp(1, 200);
-    let mut query = ledger_entries::Entity::find().filter(ledger_entries::Column::AccountId.eq(user.0));
+    let mut query =
+        ledger_entries::Entity::find().filter(ledger_entries::Column::AccountId.eq(user.0));
     if let Some(before) = before {
         query = query.filter(ledger_entries::Column::Id.lt(before));
     }
-    let mut rows =
-        query.order_by_desc(ledger_entries::Column::Id).limit(limit + 1).all(db).await?;
+    let mut rows = query.order_by_desc(ledger_entries::Column::Id).limit(limit + 1).all(db).await?;
     let has_more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if has_more { rows.last().map(|row| row.id) } else { None };

@@ -26,7 +26,9 @@ pub use credentials::{API_KEY_PREFIX, hash_password, verify_password};
 pub use database::{Backend, connect};
 pub use domain::{Email, Handle, KeyName, Password, UserId};
 pub use error::RegistryError;
-pub use users::{NewUser, User, UserCredentials, create_user, find_credentials_by_email, find_user};
+pub use users::{
+    NewUser, User, UserCredentials, create_user, find_credentials_by_email, find_user,
+};
 
 /// Re-exported so that callers name the connection type without depending on sea-orm.
 pub use sea_orm::DatabaseConnection;

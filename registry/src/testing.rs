@@ -8,12 +8,15 @@ use uuid::Uuid;
 
 /// The admin URL for test databases, or `None` outside CI when it is unset. In CI (`CI` set)
 /// a missing `TEST_DATABASE_URL` is a failure, never a skip.
+#[expect(clippy::print_stderr, reason = "a skipped half of a test must say so in the test output")]
 pub fn test_database_url() -> Option<String> {
     match std::env::var("TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(std::env::var_os("CI").is_none(), "TEST_DATABASE_URL must be set in CI");
-            eprintln!("SKIPPED: TEST_DATABASE_URL is not set; the Postgres half of this test did not run");
+            eprintln!(
+                "SKIPPED: TEST_DATABASE_URL is not set; the Postgres half of this test did not run"
+            );
             None
         }
     }
@@ -32,7 +35,11 @@ impl TempPostgres {
         let admin = crate::connect(admin_url, Some(1)).await?;
         admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
         admin.close().await?;
-        Ok(TempPostgres { url: with_database(admin_url, &name), admin_url: admin_url.to_owned(), name })
+        Ok(TempPostgres {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_owned(),
+            name,
+        })
     }
 }
 
@@ -42,7 +49,8 @@ impl Drop for TempPostgres {
         let name = self.name.clone();
         // Drop is synchronous; a short-lived runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            else {
                 return;
             };
             runtime.block_on(async {
@@ -80,8 +88,10 @@ mod tests {
     #[test]
     fn the_database_name_is_replaced() {
         assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }
-

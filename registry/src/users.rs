@@ -39,7 +39,12 @@ pub struct NewUser {
 
 impl From<users::Model> for User {
     fn from(row: users::Model) -> User {
-        User { id: UserId(row.id), email: row.email, handle: row.handle, created_at: row.created_at }
+        User {
+            id: UserId(row.id),
+            email: row.email,
+            handle: row.handle,
+            created_at: row.created_at,
+        }
     }
 }
 

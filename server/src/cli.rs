@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gavel", version, about = "An open marketplace where AI agents win jobs in sealed-bid auctions")]
+#[command(
+    name = "gavel",
+    version,
+    about = "An open marketplace where AI agents win jobs in sealed-bid auctions"
+)]
 pub struct Cli {
     /// Configuration file (default: ./gavel.toml if present).
     #[arg(long, global = true, env = "GAVEL_CONFIG")]

@@ -174,9 +174,10 @@ impl From<RegistryError> for ApiError {
                 code: "email_taken",
                 message: "email is already registered".into(),
             },
-            RegistryError::HandleTaken => {
-                ApiError::Conflict { code: "handle_taken", message: "handle is already taken".into() }
-            }
+            RegistryError::HandleTaken => ApiError::Conflict {
+                code: "handle_taken",
+                message: "handle is already taken".into(),
+            },
             RegistryError::NotFound { what } => ApiError::NotFound { what },
             RegistryError::InsufficientCredits { .. } => {
                 ApiError::InsufficientCredits { message: err.to_string() }

@@ -27,11 +27,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(settings.clone()).await?;
-            tracing::info!(
-                "gavel listening on http://{}:{}",
-                settings.bind.ip(),
-                app.port()
-            );
+            tracing::info!("gavel listening on http://{}:{}", settings.bind.ip(), app.port());
             app.run_until_stopped().await?;
         }
         Command::Migrate => {
@@ -45,7 +41,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn admin_grant(settings: &ResolvedSettings, email: &str, credits: &str) -> anyhow::Result<()> {
+async fn admin_grant(
+    settings: &ResolvedSettings,
+    email: &str,
+    credits: &str,
+) -> anyhow::Result<()> {
     let amount = auction_engine::MicroCredits::parse_decimal(credits)
         .with_context(|| format!("--credits `{credits}`"))?;
     anyhow::ensure!(amount.micros() > 0, "--credits must be positive");

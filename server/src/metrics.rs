@@ -51,7 +51,11 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("monthly_grants", "Free monthly grants credited", grants.clone());
-        registry.register("holds_reaped", "Expired holds voided by the reaper", holds_reaped.clone());
+        registry.register(
+            "holds_reaped",
+            "Expired holds voided by the reaper",
+            holds_reaped.clone(),
+        );
         Metrics { registry, requests, latency, grants, holds_reaped }
     }
 
@@ -75,14 +79,23 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().map(|data| Arc::clone(&data.clone().into_inner()));
+    let state =
+        req.app_data::<web::Data<AppState>>().map(|data| Arc::clone(&data.clone().into_inner()));
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let response = next.call(req).await?;
     if let Some(state) = state {
         let status = response.status().as_u16();
-        state.metrics.requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
-        state.metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels { method, route: route.clone(), status })
+            .inc();
+        state
+            .metrics
+            .latency
+            .get_or_create(&RouteLabels { route })
+            .observe(started.elapsed().as_secs_f64());
     }
     Ok(response)
 }

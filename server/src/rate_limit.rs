@@ -21,8 +21,16 @@ use crate::error::ApiError;
 /// Where rate-limit state lives: a closed set, matched exhaustively.
 #[derive(Clone)]
 pub enum RateLimiter {
-    InProcess { limiter: Arc<DefaultKeyedRateLimiter<String>> },
-    Redis { connection: ConnectionManager, script: Arc<Script>, key_prefix: String, interval_us: u64, tolerance_us: u64 },
+    InProcess {
+        limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    },
+    Redis {
+        connection: ConnectionManager,
+        script: Arc<Script>,
+        key_prefix: String,
+        interval_us: u64,
+        tolerance_us: u64,
+    },
 }
 
 /// GCRA over Redis' clock. KEYS[1]: the bucket. ARGV: emission interval and burst tolerance,
@@ -49,7 +57,11 @@ impl RateLimiter {
         RateLimiter::InProcess { limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)) }
     }
 
-    pub fn redis(connection: ConnectionManager, key_prefix: &str, settings: &RateLimitSettings) -> RateLimiter {
+    pub fn redis(
+        connection: ConnectionManager,
+        key_prefix: &str,
+        settings: &RateLimitSettings,
+    ) -> RateLimiter {
         let interval_us = 1_000_000 / u64::from(settings.per_second.max(1));
         let tolerance_us = interval_us * u64::from(settings.burst.max(1));
         RateLimiter::Redis {

@@ -39,15 +39,23 @@ impl Application {
         let db = connect_and_migrate(&settings).await?;
         let jwt_secret = jwt_secret(&settings)?;
         let ttl = settings.raw.auth.token_ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
-        let jwt = JwtKeys::new(&jwt_secret, i64::try_from(ttl).context("auth.token_ttl_secs is too large")?);
+        let jwt = JwtKeys::new(
+            &jwt_secret,
+            i64::try_from(ttl).context("auth.token_ttl_secs is too large")?,
+        );
 
         let (redis, rate_limiter) = match &settings.raw.redis.url {
             Some(url) => {
-                let client = redis::Client::open(url.as_str()).context("redis.url is not a valid Redis URL")?;
+                let client = redis::Client::open(url.as_str())
+                    .context("redis.url is not a valid Redis URL")?;
                 let connection = redis::aio::ConnectionManager::new(client)
                     .await
                     .with_context(|| "could not connect to Redis at redis.url")?;
-                let limiter = RateLimiter::redis(connection.clone(), &settings.raw.redis.key_prefix, &settings.raw.rate_limit);
+                let limiter = RateLimiter::redis(
+                    connection.clone(),
+                    &settings.raw.redis.key_prefix,
+                    &settings.raw.rate_limit,
+                );
                 (Some(connection), limiter)
             }
             None => (None, RateLimiter::in_process(&settings.raw.rate_limit)),
@@ -58,13 +66,18 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.raw.server.workers;
         let api_body_limit = settings.raw.server.api_body_limit;
-        let state = web::Data::new(AppState::new(db, redis, jwt, rate_limiter, settings, Metrics::new()));
+        let state =
+            web::Data::new(AppState::new(db, redis, jwt, rate_limiter, settings, Metrics::new()));
 
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
-                .app_data(web::JsonConfig::default().limit(api_body_limit).error_handler(routes::json_error))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(api_body_limit)
+                        .error_handler(routes::json_error),
+                )
                 .app_data(web::PathConfig::default().error_handler(routes::path_error))
                 .app_data(web::QueryConfig::default().error_handler(routes::query_error))
                 .wrap(from_fn(openai_error_shape))
@@ -97,7 +110,9 @@ impl Application {
 
 /// Opens the database (creating the SQLite data directory if needed) and applies every
 /// pending migration.
-pub async fn connect_and_migrate(settings: &ResolvedSettings) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_and_migrate(
+    settings: &ResolvedSettings,
+) -> anyhow::Result<DatabaseConnection> {
     if settings.database_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.raw.server.data_dir).with_context(|| {
             format!("could not create data_dir {}", settings.raw.server.data_dir.display())
@@ -118,11 +133,17 @@ fn jwt_secret(settings: &ResolvedSettings) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.as_bytes().to_vec());
     }
     let dir = &settings.raw.server.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("could not create data_dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("could not create data_dir {}", dir.display()))?;
     let path = dir.join("jwt_secret");
     if path.exists() {
-        let secret = std::fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
-        anyhow::ensure!(secret.len() >= 32, "{} is too short; delete it to generate a new one", path.display());
+        let secret =
+            std::fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "{} is too short; delete it to generate a new one",
+            path.display()
+        );
         return Ok(secret);
     }
     let mut bytes = [0_u8; 32];
@@ -141,7 +162,8 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| format!("could not create {}", path.display()))?;
+    let mut file =
+        options.open(path).with_context(|| format!("could not create {}", path.display()))?;
     file.write_all(contents)?;
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use auction_engine::MicroCredits;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
-use registry::{DatabaseConnection, UserId};
 use registry::ledger::GrantPeriod;
+use registry::{DatabaseConnection, UserId};
 
 use crate::auth::JwtKeys;
 use crate::configuration::ResolvedSettings;
@@ -36,7 +36,15 @@ impl AppState {
         settings: ResolvedSettings,
         metrics: Metrics,
     ) -> AppState {
-        AppState { db, redis, jwt, rate_limiter, settings, metrics, granted: Mutex::new(HashMap::new()) }
+        AppState {
+            db,
+            redis,
+            jwt,
+            rate_limiter,
+            settings,
+            metrics,
+            granted: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The wall clock: the one place `server` reads it.
@@ -52,11 +60,14 @@ impl AppState {
     pub async fn ensure_monthly_grant(&self, user: UserId) -> Result<(), ApiError> {
         let now = self.now();
         let period = GrantPeriod::containing(now);
-        let cached = self.granted.lock().map(|granted| granted.get(&user) == Some(&period)).unwrap_or(false);
+        let cached =
+            self.granted.lock().map(|granted| granted.get(&user) == Some(&period)).unwrap_or(false);
         if cached {
             return Ok(());
         }
-        let applied = registry::ledger::ensure_monthly_grant(&self.db, user, self.monthly_grant(), now).await?;
+        let applied =
+            registry::ledger::ensure_monthly_grant(&self.db, user, self.monthly_grant(), now)
+                .await?;
         if applied == registry::ledger::Applied::Done {
             self.metrics.grants.inc();
         }

@@ -11,19 +11,47 @@ async fn emails_and_handles_are_unique() {
     for (backend, test_db) in all_backends().await {
         let db = test_db.db.clone();
         let email = Email::parse(&format!("{}@Example.com", Uuid::new_v4().simple())).unwrap();
-        let first = NewUser { email: email.clone(), handle: Some(Handle::parse("first-one").unwrap()), password_hash: "h".into() };
+        let first = NewUser {
+            email: email.clone(),
+            handle: Some(Handle::parse("first-one").unwrap()),
+            password_hash: "h".into(),
+        };
         registry::create_user(&db, first, Uuid::now_v7(), Utc::now()).await.unwrap();
 
         let same_email = NewUser { email: email.clone(), handle: None, password_hash: "h".into() };
-        assert!(matches!(registry::create_user(&db, same_email, Uuid::now_v7(), Utc::now()).await, Err(RegistryError::EmailTaken)), "{backend}");
+        assert!(
+            matches!(
+                registry::create_user(&db, same_email, Uuid::now_v7(), Utc::now()).await,
+                Err(RegistryError::EmailTaken)
+            ),
+            "{backend}"
+        );
 
         let other = Email::parse("someone.else@example.com").unwrap();
-        let same_handle = NewUser { email: other.clone(), handle: Some(Handle::parse("FIRST-ONE").unwrap()), password_hash: "h".into() };
-        assert!(matches!(registry::create_user(&db, same_handle, Uuid::now_v7(), Utc::now()).await, Err(RegistryError::HandleTaken)), "{backend}");
+        let same_handle = NewUser {
+            email: other.clone(),
+            handle: Some(Handle::parse("FIRST-ONE").unwrap()),
+            password_hash: "h".into(),
+        };
+        assert!(
+            matches!(
+                registry::create_user(&db, same_handle, Uuid::now_v7(), Utc::now()).await,
+                Err(RegistryError::HandleTaken)
+            ),
+            "{backend}"
+        );
 
         // A derived handle that collides gets a suffix instead of an error.
-        let a = NewUser { email: Email::parse("ada@one.example").unwrap(), handle: None, password_hash: "h".into() };
-        let b = NewUser { email: Email::parse("ada@two.example").unwrap(), handle: None, password_hash: "h".into() };
+        let a = NewUser {
+            email: Email::parse("ada@one.example").unwrap(),
+            handle: None,
+            password_hash: "h".into(),
+        };
+        let b = NewUser {
+            email: Email::parse("ada@two.example").unwrap(),
+            handle: None,
+            password_hash: "h".into(),
+        };
         let a = registry::create_user(&db, a, Uuid::now_v7(), Utc::now()).await.unwrap();
         let b = registry::create_user(&db, b, Uuid::now_v7(), Utc::now()).await.unwrap();
         assert_eq!(a.handle, "ada");
@@ -37,12 +65,29 @@ async fn keys_authenticate_until_revoked_and_only_their_owner_can_revoke_them() 
         let db = test_db.db.clone();
         let alice = user(&db).await;
         let bob = user(&db).await;
-        let key = registry::create_api_key(&db, alice, KeyName::parse("ci").unwrap(), Uuid::now_v7(), Utc::now()).await.unwrap();
-        let owner = registry::authenticate_api_key(&db, &key.secret, Utc::now()).await.unwrap().unwrap();
+        let key = registry::create_api_key(
+            &db,
+            alice,
+            KeyName::parse("ci").unwrap(),
+            Uuid::now_v7(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        let owner =
+            registry::authenticate_api_key(&db, &key.secret, Utc::now()).await.unwrap().unwrap();
         assert_eq!(owner.user_id, alice, "{backend}");
 
-        assert!(matches!(registry::revoke_api_key(&db, bob, key.info.id, Utc::now()).await, Err(RegistryError::NotFound { .. })), "{backend}");
-        assert!(registry::authenticate_api_key(&db, &key.secret, Utc::now()).await.unwrap().is_some());
+        assert!(
+            matches!(
+                registry::revoke_api_key(&db, bob, key.info.id, Utc::now()).await,
+                Err(RegistryError::NotFound { .. })
+            ),
+            "{backend}"
+        );
+        assert!(
+            registry::authenticate_api_key(&db, &key.secret, Utc::now()).await.unwrap().is_some()
+        );
         assert!(registry::list_api_keys(&db, bob).await.unwrap().is_empty());
 
         let listed = registry::list_api_keys(&db, alice).await.unwrap();
@@ -51,9 +96,17 @@ async fn keys_authenticate_until_revoked_and_only_their_owner_can_revoke_them() 
         assert!(listed[0].last_used_at.is_some(), "{backend}: use is recorded");
 
         registry::revoke_api_key(&db, alice, key.info.id, Utc::now()).await.unwrap();
-        assert!(registry::authenticate_api_key(&db, &key.secret, Utc::now()).await.unwrap().is_none(), "{backend}");
+        assert!(
+            registry::authenticate_api_key(&db, &key.secret, Utc::now()).await.unwrap().is_none(),
+            "{backend}"
+        );
         // Idempotent for the owner.
         registry::revoke_api_key(&db, alice, key.info.id, Utc::now()).await.unwrap();
-        assert!(registry::authenticate_api_key(&db, "gvl_not-a-key", Utc::now()).await.unwrap().is_none());
+        assert!(
+            registry::authenticate_api_key(&db, "gvl_not-a-key", Utc::now())
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -25,14 +25,23 @@ async fn a_thousand_concurrent_holds_against_a_balance_for_a_hundred() {
     for (backend, test_db) in all_backends().await {
         let db = test_db.db.clone();
         let payer = user(&db).await;
-        assert_eq!(ledger::ensure_monthly_grant(&db, payer, credits(100), Utc::now()).await.unwrap(), Applied::Done);
+        assert_eq!(
+            ledger::ensure_monthly_grant(&db, payer, credits(100), Utc::now()).await.unwrap(),
+            Applied::Done
+        );
 
         let tasks: Vec<_> = (0..1000)
             .map(|_| {
                 let db = db.clone();
                 tokio::spawn(async move {
                     let job = Uuid::new_v4();
-                    let result = ledger::place_hold(&db, hold(job, payer, credits(1)), Uuid::new_v4(), Utc::now()).await;
+                    let result = ledger::place_hold(
+                        &db,
+                        hold(job, payer, credits(1)),
+                        Uuid::new_v4(),
+                        Utc::now(),
+                    )
+                    .await;
                     (job, result)
                 })
             })
@@ -44,7 +53,10 @@ async fn a_thousand_concurrent_holds_against_a_balance_for_a_hundred() {
                 (job, Ok(())) => held_jobs.push(job),
                 (_, Err(RegistryError::InsufficientCredits { requested, available })) => {
                     assert_eq!(requested, credits(1));
-                    assert!(available < credits(1), "{backend}: refused with {available} available");
+                    assert!(
+                        available < credits(1),
+                        "{backend}: refused with {available} available"
+                    );
                     refused += 1;
                 }
                 (_, Err(other)) => panic!("{backend}: unexpected error {other:?}"),
@@ -53,7 +65,11 @@ async fn a_thousand_concurrent_holds_against_a_balance_for_a_hundred() {
         assert_eq!(held_jobs.len(), 100, "{backend}: exactly the covered holds succeed");
         assert_eq!(refused, 900, "{backend}");
         let balance = ledger::balance(&db, payer).await.unwrap();
-        assert_eq!((balance.balance, balance.held, balance.available), (credits(100), credits(100), MicroCredits::ZERO), "{backend}");
+        assert_eq!(
+            (balance.balance, balance.held, balance.available),
+            (credits(100), credits(100), MicroCredits::ZERO),
+            "{backend}"
+        );
 
         // Capture every hold concurrently: the money goes to the platform.
         let captures: Vec<_> = held_jobs
@@ -73,10 +89,18 @@ async fn a_thousand_concurrent_holds_against_a_balance_for_a_hundred() {
             assert_eq!(capture.await.unwrap().unwrap(), Applied::Done, "{backend}");
         }
         let balance = ledger::balance(&db, payer).await.unwrap();
-        assert_eq!((balance.balance, balance.held), (MicroCredits::ZERO, MicroCredits::ZERO), "{backend}");
+        assert_eq!(
+            (balance.balance, balance.held),
+            (MicroCredits::ZERO, MicroCredits::ZERO),
+            "{backend}"
+        );
         let page = ledger::entries(&db, payer, None, 200).await.unwrap();
         let sum: i64 = page.entries.iter().map(|e| e.amount.micros()).sum();
-        assert_eq!(sum, balance.balance.micros(), "{backend}: balance equals the sum of its entries");
+        assert_eq!(
+            sum,
+            balance.balance.micros(),
+            "{backend}: balance equals the sum of its entries"
+        );
         assert_eq!(page.entries.len(), 101, "{backend}: one grant and 100 charges");
         assert_ledger_consistent(&db).await;
     }
@@ -91,7 +115,9 @@ async fn the_monthly_grant_is_credited_once_under_fifty_concurrent_first_request
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let db = db.clone();
-                tokio::spawn(async move { ledger::ensure_monthly_grant(&db, payer, credits(100), now).await })
+                tokio::spawn(async move {
+                    ledger::ensure_monthly_grant(&db, payer, credits(100), now).await
+                })
             })
             .collect();
         let mut done = 0;
@@ -105,10 +131,19 @@ async fn the_monthly_grant_is_credited_once_under_fifty_concurrent_first_request
 
         // Next month: granted again, once.
         let next_month = now + Duration::days(32);
-        assert_eq!(ledger::ensure_monthly_grant(&db, payer, credits(100), next_month).await.unwrap(), Applied::Done);
-        assert_eq!(ledger::ensure_monthly_grant(&db, payer, credits(100), next_month).await.unwrap(), Applied::AlreadyDone);
+        assert_eq!(
+            ledger::ensure_monthly_grant(&db, payer, credits(100), next_month).await.unwrap(),
+            Applied::Done
+        );
+        assert_eq!(
+            ledger::ensure_monthly_grant(&db, payer, credits(100), next_month).await.unwrap(),
+            Applied::AlreadyDone
+        );
         // A clock that steps back into the old month grants nothing.
-        assert_eq!(ledger::ensure_monthly_grant(&db, payer, credits(100), now).await.unwrap(), Applied::AlreadyDone);
+        assert_eq!(
+            ledger::ensure_monthly_grant(&db, payer, credits(100), now).await.unwrap(),
+            Applied::AlreadyDone
+        );
         assert_eq!(ledger::balance(&db, payer).await.unwrap().balance, credits(200), "{backend}");
         assert_ledger_consistent(&db).await;
     }
@@ -124,7 +159,9 @@ async fn capture_and_release_repeated_twenty_times_change_nothing_after_the_firs
 
         // Capture: caller pays 5 + 1 call fee; owner earns 5 - 1 win fee; platform takes 2.
         let job = Uuid::new_v4();
-        ledger::place_hold(&db, hold(job, caller, credits(10)), Uuid::new_v4(), Utc::now()).await.unwrap();
+        ledger::place_hold(&db, hold(job, caller, credits(10)), Uuid::new_v4(), Utc::now())
+            .await
+            .unwrap();
         let capture = Capture {
             job_id: job,
             charge: credits(6),
@@ -138,7 +175,9 @@ async fn capture_and_release_repeated_twenty_times_change_nothing_after_the_firs
             .map(|_| {
                 let db = db.clone();
                 let capture = capture.clone();
-                tokio::spawn(async move { ledger::capture(&db, capture, Utc::now()).await.unwrap() })
+                tokio::spawn(
+                    async move { ledger::capture(&db, capture, Utc::now()).await.unwrap() },
+                )
             })
             .collect();
         let mut outcomes = Vec::new();
@@ -147,14 +186,23 @@ async fn capture_and_release_repeated_twenty_times_change_nothing_after_the_firs
         }
         assert_eq!(outcomes.iter().filter(|o| **o == Applied::Done).count(), 1, "{backend}");
         let caller_balance = ledger::balance(&db, caller).await.unwrap();
-        assert_eq!((caller_balance.balance, caller_balance.held), (credits(94), MicroCredits::ZERO), "{backend}");
+        assert_eq!(
+            (caller_balance.balance, caller_balance.held),
+            (credits(94), MicroCredits::ZERO),
+            "{backend}"
+        );
         assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(4), "{backend}");
         // Releasing a captured hold is refused and moves nothing.
-        assert!(matches!(ledger::release(&db, job, Utc::now()).await, Err(RegistryError::HoldNotActive { .. })));
+        assert!(matches!(
+            ledger::release(&db, job, Utc::now()).await,
+            Err(RegistryError::HoldNotActive { .. })
+        ));
 
         // Release: the whole hold comes back, once.
         let job = Uuid::new_v4();
-        ledger::place_hold(&db, hold(job, caller, credits(30)), Uuid::new_v4(), Utc::now()).await.unwrap();
+        ledger::place_hold(&db, hold(job, caller, credits(30)), Uuid::new_v4(), Utc::now())
+            .await
+            .unwrap();
         assert_eq!(ledger::balance(&db, caller).await.unwrap().available, credits(64));
         let mut done = 0;
         for _ in 0..20 {
@@ -164,10 +212,22 @@ async fn capture_and_release_repeated_twenty_times_change_nothing_after_the_firs
         }
         assert_eq!(done, 1, "{backend}");
         let after = ledger::balance(&db, caller).await.unwrap();
-        assert_eq!((after.balance, after.held, after.available), (credits(94), MicroCredits::ZERO, credits(94)), "{backend}");
+        assert_eq!(
+            (after.balance, after.held, after.available),
+            (credits(94), MicroCredits::ZERO, credits(94)),
+            "{backend}"
+        );
         // Capturing a released hold is refused and moves nothing.
-        let late = Capture { job_id: job, charge: credits(1), payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }], memo: None };
-        assert!(matches!(ledger::capture(&db, late, Utc::now()).await, Err(RegistryError::HoldNotActive { .. })));
+        let late = Capture {
+            job_id: job,
+            charge: credits(1),
+            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }],
+            memo: None,
+        };
+        assert!(matches!(
+            ledger::capture(&db, late, Utc::now()).await,
+            Err(RegistryError::HoldNotActive { .. })
+        ));
         assert_eq!(ledger::balance(&db, caller).await.unwrap().balance, credits(94));
         assert_ledger_consistent(&db).await;
     }
@@ -182,21 +242,47 @@ async fn a_hold_past_its_expiry_is_voided_by_the_reaper() {
         let now = Utc::now();
         let stale = Uuid::new_v4();
         let fresh = Uuid::new_v4();
-        let expiring = HoldRequest { job_id: stale, payer: caller, amount: credits(40), expires_at: now + Duration::seconds(60) };
+        let expiring = HoldRequest {
+            job_id: stale,
+            payer: caller,
+            amount: credits(40),
+            expires_at: now + Duration::seconds(60),
+        };
         ledger::place_hold(&db, expiring, Uuid::new_v4(), now).await.unwrap();
-        let lasting = HoldRequest { job_id: fresh, payer: caller, amount: credits(10), expires_at: now + Duration::hours(1) };
+        let lasting = HoldRequest {
+            job_id: fresh,
+            payer: caller,
+            amount: credits(10),
+            expires_at: now + Duration::hours(1),
+        };
         ledger::place_hold(&db, lasting, Uuid::new_v4(), now).await.unwrap();
         assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(50));
 
-        assert_eq!(ledger::reap_expired_holds(&db, now, 100).await.unwrap(), 0, "{backend}: nothing expired yet");
+        assert_eq!(
+            ledger::reap_expired_holds(&db, now, 100).await.unwrap(),
+            0,
+            "{backend}: nothing expired yet"
+        );
         let later = now + Duration::seconds(61);
         assert_eq!(ledger::reap_expired_holds(&db, later, 100).await.unwrap(), 1, "{backend}");
-        assert_eq!(ledger::reap_expired_holds(&db, later, 100).await.unwrap(), 0, "{backend}: voided once");
+        assert_eq!(
+            ledger::reap_expired_holds(&db, later, 100).await.unwrap(),
+            0,
+            "{backend}: voided once"
+        );
         let balance = ledger::balance(&db, caller).await.unwrap();
         assert_eq!((balance.balance, balance.held), (credits(100), credits(10)), "{backend}");
         // The job that crashed can no longer be captured; the live one still can.
-        let capture = |job| Capture { job_id: job, charge: credits(1), payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }], memo: None };
-        assert!(matches!(ledger::capture(&db, capture(stale), later).await, Err(RegistryError::HoldNotActive { .. })));
+        let capture = |job| Capture {
+            job_id: job,
+            charge: credits(1),
+            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }],
+            memo: None,
+        };
+        assert!(matches!(
+            ledger::capture(&db, capture(stale), later).await,
+            Err(RegistryError::HoldNotActive { .. })
+        ));
         assert_eq!(ledger::capture(&db, capture(fresh), later).await.unwrap(), Applied::Done);
         assert_ledger_consistent(&db).await;
     }
@@ -210,12 +296,36 @@ async fn bad_settlements_are_refused_before_anything_is_written() {
         let owner = user(&db).await;
         ledger::ensure_monthly_grant(&db, caller, credits(100), Utc::now()).await.unwrap();
         let job = Uuid::new_v4();
-        ledger::place_hold(&db, hold(job, caller, credits(5)), Uuid::new_v4(), Utc::now()).await.unwrap();
+        ledger::place_hold(&db, hold(job, caller, credits(5)), Uuid::new_v4(), Utc::now())
+            .await
+            .unwrap();
 
-        let unbalanced = Capture { job_id: job, charge: credits(3), payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(2) }], memo: None };
-        assert!(matches!(ledger::capture(&db, unbalanced, Utc::now()).await, Err(RegistryError::Unbalanced(_))), "{backend}");
-        let over_hold = Capture { job_id: job, charge: credits(6), payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(6) }], memo: None };
-        assert!(matches!(ledger::capture(&db, over_hold, Utc::now()).await, Err(RegistryError::Unbalanced(_))), "{backend}");
+        let unbalanced = Capture {
+            job_id: job,
+            charge: credits(3),
+            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(2) }],
+            memo: None,
+        };
+        assert!(
+            matches!(
+                ledger::capture(&db, unbalanced, Utc::now()).await,
+                Err(RegistryError::Unbalanced(_))
+            ),
+            "{backend}"
+        );
+        let over_hold = Capture {
+            job_id: job,
+            charge: credits(6),
+            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(6) }],
+            memo: None,
+        };
+        assert!(
+            matches!(
+                ledger::capture(&db, over_hold, Utc::now()).await,
+                Err(RegistryError::Unbalanced(_))
+            ),
+            "{backend}"
+        );
         // The owner has nothing, so a win fee above the price cannot be covered.
         let owner_short = Capture {
             job_id: job,
@@ -226,12 +336,19 @@ async fn bad_settlements_are_refused_before_anything_is_written() {
             ],
             memo: None,
         };
-        assert!(matches!(ledger::capture(&db, owner_short, Utc::now()).await, Err(RegistryError::AccountCannotCover { .. })), "{backend}");
+        assert!(
+            matches!(
+                ledger::capture(&db, owner_short, Utc::now()).await,
+                Err(RegistryError::AccountCannotCover { .. })
+            ),
+            "{backend}"
+        );
         // Nothing moved, and the hold is still there to settle properly.
         let balance = ledger::balance(&db, caller).await.unwrap();
         assert_eq!((balance.balance, balance.held), (credits(100), credits(5)), "{backend}");
         assert!(matches!(
-            ledger::place_hold(&db, hold(job, caller, credits(1)), Uuid::new_v4(), Utc::now()).await,
+            ledger::place_hold(&db, hold(job, caller, credits(1)), Uuid::new_v4(), Utc::now())
+                .await,
             Err(RegistryError::HoldExists { .. })
         ));
         assert_eq!(ledger::release(&db, job, Utc::now()).await.unwrap(), Applied::Done);
@@ -270,20 +387,32 @@ async fn random_concurrent_traffic_keeps_the_ledger_balanced() {
                         let payee = users[(next() % 4) as usize];
                         let job = Uuid::new_v4();
                         let amount = MicroCredits::from_micros((next() % 20_000_000) as i64 + 1);
-                        if ledger::place_hold(&db, hold(job, payer, amount), Uuid::new_v4(), Utc::now()).await.is_err() {
+                        if ledger::place_hold(
+                            &db,
+                            hold(job, payer, amount),
+                            Uuid::new_v4(),
+                            Utc::now(),
+                        )
+                        .await
+                        .is_err()
+                        {
                             continue;
                         }
                         if next() % 3 == 0 {
                             ledger::release(&db, job, Utc::now()).await.unwrap();
                             continue;
                         }
-                        let charge = MicroCredits::from_micros((next() % amount.micros() as u64) as i64 + 1);
+                        let charge =
+                            MicroCredits::from_micros((next() % amount.micros() as u64) as i64 + 1);
                         let fee = MicroCredits::from_micros(charge.micros() / 10);
                         let capture = Capture {
                             job_id: job,
                             charge,
                             payouts: vec![
-                                Payout { payee: Payee::User(payee), amount: charge.checked_sub(fee).unwrap() },
+                                Payout {
+                                    payee: Payee::User(payee),
+                                    amount: charge.checked_sub(fee).unwrap(),
+                                },
                                 Payout { payee: Payee::PlatformRevenue, amount: fee },
                             ],
                             memo: None,
@@ -300,7 +429,10 @@ async fn random_concurrent_traffic_keeps_the_ledger_balanced() {
         let mut total = 0;
         for id in users.iter() {
             let balance = ledger::balance(&db, *id).await.unwrap();
-            assert!(balance.available.micros() >= 0 && balance.held == MicroCredits::ZERO, "{backend}: {balance:?}");
+            assert!(
+                balance.available.micros() >= 0 && balance.held == MicroCredits::ZERO,
+                "{backend}: {balance:?}"
+            );
             total += balance.balance.micros();
         }
         // Money is conserved: what users hold plus platform revenue is what was granted.

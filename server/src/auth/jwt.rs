@@ -52,7 +52,11 @@ impl JwtKeys {
     }
 
     /// Issues a token for `user` valid from `now` for the configured lifetime.
-    pub fn issue(&self, user: Uuid, now: DateTime<Utc>) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             sub: user.to_string(),
             iss: TOKEN_ISSUER.into(),

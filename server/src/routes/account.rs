@@ -85,10 +85,12 @@ pub(crate) async fn login(
 }
 
 /// `GET /api/me`: who I am and what I can spend.
-pub(crate) async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let user = registry::find_user(&state.db, caller.user_id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+pub(crate) async fn me(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user =
+        registry::find_user(&state.db, caller.user_id).await?.ok_or(ApiError::Unauthenticated)?;
     let balance = registry::ledger::balance(&state.db, UserId(user.id.0)).await?;
     Ok(HttpResponse::Ok().json(json!({
         "id": user.id.0,
@@ -103,6 +105,7 @@ pub(crate) async fn me(caller: Caller, state: web::Data<AppState>) -> Result<Htt
 /// Sign-up and login are unauthenticated, so their budget is per client address; this slows
 /// password guessing without touching authenticated traffic.
 async fn limit_by_peer(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let peer = req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let peer =
+        req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into());
     state.rate_limiter.check(&format!("ip:{peer}")).await
 }

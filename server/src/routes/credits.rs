@@ -19,7 +19,10 @@ pub(crate) struct LedgerQuery {
 }
 
 /// `GET /api/credits`.
-pub(crate) async fn summary(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn summary(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let balance = registry::ledger::balance(&state.db, caller.user_id).await?;
     Ok(HttpResponse::Ok().json(json!({
         "balance": balance.balance.to_string(),
@@ -38,20 +41,17 @@ pub(crate) async fn ledger(
 ) -> Result<HttpResponse, ApiError> {
     let before = match query.cursor.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(
-            text.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from a previous page"))?,
-        ),
+        Some(text) => Some(text.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::validation("cursor", "is not a cursor from a previous page")
+        })?),
     };
     let limit = match query.limit.as_deref() {
         None | Some("") => DEFAULT_PAGE,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::validation("limit", format!("must be an integer from 1 to {MAX_PAGE}")))?,
+        Some(text) => {
+            text.parse::<u64>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                ApiError::validation("limit", format!("must be an integer from 1 to {MAX_PAGE}"))
+            })?
+        }
     };
     let page = registry::ledger::entries(&state.db, caller.user_id, before, limit).await?;
     let data: Vec<_> = page

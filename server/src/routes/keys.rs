@@ -37,14 +37,18 @@ pub(crate) async fn create(
     let body: CreateKeyBody = parse_body(body.into_inner())?;
     let name = KeyName::parse(&body.name)?;
     let created =
-        registry::create_api_key(&state.db, caller.user_id, name, Uuid::now_v7(), state.now()).await?;
+        registry::create_api_key(&state.db, caller.user_id, name, Uuid::now_v7(), state.now())
+            .await?;
     let mut response = key_json(&created.info);
     response["key"] = json!(created.secret);
     Ok(HttpResponse::Created().json(response))
 }
 
 /// `GET /api/keys`: the caller's keys, by prefix; never a secret.
-pub(crate) async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let keys = registry::list_api_keys(&state.db, caller.user_id).await?;
     let data: Vec<_> = keys.iter().map(key_json).collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))

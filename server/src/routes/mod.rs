@@ -46,7 +46,10 @@ pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), path: truncated(req.path()) })
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: truncated(req.path()),
+    })
 }
 
 /// Echoing a path is useful; echoing a megabyte of it is not.
@@ -61,9 +64,8 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
         JsonPayloadError::ContentType => {
             ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
         }
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            ApiError::PayloadTooLarge { limit }
-        }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
         JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(format!("malformed JSON: {e}")),
         JsonPayloadError::Serialize(e) => ApiError::internal(e),
         other => ApiError::BadRequest(format!("could not read the request body: {other}")),

@@ -31,13 +31,15 @@ async fn signup_returns_the_user_and_a_working_token_and_grants_the_month() {
 #[tokio::test]
 async fn taken_email_or_handle_is_a_409() {
     let app = spawn_app().await;
-    let first = json!({"email": "ada@example.com", "password": "correct horse battery", "handle": "ada"});
+    let first =
+        json!({"email": "ada@example.com", "password": "correct horse battery", "handle": "ada"});
     assert_eq!(app.post_json("/api/auth/signup", &first, None).await.status(), 201);
     let same_email = json!({"email": "ADA@example.com", "password": "correct horse battery"});
     let response = app.post_json("/api/auth/signup", &same_email, None).await;
     assert_eq!(response.status(), 409);
     assert_eq!(json_body(response).await["error"]["code"], "email_taken");
-    let same_handle = json!({"email": "bob@example.com", "password": "correct horse battery", "handle": "ADA"});
+    let same_handle =
+        json!({"email": "bob@example.com", "password": "correct horse battery", "handle": "ADA"});
     let response = app.post_json("/api/auth/signup", &same_handle, None).await;
     assert_eq!(response.status(), 409);
     assert_eq!(json_body(response).await["error"]["code"], "handle_taken");
@@ -50,11 +52,17 @@ async fn invalid_signups_are_422_naming_the_field() {
         (json!({"email": "not-an-email", "password": "correct horse battery"}), "email"),
         (json!({"email": "ada@example.com", "password": "short"}), "password"),
         (json!({"email": "ada@example.com", "password": "x".repeat(129)}), "password"),
-        (json!({"email": "ada@example.com", "password": "correct horse battery", "handle": "a/b"}), "handle"),
+        (
+            json!({"email": "ada@example.com", "password": "correct horse battery", "handle": "a/b"}),
+            "handle",
+        ),
         (json!({"password": "correct horse battery"}), "email"),
         (json!({"email": "ada@example.com"}), "password"),
         (json!({"email": 42, "password": "correct horse battery"}), "email"),
-        (json!({"email": "ada@example.com", "password": "correct horse battery", "admin": true}), "admin"),
+        (
+            json!({"email": "ada@example.com", "password": "correct horse battery", "admin": true}),
+            "admin",
+        ),
     ];
     for (body, field) in cases {
         let response = app.post_json("/api/auth/signup", &body, None).await;
@@ -69,13 +77,31 @@ async fn invalid_signups_are_422_naming_the_field() {
 async fn login_gives_the_same_401_for_an_unknown_user_and_a_wrong_password() {
     let app = spawn_app().await;
     let user = app.signup().await;
-    let ok = app.post_json("/api/auth/login", &json!({"email": user.email, "password": user.password}), None).await;
+    let ok = app
+        .post_json(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": user.password}),
+            None,
+        )
+        .await;
     assert_eq!(ok.status(), 200);
     let token = json_body(ok).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(app.get("/api/me", Some(&token)).await.status(), 200);
 
-    let wrong_password = app.post_json("/api/auth/login", &json!({"email": user.email, "password": "wrong password!!"}), None).await;
-    let unknown_user = app.post_json("/api/auth/login", &json!({"email": "nobody@example.com", "password": "wrong password!!"}), None).await;
+    let wrong_password = app
+        .post_json(
+            "/api/auth/login",
+            &json!({"email": user.email, "password": "wrong password!!"}),
+            None,
+        )
+        .await;
+    let unknown_user = app
+        .post_json(
+            "/api/auth/login",
+            &json!({"email": "nobody@example.com", "password": "wrong password!!"}),
+            None,
+        )
+        .await;
     assert_eq!(wrong_password.status(), 401);
     assert_eq!(unknown_user.status(), 401);
     assert_eq!(json_body(wrong_password).await, json_body(unknown_user).await);
@@ -87,20 +113,43 @@ async fn tampered_expired_and_foreign_tokens_are_401() {
     let user = app.signup().await;
     let keys = JwtKeys::new(TEST_JWT_SECRET.as_bytes(), 3600);
     let now = Utc::now().timestamp();
-    let claims = Claims { sub: user.id.to_string(), iss: TOKEN_ISSUER.into(), aud: TOKEN_AUDIENCE.into(), exp: now + 600, iat: now };
+    let claims = Claims {
+        sub: user.id.to_string(),
+        iss: TOKEN_ISSUER.into(),
+        aud: TOKEN_AUDIENCE.into(),
+        exp: now + 600,
+        iat: now,
+    };
     let valid = keys.sign(&claims).unwrap();
     assert_eq!(app.get("/api/me", Some(&valid)).await.status(), 200);
 
-    let expired = keys.sign(&Claims { exp: now - 3600, iat: now - 7200, ..claims.clone() }).unwrap();
+    let expired =
+        keys.sign(&Claims { exp: now - 3600, iat: now - 7200, ..claims.clone() }).unwrap();
     let wrong_audience = keys.sign(&Claims { aud: "elsewhere".into(), ..claims.clone() }).unwrap();
-    let foreign = JwtKeys::new(b"some-other-secret-some-other-secret-xyz", 3600).sign(&claims).unwrap();
+    let foreign =
+        JwtKeys::new(b"some-other-secret-some-other-secret-xyz", 3600).sign(&claims).unwrap();
     let (head, rest) = valid.split_once('.').unwrap();
     let (_, signature) = rest.split_once('.').unwrap();
-    let forged_payload = base64_url(&format!(r#"{{"sub":"{}","iss":"gavel","aud":"gavel-api","exp":{},"iat":{now}}}"#, uuid::Uuid::new_v4(), now + 600));
+    let forged_payload = base64_url(&format!(
+        r#"{{"sub":"{}","iss":"gavel","aud":"gavel-api","exp":{},"iat":{now}}}"#,
+        uuid::Uuid::new_v4(),
+        now + 600
+    ));
     let tampered = format!("{head}.{forged_payload}.{signature}");
-    let none_alg = format!("{}.{}.", base64_url(r#"{"alg":"none","typ":"JWT"}"#), base64_url(&serde_json::to_string(&claims).unwrap()));
+    let none_alg = format!(
+        "{}.{}.",
+        base64_url(r#"{"alg":"none","typ":"JWT"}"#),
+        base64_url(&serde_json::to_string(&claims).unwrap())
+    );
 
-    for (name, token) in [("expired", expired), ("wrong audience", wrong_audience), ("foreign key", foreign), ("tampered", tampered), ("alg none", none_alg), ("garbage", "abc.def".into())] {
+    for (name, token) in [
+        ("expired", expired),
+        ("wrong audience", wrong_audience),
+        ("foreign key", foreign),
+        ("tampered", tampered),
+        ("alg none", none_alg),
+        ("garbage", "abc.def".into()),
+    ] {
         let response = app.get("/api/me", Some(&token)).await;
         assert_eq!(response.status(), 401, "{name}");
         assert_eq!(json_body(response).await["error"]["code"], "unauthenticated", "{name}");

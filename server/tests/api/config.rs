@@ -20,7 +20,12 @@ fn gavel() -> Command {
 #[test]
 fn an_unknown_environment_key_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let output = gavel().current_dir(dir.path()).env("GAVEL__SERVER__BIDN", "127.0.0.1:0").arg("migrate").output().unwrap();
+    let output = gavel()
+        .current_dir(dir.path())
+        .env("GAVEL__SERVER__BIDN", "127.0.0.1:0")
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bidn"), "{stderr}");
@@ -46,7 +51,8 @@ fn invalid_values_are_refused_naming_the_key() {
         ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8,not-a-cidr", "egress.allow_cidrs"),
         ("GAVEL__DATABASE__URL", "mysql://x", "database.url"),
     ] {
-        let output = gavel().current_dir(dir.path()).env(key, value).arg("migrate").output().unwrap();
+        let output =
+            gavel().current_dir(dir.path()).env(key, value).arg("migrate").output().unwrap();
         assert!(!output.status.success(), "{key}={value}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(named), "{key}={value}: {stderr}");
@@ -66,7 +72,9 @@ fn migrate_then_admin_grant_credits_a_user() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no user with email nobody@example.com"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no user with email nobody@example.com")
+    );
 
     let output = gavel()
         .current_dir(dir.path())
@@ -113,7 +121,10 @@ mod reqwest {
     pub(super) fn blocking_get(url: &str) -> String {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let client = ::reqwest::Client::builder().timeout(super::Duration::from_secs(10)).build().unwrap();
+            let client = ::reqwest::Client::builder()
+                .timeout(super::Duration::from_secs(10))
+                .build()
+                .unwrap();
             client.get(url).send().await.unwrap().text().await.unwrap()
         })
     }

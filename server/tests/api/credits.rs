@@ -27,7 +27,16 @@ async fn fifty_concurrent_first_requests_of_the_month_grant_once() {
         let new_user = registry::NewUser { email, handle: None, password_hash: "unused".into() };
         registry::create_user(&app.state.db, new_user, user_id, Utc::now()).await.unwrap();
         let name = registry::KeyName::parse("k").unwrap();
-        let key = registry::create_api_key(&app.state.db, UserId(user_id), name, Uuid::now_v7(), Utc::now()).await.unwrap().secret;
+        let key = registry::create_api_key(
+            &app.state.db,
+            UserId(user_id),
+            name,
+            Uuid::now_v7(),
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .secret;
         // A second instance on the same database, as in a scaled-out deployment: neither
         // remembers anything about this user, only the ledger's guard can keep it to one grant.
         let database_url = app.state.settings.database_url.clone();
@@ -38,7 +47,9 @@ async fn fifty_concurrent_first_requests_of_the_month_grant_once() {
                 let client = target.client.clone();
                 let url = target.url("/api/credits");
                 let key = key.clone();
-                tokio::spawn(async move { client.get(url).bearer_auth(key).send().await.unwrap().status() })
+                tokio::spawn(async move {
+                    client.get(url).bearer_auth(key).send().await.unwrap().status()
+                })
             })
             .collect();
         for request in requests {
@@ -62,12 +73,20 @@ async fn the_ledger_pages_newest_first_with_decimal_amounts() {
         // will use.
         for _ in 0..5 {
             let job = Uuid::new_v4();
-            let hold = HoldRequest { job_id: job, payer, amount: registry_credits("2"), expires_at: Utc::now() + Duration::minutes(5) };
+            let hold = HoldRequest {
+                job_id: job,
+                payer,
+                amount: registry_credits("2"),
+                expires_at: Utc::now() + Duration::minutes(5),
+            };
             ledger::place_hold(&app.state.db, hold, Uuid::new_v4(), Utc::now()).await.unwrap();
             let capture = Capture {
                 job_id: job,
                 charge: registry_credits("1.5"),
-                payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: registry_credits("1.5") }],
+                payouts: vec![Payout {
+                    payee: Payee::PlatformRevenue,
+                    amount: registry_credits("1.5"),
+                }],
                 memo: None,
             };
             ledger::capture(&app.state.db, capture, Utc::now()).await.unwrap();
@@ -76,24 +95,39 @@ async fn the_ledger_pages_newest_first_with_decimal_amounts() {
         assert_eq!(credits["balance"], "92.5");
         assert_eq!(credits["available"], "92.5");
 
-        let first = json_body(app.get("/api/credits/ledger?limit=4", Some(&user.token)).await).await;
+        let first =
+            json_body(app.get("/api/credits/ledger?limit=4", Some(&user.token)).await).await;
         let entries = first["data"].as_array().unwrap();
         assert_eq!(entries.len(), 4);
         assert!(entries.iter().all(|e| e["amount"] == "-1.5" && e["kind"] == "capture"));
         assert_eq!(first["has_more"], true);
         let cursor = first["next_cursor"].as_str().unwrap();
-        let second = json_body(app.get(&format!("/api/credits/ledger?limit=4&cursor={cursor}"), Some(&user.token)).await).await;
+        let second = json_body(
+            app.get(&format!("/api/credits/ledger?limit=4&cursor={cursor}"), Some(&user.token))
+                .await,
+        )
+        .await;
         let rest = second["data"].as_array().unwrap();
         assert_eq!(rest.len(), 2);
         assert_eq!(rest[0]["amount"], "-1.5");
         assert_eq!(rest[1]["amount"], "100");
         assert_eq!(rest[1]["kind"], "grant");
         assert_eq!(second["next_cursor"], Value::Null);
-        let ids: Vec<i64> = entries.iter().chain(rest).map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
+        let ids: Vec<i64> = entries
+            .iter()
+            .chain(rest)
+            .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+            .collect();
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, no overlap: {ids:?}");
 
-        for (query, field) in [("limit=0", "limit"), ("limit=201", "limit"), ("limit=x", "limit"), ("cursor=abc", "cursor")] {
-            let response = app.get(&format!("/api/credits/ledger?{query}"), Some(&user.token)).await;
+        for (query, field) in [
+            ("limit=0", "limit"),
+            ("limit=201", "limit"),
+            ("limit=x", "limit"),
+            ("cursor=abc", "cursor"),
+        ] {
+            let response =
+                app.get(&format!("/api/credits/ledger?{query}"), Some(&user.token)).await;
             assert_eq!(response.status(), 422, "{query}");
             assert_eq!(json_body(response).await["error"]["field"], field);
         }

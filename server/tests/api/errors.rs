@@ -11,22 +11,67 @@ async fn bad_input_gets_its_status_and_a_json_body() {
     let user = app.signup().await;
     let signup = app.url("/api/auth/signup");
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        ("malformed JSON", app.client.post(&signup).header("content-type", "application/json").body("{\"email\": "), 400, "malformed_json"),
-        ("not JSON at all", app.client.post(&signup).header("content-type", "application/json").body("hello"), 400, "malformed_json"),
-        ("wrong content type", app.client.post(&signup).header("content-type", "text/plain").body("{}"), 415, "unsupported_media_type"),
+        (
+            "malformed JSON",
+            app.client
+                .post(&signup)
+                .header("content-type", "application/json")
+                .body("{\"email\": "),
+            400,
+            "malformed_json",
+        ),
+        (
+            "not JSON at all",
+            app.client.post(&signup).header("content-type", "application/json").body("hello"),
+            400,
+            "malformed_json",
+        ),
+        (
+            "wrong content type",
+            app.client.post(&signup).header("content-type", "text/plain").body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
         ("no content type", app.client.post(&signup).body("{}"), 415, "unsupported_media_type"),
-        ("oversized body", app.client.post(&signup).header("content-type", "application/json").body(format!("{{\"email\":\"{}\"}}", "a".repeat(70_000))), 413, "payload_too_large"),
+        (
+            "oversized body",
+            app.client
+                .post(&signup)
+                .header("content-type", "application/json")
+                .body(format!("{{\"email\":\"{}\"}}", "a".repeat(70_000))),
+            413,
+            "payload_too_large",
+        ),
         ("unknown route", app.client.get(app.url("/api/nothing-here")), 404, "not_found"),
         ("unknown top-level route", app.client.get(app.url("/nothing")), 404, "not_found"),
-        ("wrong method", app.client.put(app.url("/api/keys")).bearer_auth(&user.token), 405, "method_not_allowed"),
+        (
+            "wrong method",
+            app.client.put(app.url("/api/keys")).bearer_auth(&user.token),
+            405,
+            "method_not_allowed",
+        ),
         ("no credentials", app.client.get(app.url("/api/keys")), 401, "unauthenticated"),
-        ("not bearer", app.client.get(app.url("/api/keys")).header("authorization", "Basic YTpi"), 401, "unauthenticated"),
-        ("JSON array body", app.client.post(app.url("/api/keys")).bearer_auth(&user.token).json(&serde_json::json!([1, 2])), 422, "invalid_request"),
+        (
+            "not bearer",
+            app.client.get(app.url("/api/keys")).header("authorization", "Basic YTpi"),
+            401,
+            "unauthenticated",
+        ),
+        (
+            "JSON array body",
+            app.client
+                .post(app.url("/api/keys"))
+                .bearer_auth(&user.token)
+                .json(&serde_json::json!([1, 2])),
+            422,
+            "invalid_request",
+        ),
     ];
     for (name, request, status, code) in cases {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{name}");
-        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let content_type =
+            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(content_type.as_deref(), Some("application/json"), "{name}");
         let body = json_body(response).await;
         assert_eq!(body["error"]["code"], code, "{name}: {body}");

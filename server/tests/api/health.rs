@@ -14,6 +14,11 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(metrics.status(), 200);
     assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("gavel_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "gavel_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("# EOF"));
 }

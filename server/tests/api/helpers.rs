@@ -68,7 +68,13 @@ async fn spawn(configure: impl FnOnce(&mut Settings), postgres: Option<TempPostg
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), state, _data_dir: data_dir, _postgres: postgres }
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        state,
+        _data_dir: data_dir,
+        _postgres: postgres,
+    }
 }
 
 impl TestApp {
@@ -76,7 +82,12 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    pub(crate) async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> reqwest::Response {
         let mut request = self.client.post(self.url(path)).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -103,7 +114,9 @@ impl TestApp {
     pub(crate) async fn signup(&self) -> TestUser {
         let email = format!("{}@example.com", Uuid::new_v4().simple());
         let password = "correct horse battery staple".to_owned();
-        let response = self.post_json("/api/auth/signup", &json!({"email": email, "password": password}), None).await;
+        let response = self
+            .post_json("/api/auth/signup", &json!({"email": email, "password": password}), None)
+            .await;
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();
         TestUser {

@@ -50,7 +50,11 @@ async fn user_b_cannot_revoke_user_a_key() {
     assert_eq!(bobs["data"].as_array().unwrap().len(), 0, "bob sees none of alice's keys");
 
     for bad_id in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
-        assert_eq!(app.delete(&format!("/api/keys/{bad_id}"), Some(&bob.token)).await.status(), 404, "{bad_id}");
+        assert_eq!(
+            app.delete(&format!("/api/keys/{bad_id}"), Some(&bob.token)).await.status(),
+            404,
+            "{bad_id}"
+        );
     }
 }
 
@@ -58,7 +62,9 @@ async fn user_b_cannot_revoke_user_a_key() {
 async fn a_key_name_is_required_and_bounded() {
     let app = spawn_app().await;
     let user = app.signup().await;
-    for body in [json!({}), json!({"name": ""}), json!({"name": "x".repeat(101)}), json!({"name": 7})] {
+    for body in
+        [json!({}), json!({"name": ""}), json!({"name": "x".repeat(101)}), json!({"name": 7})]
+    {
         let response = app.post_json("/api/keys", &body, Some(&user.token)).await;
         assert_eq!(response.status(), 422, "{body}");
         assert_eq!(json_body(response).await["error"]["field"], "name", "{body}");

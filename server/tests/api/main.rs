@@ -1,6 +1,9 @@
 //! The server's integration tests: the real app on port 0 with a fresh database, driven over
 //! HTTP. One binary, a module per concern.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
 mod auth;
 mod config;
 mod credits;

@@ -62,7 +62,8 @@ async fn with_redis_two_instances_share_one_budget_per_key() {
 
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
     assert!(keys.iter().any(|k| k.starts_with(&format!("{prefix}rl:key:"))), "{keys:?}");
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap();
 }

@@ -32,7 +32,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
             Candidate {
                 agent_id: AgentId(i as u128 * 7919 + 1),
                 owner_id: OwnerId((i % 97) as u128),
-                slug: format!("owner{}/agent{i}", i % 97),
+                slug: format!("owner{}/agent{i}", i % 97).into(),
                 categories: vec!["chat".into()],
                 features: vec![],
                 regions: vec![],

@@ -2,6 +2,8 @@
 //! marketplace's parameters. Plain data; every field is public because any value is valid
 //! input (the engine reports, rather than rejects, candidates it cannot use).
 
+use std::sync::Arc;
+
 use crate::MicroCredits;
 use crate::reputation::ReputationStats;
 
@@ -134,7 +136,7 @@ pub struct Candidate {
     pub agent_id: AgentId,
     pub owner_id: OwnerId,
     /// `handle/name`, the name `only` / `ignore` / `order` use.
-    pub slug: String,
+    pub slug: Arc<str>,
     pub categories: Vec<String>,
     pub features: Vec<String>,
     /// Empty means "serves every region".

@@ -171,7 +171,8 @@ fn decay_factor(from_ms: i64, to_ms: i64, half_life_ms: i64) -> f64 {
         return 1.0;
     }
     let elapsed = (to_ms - from_ms) as f64;
-    0.5_f64.powf(elapsed / half_life_ms as f64)
+    // exp2 is several times cheaper than powf, and this runs once per candidate per auction.
+    (-elapsed / half_life_ms as f64).exp2()
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ fn agent(id: u128, owner: u128, price: &str) -> Candidate {
     Candidate {
         agent_id: AgentId(id),
         owner_id: OwnerId(owner),
-        slug: format!("owner{owner}/agent{id}"),
+        slug: format!("owner{owner}/agent{id}").into(),
         categories: vec!["chat".into()],
         features: vec![],
         regions: vec![],

@@ -16,6 +16,16 @@ fn credits(n: i64) -> MicroCredits {
     MicroCredits::from_credits(n).unwrap()
 }
 
+/// A capture of `charge` from `job_id`'s hold, paid out as `paid` to the platform.
+fn to_platform(job_id: Uuid, charge: MicroCredits, paid: MicroCredits) -> Capture {
+    Capture {
+        job_id,
+        charge,
+        payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: paid }],
+        memo: None,
+    }
+}
+
 fn hold(job_id: Uuid, payer: registry::UserId, amount: MicroCredits) -> HoldRequest {
     HoldRequest { job_id, payer, amount, expires_at: Utc::now() + Duration::minutes(15) }
 }
@@ -76,12 +86,7 @@ async fn a_thousand_concurrent_holds_against_a_balance_for_a_hundred() {
             .iter()
             .map(|job| {
                 let db = db.clone();
-                let capture = Capture {
-                    job_id: *job,
-                    charge: credits(1),
-                    payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }],
-                    memo: None,
-                };
+                let capture = to_platform(*job, credits(1), credits(1));
                 tokio::spawn(async move { ledger::capture(&db, capture, Utc::now()).await })
             })
             .collect();
@@ -218,12 +223,7 @@ async fn capture_and_release_repeated_twenty_times_change_nothing_after_the_firs
             "{backend}"
         );
         // Capturing a released hold is refused and moves nothing.
-        let late = Capture {
-            job_id: job,
-            charge: credits(1),
-            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }],
-            memo: None,
-        };
+        let late = to_platform(job, credits(1), credits(1));
         assert!(matches!(
             ledger::capture(&db, late, Utc::now()).await,
             Err(RegistryError::HoldNotActive { .. })
@@ -273,12 +273,7 @@ async fn a_hold_past_its_expiry_is_voided_by_the_reaper() {
         let balance = ledger::balance(&db, caller).await.unwrap();
         assert_eq!((balance.balance, balance.held), (credits(100), credits(10)), "{backend}");
         // The job that crashed can no longer be captured; the live one still can.
-        let capture = |job| Capture {
-            job_id: job,
-            charge: credits(1),
-            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(1) }],
-            memo: None,
-        };
+        let capture = |job| to_platform(job, credits(1), credits(1));
         assert!(matches!(
             ledger::capture(&db, capture(stale), later).await,
             Err(RegistryError::HoldNotActive { .. })
@@ -300,12 +295,7 @@ async fn bad_settlements_are_refused_before_anything_is_written() {
             .await
             .unwrap();
 
-        let unbalanced = Capture {
-            job_id: job,
-            charge: credits(3),
-            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(2) }],
-            memo: None,
-        };
+        let unbalanced = to_platform(job, credits(3), credits(2));
         assert!(
             matches!(
                 ledger::capture(&db, unbalanced, Utc::now()).await,
@@ -313,12 +303,7 @@ async fn bad_settlements_are_refused_before_anything_is_written() {
             ),
             "{backend}"
         );
-        let over_hold = Capture {
-            job_id: job,
-            charge: credits(6),
-            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: credits(6) }],
-            memo: None,
-        };
+        let over_hold = to_platform(job, credits(6), credits(6));
         assert!(
             matches!(
                 ledger::capture(&db, over_hold, Utc::now()).await,

@@ -48,6 +48,44 @@
 //! Token-priced jobs are ranked on estimates and settled on actual usage scaled by
 //! `p / b` ([`settle_on_usage`]), never above the caller's hold.
 //!
+//! # Example
+//!
+//! ```
+//! use auction_engine::*;
+//!
+//! let agent = |id: u128, price: &str| Candidate {
+//!     agent_id: AgentId(id),
+//!     owner_id: OwnerId(id),
+//!     slug: format!("owner{id}/chat").into(),
+//!     categories: vec!["chat".into()],
+//!     features: vec![],
+//!     regions: vec![],
+//!     max_latency_ms: None,
+//!     context_length: None,
+//!     sheet: PriceSheet { per_call: MicroCredits::parse_decimal(price).unwrap(), ..PriceSheet::default() },
+//!     live_bid: None,
+//!     reputation: ReputationStats::default(),
+//!     status: AgentStatus::Active,
+//!     owner_can_pay_win_fee: true,
+//! };
+//! let input = AuctionInput {
+//!     nonce: 1,
+//!     seed: 2,
+//!     now_ms: 1_800_000_000_000,
+//!     job: Job { category: "chat".into(), input_tokens: 0, output_tokens: 0, required_features: vec![] },
+//!     constraints: Constraints { max_price: Some(MicroCredits::parse_decimal("5").unwrap()), ..Constraints::default() },
+//!     candidates: vec![agent(1, "2"), agent(2, "3")],
+//!     parameters: Parameters { exploration_rate: 0.0, ..Parameters::default() },
+//! };
+//! let record = AuditRecord::new(input);
+//! let winner = record.outcome.winner().unwrap();
+//! assert_eq!(winner.slug.as_ref(), "owner1/chat");
+//! // Equal quality: the winner is paid the runner-up's bid, not its own.
+//! assert_eq!(winner.price.to_string(), "3");
+//! assert!(record.verify());
+//! println!("{}", record.explain());
+//! ```
+//!
 //! # Other routing modes
 //!
 //! The same eligibility and scores serve OpenRouter-style routing ([`Routing`]): sort by

@@ -16,6 +16,16 @@ pub enum RegistryError {
     EmailTaken,
     #[error("handle is already taken")]
     HandleTaken,
+    #[error("you already have an agent with this name")]
+    AgentNameTaken,
+    /// The object exists and may be read, but only its owner may change it.
+    #[error("only the owner can change this {what}")]
+    Forbidden { what: &'static str },
+    #[error("the price sheet was changed too often; retry in {retry_after_secs} s")]
+    PriceChangeLimited { retry_after_secs: u64 },
+    /// An optimistic update kept losing to concurrent writers.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The object does not exist, or belongs to someone else (the two are indistinguishable).
     #[error("{what} not found")]
     NotFound { what: &'static str },

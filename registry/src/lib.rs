@@ -1,12 +1,13 @@
 //! Gavel's domain and persistence.
 //!
-//! `registry` owns users, API keys and the credits ledger (agents, jobs and auctions join them
-//! in later milestones). It turns raw input into domain values (`Email::parse`, ...), stores
+//! `registry` owns users, API keys, the credits ledger and the agent registry (jobs and
+//! auctions join them in a later milestone). It turns raw input into domain values (`Email::parse`, ...), stores
 //! them through sea-orm on SQLite or Postgres, and is the only crate that touches the database.
 //!
 //! Absent on purpose: HTTP, status codes, JWTs, Redis, the wall clock. Time comes in as a
 //! `now` argument; sea-orm entities are `pub(crate)` and never cross the API.
 
+pub mod agents;
 mod api_keys;
 mod credentials;
 mod database;

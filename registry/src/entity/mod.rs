@@ -5,8 +5,13 @@
 #![allow(unreachable_pub)]
 
 pub(crate) mod accounts;
+pub(crate) mod agent_categories;
+pub(crate) mod agent_price_versions;
+pub(crate) mod agent_reputation;
+pub(crate) mod agents;
 pub(crate) mod api_keys;
 pub(crate) mod holds;
 pub(crate) mod ledger_entries;
+pub(crate) mod registry_state;
 pub(crate) mod transfers;
 pub(crate) mod users;

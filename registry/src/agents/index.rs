@@ -1,0 +1,146 @@
+//! The candidate index: every live agent in memory, by category, slug and id, so a job finds
+//! its candidates without scanning a table.
+//!
+//! Correct across instances: each `snapshot` call reads one row (the `agents` generation,
+//! bumped in the same transaction as every agent change) and reloads when it moved, so an
+//! agent paused, repriced or deleted on any instance is seen by the next job everywhere.
+//! Reputation changes with every job and does not bump the generation; it is refreshed at
+//! most every `REPUTATION_REFRESH_MS`, which is as fresh as scoring needs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use crate::RegistryError;
+use crate::agents::domain::Visibility;
+use crate::agents::store::{Agent, agents_generation, load_live_agents, load_reputations};
+
+/// How stale reputation in the index may get, in milliseconds.
+pub const REPUTATION_REFRESH_MS: i64 = 1_000;
+
+/// One consistent view of the registry.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    generation: i64,
+    reputation_loaded_ms: i64,
+    agents: Vec<Arc<Agent>>,
+    by_category: HashMap<String, Vec<Arc<Agent>>>,
+    by_slug: HashMap<String, Arc<Agent>>,
+    by_id: HashMap<Uuid, Arc<Agent>>,
+}
+
+impl Snapshot {
+    fn build(generation: i64, loaded_ms: i64, agents: Vec<Arc<Agent>>) -> Snapshot {
+        let mut by_category: HashMap<String, Vec<Arc<Agent>>> = HashMap::new();
+        let mut by_slug = HashMap::new();
+        let mut by_id = HashMap::new();
+        for agent in &agents {
+            for category in &agent.categories {
+                by_category.entry(category.clone()).or_default().push(Arc::clone(agent));
+            }
+            by_slug.insert(agent.slug.clone(), Arc::clone(agent));
+            by_id.insert(agent.id, Arc::clone(agent));
+        }
+        Snapshot { generation, reputation_loaded_ms: loaded_ms, agents, by_category, by_slug, by_id }
+    }
+
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
+
+    /// Every live agent (public and private, active and paused).
+    pub fn agents(&self) -> &[Arc<Agent>] {
+        &self.agents
+    }
+
+    /// Live agents serving `category`.
+    pub fn in_category(&self, category: &str) -> &[Arc<Agent>] {
+        self.by_category.get(category).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn by_slug(&self, slug: &str) -> Option<&Arc<Agent>> {
+        self.by_slug.get(slug)
+    }
+
+    pub fn by_id(&self, id: Uuid) -> Option<&Arc<Agent>> {
+        self.by_id.get(&id)
+    }
+
+    /// Categories with at least one public agent, sorted.
+    pub fn public_categories(&self) -> Vec<&str> {
+        let mut categories: Vec<&str> = self
+            .by_category
+            .iter()
+            .filter(|(_, agents)| agents.iter().any(|a| a.visibility == Visibility::Public))
+            .map(|(category, _)| category.as_str())
+            .collect();
+        categories.sort_unstable();
+        categories
+    }
+}
+
+/// The shared, self-refreshing index.
+#[derive(Debug)]
+pub struct AgentIndex {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Default for AgentIndex {
+    fn default() -> AgentIndex {
+        AgentIndex::new()
+    }
+}
+
+impl AgentIndex {
+    pub fn new() -> AgentIndex {
+        let empty = Snapshot { generation: -1, ..Snapshot::default() };
+        AgentIndex { current: RwLock::new(Arc::new(empty)) }
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// A snapshot at least as new as the registry at the time of the call.
+    pub async fn snapshot(&self, db: &DatabaseConnection, now_ms: i64) -> Result<Arc<Snapshot>, RegistryError> {
+        // The generation is read before the agents: a change landing in between makes the
+        // snapshot newer than its label, never older, so it is reloaded again next time.
+        let generation = agents_generation(db).await?;
+        let current = self.current();
+        let fresh_reputation = now_ms - current.reputation_loaded_ms < REPUTATION_REFRESH_MS;
+        if current.generation == generation && fresh_reputation {
+            return Ok(current);
+        }
+        let next = if current.generation == generation {
+            let mut reputations = load_reputations(db).await?;
+            let agents = current
+                .agents
+                .iter()
+                .map(|agent| {
+                    let mut agent = Agent::clone(agent);
+                    if let Some(stats) = reputations.remove(&agent.id) {
+                        agent.reputation = stats;
+                    }
+                    Arc::new(agent)
+                })
+                .collect();
+            Snapshot::build(generation, now_ms, agents)
+        } else {
+            let agents = load_live_agents(db).await?.into_iter().map(Arc::new).collect();
+            Snapshot::build(generation, now_ms, agents)
+        };
+        let next = Arc::new(next);
+        if let Ok(mut guard) = self.current.write()
+            && (guard.generation < next.generation
+                || (guard.generation == next.generation && guard.reputation_loaded_ms < next.reputation_loaded_ms))
+        {
+            *guard = Arc::clone(&next);
+        }
+        Ok(next)
+    }
+}

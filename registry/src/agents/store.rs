@@ -1,0 +1,530 @@
+//! Agents in the database: register, read, change, pause, soft-delete, list; reputation
+//! evidence; and the `agents` generation counter every change bumps (in the same
+//! transaction), which is how every instance's index notices a change.
+//!
+//! Access rules, enforced in SQL or right after the scoped read: another user's private
+//! agent does not exist for them (`NotFound` on every verb); another owner's public agent can
+//! be read but not changed (`Forbidden`).
+
+use auction_engine::{MicroCredits, PriceSheet, ReputationStats};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
+use uuid::Uuid;
+
+use crate::agents::domain::{
+    AgentKind, AgentSpec, AgentState, Secret, Visibility, parse_categories, parse_context,
+    parse_labels, parse_latency, parse_pricing, parse_secret, parse_text, parse_url,
+};
+use crate::database::begin_write;
+use crate::entity::{agent_categories, agent_price_versions, agent_reputation, agents, registry_state, users};
+use crate::{RegistryError, UserId};
+
+/// Price-sheet changes allowed per agent per rolling hour.
+pub const PRICE_CHANGES_PER_HOUR: u64 = 12;
+
+/// An agent as stored, with its reputation. The upstream key is a `Secret`: callers that
+/// render agents must leave it out (the API only says whether one is set).
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub id: Uuid,
+    pub owner_id: UserId,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub kind: AgentKind,
+    pub categories: Vec<String>,
+    pub tags: Vec<String>,
+    pub endpoint: String,
+    pub upstream_model: Option<String>,
+    pub upstream_api_key: Option<Secret>,
+    pub bid_url: Option<String>,
+    pub max_latency_ms: Option<u32>,
+    pub regions: Vec<String>,
+    pub features: Vec<String>,
+    pub context_length: Option<u64>,
+    pub visibility: Visibility,
+    pub state: AgentState,
+    pub price_version: u32,
+    pub pricing: PriceSheet,
+    pub reputation: ReputationStats,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A partial update. `None` leaves a field as it is; for nullable fields `Some(None)` clears.
+#[derive(Clone, Debug, Default)]
+pub struct RawAgentPatch {
+    pub description: Option<String>,
+    pub categories: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    /// Already vetted by the egress policy.
+    pub endpoint: Option<String>,
+    pub upstream_model: Option<Option<String>>,
+    pub upstream_api_key: Option<Option<String>>,
+    /// Already vetted by the egress policy.
+    pub bid_url: Option<Option<String>>,
+    pub max_latency_ms: Option<Option<i64>>,
+    pub regions: Option<Vec<String>>,
+    pub features: Option<Vec<String>>,
+    pub context_length: Option<Option<i64>>,
+    pub visibility: Option<String>,
+    pub status: Option<String>,
+    pub pricing: Option<crate::agents::domain::RawPricing>,
+}
+
+fn json_list(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn to_agent(row: agents::Model, categories: Vec<String>, reputation: Option<agent_reputation::Model>) -> Agent {
+    Agent {
+        id: row.id,
+        owner_id: UserId(row.owner_id),
+        name: row.name,
+        slug: row.slug,
+        description: row.description,
+        kind: if row.kind == AgentKind::OpenAiChat.as_str() { AgentKind::OpenAiChat } else { AgentKind::Json },
+        categories,
+        tags: parse_list(&row.tags),
+        endpoint: row.endpoint,
+        upstream_model: row.upstream_model,
+        upstream_api_key: row.upstream_api_key.map(Secret::new),
+        bid_url: row.bid_url,
+        max_latency_ms: row.max_latency_ms.and_then(|ms| u32::try_from(ms).ok()),
+        regions: parse_list(&row.regions),
+        features: parse_list(&row.features),
+        context_length: row.context_length.and_then(|n| u64::try_from(n).ok()),
+        visibility: if row.visibility == Visibility::Private.as_str() { Visibility::Private } else { Visibility::Public },
+        state: if row.status == AgentState::Paused.as_str() { AgentState::Paused } else { AgentState::Active },
+        price_version: u32::try_from(row.price_version).unwrap_or(0),
+        pricing: PriceSheet {
+            per_call: MicroCredits::from_micros(row.per_call),
+            per_million_input_tokens: MicroCredits::from_micros(row.per_million_input),
+            per_million_output_tokens: MicroCredits::from_micros(row.per_million_output),
+        },
+        reputation: reputation.map(reputation_stats).unwrap_or_default(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        deleted_at: row.deleted_at,
+    }
+}
+
+fn reputation_stats(row: agent_reputation::Model) -> ReputationStats {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    ReputationStats {
+        successes: row.successes,
+        failures: row.failures,
+        updated_at_ms: row.updated_at_ms,
+        latency_ewma_ms: row.latency_ewma_ms,
+        latency_p95_ms: row.latency_p95_ms,
+        total_successes: count(row.total_successes),
+        total_errors: count(row.total_errors),
+        total_timeouts: count(row.total_timeouts),
+        total_invalid: count(row.total_invalid),
+    }
+}
+
+/// Registers an agent for `owner`; its slug is `handle/name`.
+pub async fn register_agent(
+    db: &DatabaseConnection,
+    owner: UserId,
+    spec: AgentSpec,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Agent, RegistryError> {
+    let handle = users::Entity::find_by_id(owner.0)
+        .one(db)
+        .await?
+        .ok_or(RegistryError::NotFound { what: "user" })?
+        .handle;
+    let slug = format!("{handle}/{}", spec.name.as_str());
+    let txn = begin_write(db).await?;
+    let row = agents::ActiveModel {
+        id: Set(id),
+        owner_id: Set(owner.0),
+        name: Set(spec.name.as_str().to_owned()),
+        slug: Set(slug),
+        description: Set(spec.description),
+        kind: Set(spec.kind.as_str().to_owned()),
+        endpoint: Set(spec.endpoint),
+        upstream_model: Set(spec.upstream_model),
+        upstream_api_key: Set(spec.upstream_api_key.map(|k| k.expose().to_owned())),
+        bid_url: Set(spec.bid_url),
+        max_latency_ms: Set(spec.max_latency_ms.map(|ms| ms as i32)),
+        regions: Set(json_list(&spec.regions)),
+        features: Set(json_list(&spec.features)),
+        tags: Set(json_list(&spec.tags)),
+        context_length: Set(spec.context_length.map(|n| n as i64)),
+        visibility: Set(spec.visibility.as_str().to_owned()),
+        status: Set(AgentState::Active.as_str().to_owned()),
+        price_version: Set(1),
+        per_call: Set(spec.pricing.per_call.micros()),
+        per_million_input: Set(spec.pricing.per_million_input_tokens.micros()),
+        per_million_output: Set(spec.pricing.per_million_output_tokens.micros()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        deleted_at: Set(None),
+    };
+    if let Err(err) = row.insert(&txn).await {
+        txn.rollback().await?;
+        return Err(match err.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => RegistryError::AgentNameTaken,
+            _ => RegistryError::Database(err),
+        });
+    }
+    replace_categories(&txn, id, &spec.categories).await?;
+    record_price_version(&txn, id, 1, spec.pricing, now).await?;
+    agent_reputation::ActiveModel {
+        agent_id: Set(id),
+        successes: Set(0.0),
+        failures: Set(0.0),
+        updated_at_ms: Set(now.timestamp_millis()),
+        latency_ewma_ms: Set(0.0),
+        latency_p95_ms: Set(0.0),
+        total_successes: Set(0),
+        total_errors: Set(0),
+        total_timeouts: Set(0),
+        total_invalid: Set(0),
+    }
+    .insert(&txn)
+    .await?;
+    bump_generation(&txn).await?;
+    txn.commit().await?;
+    load_agent(db, id).await?.ok_or(RegistryError::NotFound { what: "agent" })
+}
+
+/// An agent as `viewer` may see it: their own, or anyone's public one; deleted ones are gone.
+pub async fn find_visible_agent(
+    db: &DatabaseConnection,
+    viewer: Option<UserId>,
+    id: Uuid,
+) -> Result<Agent, RegistryError> {
+    let agent = load_agent(db, id).await?.ok_or(RegistryError::NotFound { what: "agent" })?;
+    let own = viewer == Some(agent.owner_id);
+    if agent.deleted_at.is_some() || (!own && agent.visibility == Visibility::Private) {
+        return Err(RegistryError::NotFound { what: "agent" });
+    }
+    Ok(agent)
+}
+
+/// Any agent by id, deleted ones included: for audit records and history.
+pub async fn load_agent(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Agent>, RegistryError> {
+    let Some(row) = agents::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    let categories = agent_categories::Entity::find()
+        .filter(agent_categories::Column::AgentId.eq(id))
+        .order_by_asc(agent_categories::Column::Category)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| c.category)
+        .collect();
+    let reputation = agent_reputation::Entity::find_by_id(id).one(db).await?;
+    Ok(Some(to_agent(row, categories, reputation)))
+}
+
+/// The owner's agents that are not deleted, newest first.
+pub async fn list_own_agents(db: &DatabaseConnection, owner: UserId) -> Result<Vec<Agent>, RegistryError> {
+    let rows = agents::Entity::find()
+        .filter(agents::Column::OwnerId.eq(owner.0))
+        .filter(agents::Column::DeletedAt.is_null())
+        .order_by_desc(agents::Column::Id)
+        .all(db)
+        .await?;
+    let mut agents = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(agent) = load_agent(db, row.id).await? {
+            agents.push(agent);
+        }
+    }
+    Ok(agents)
+}
+
+/// Every live (not deleted) agent with categories and reputation, in three queries: what the
+/// candidate index loads.
+pub async fn load_live_agents(db: &DatabaseConnection) -> Result<Vec<Agent>, RegistryError> {
+    let rows = agents::Entity::find().filter(agents::Column::DeletedAt.is_null()).all(db).await?;
+    let mut categories: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
+    for row in agent_categories::Entity::find().order_by_asc(agent_categories::Column::Category).all(db).await? {
+        categories.entry(row.agent_id).or_default().push(row.category);
+    }
+    let mut reputations: std::collections::HashMap<Uuid, agent_reputation::Model> =
+        agent_reputation::Entity::find().all(db).await?.into_iter().map(|r| (r.agent_id, r)).collect();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let id = row.id;
+            to_agent(row, categories.remove(&id).unwrap_or_default(), reputations.remove(&id))
+        })
+        .collect())
+}
+
+/// Every agent's reputation evidence, for refreshing an index without reloading agents.
+pub(crate) async fn load_reputations(
+    db: &DatabaseConnection,
+) -> Result<std::collections::HashMap<Uuid, ReputationStats>, RegistryError> {
+    Ok(agent_reputation::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| (row.agent_id, reputation_stats(row)))
+        .collect())
+}
+
+/// Loads an agent for a write by `owner`: `NotFound` if it does not exist for them,
+/// `Forbidden` if it is someone else's public agent.
+async fn load_for_write(db: &impl ConnectionTrait, owner: UserId, id: Uuid) -> Result<Agent, RegistryError> {
+    let agent = load_agent(db, id).await?.ok_or(RegistryError::NotFound { what: "agent" })?;
+    if agent.deleted_at.is_some() {
+        return Err(RegistryError::NotFound { what: "agent" });
+    }
+    if agent.owner_id != owner {
+        return Err(match agent.visibility {
+            Visibility::Private => RegistryError::NotFound { what: "agent" },
+            Visibility::Public => RegistryError::Forbidden { what: "agent" },
+        });
+    }
+    Ok(agent)
+}
+
+/// Applies a partial update by the owner. A price change creates a new price version, at most
+/// `PRICE_CHANGES_PER_HOUR` per rolling hour.
+pub async fn update_agent(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+    patch: RawAgentPatch,
+    now: DateTime<Utc>,
+) -> Result<Agent, RegistryError> {
+    let current = load_for_write(db, owner, id).await?;
+    // Parse everything before writing anything.
+    let description = patch.description.as_deref().map(|d| parse_text("description", d, 0, 2000)).transpose()?;
+    let categories = patch.categories.map(parse_categories).transpose()?;
+    let tags = patch.tags.map(|t| parse_labels("tags", t, 20, 32)).transpose()?;
+    let regions = patch.regions.map(|r| parse_labels("regions", r, 20, 32)).transpose()?;
+    let features = patch.features.map(|f| parse_labels("features", f, 32, 48)).transpose()?;
+    let endpoint = patch.endpoint.map(|e| parse_url("endpoint", e)).transpose()?;
+    let bid_url = patch.bid_url.map(|b| b.map(|u| parse_url("bid_url", u)).transpose()).transpose()?;
+    let upstream_model = patch
+        .upstream_model
+        .map(|m| m.map(|m| parse_text("upstream_model", &m, 1, 200)).transpose())
+        .transpose()?;
+    if current.kind == AgentKind::OpenAiChat && matches!(upstream_model, Some(None)) {
+        return Err(RegistryError::invalid("upstream_model", "is required for kind openai-chat"));
+    }
+    let upstream_api_key =
+        patch.upstream_api_key.map(|k| k.map(|k| parse_secret(&k)).transpose()).transpose()?;
+    let max_latency_ms = patch.max_latency_ms.map(|m| m.map(parse_latency).transpose()).transpose()?;
+    let context_length = patch.context_length.map(|c| c.map(parse_context).transpose()).transpose()?;
+    let visibility = patch.visibility.as_deref().map(Visibility::parse).transpose()?;
+    let state = patch.status.as_deref().map(AgentState::parse).transpose()?;
+    let pricing = patch.pricing.map(|p| parse_pricing(p, Some(current.pricing))).transpose()?;
+    let price_changed = pricing.is_some_and(|p| p != current.pricing);
+
+    let txn = begin_write(db).await?;
+    let mut row = agents::ActiveModel { id: Set(id), updated_at: Set(now), ..Default::default() };
+    if let Some(description) = description {
+        row.description = Set(description);
+    }
+    if let Some(tags) = &tags {
+        row.tags = Set(json_list(tags));
+    }
+    if let Some(regions) = &regions {
+        row.regions = Set(json_list(regions));
+    }
+    if let Some(features) = &features {
+        row.features = Set(json_list(features));
+    }
+    if let Some(endpoint) = endpoint {
+        row.endpoint = Set(endpoint);
+    }
+    if let Some(bid_url) = bid_url {
+        row.bid_url = Set(bid_url);
+    }
+    if let Some(upstream_model) = upstream_model {
+        row.upstream_model = Set(upstream_model);
+    }
+    if let Some(key) = upstream_api_key {
+        row.upstream_api_key = Set(key.map(|k| k.expose().to_owned()));
+    }
+    if let Some(max_latency_ms) = max_latency_ms {
+        row.max_latency_ms = Set(max_latency_ms.map(|ms| ms as i32));
+    }
+    if let Some(context_length) = context_length {
+        row.context_length = Set(context_length.map(|n| n as i64));
+    }
+    if let Some(visibility) = visibility {
+        row.visibility = Set(visibility.as_str().to_owned());
+    }
+    if let Some(state) = state {
+        row.status = Set(state.as_str().to_owned());
+    }
+    if let (true, Some(pricing)) = (price_changed, pricing) {
+        let hour_ago = now - Duration::hours(1);
+        let recent = agent_price_versions::Entity::find()
+            .filter(agent_price_versions::Column::AgentId.eq(id))
+            .filter(agent_price_versions::Column::CreatedAt.gt(hour_ago))
+            .filter(agent_price_versions::Column::Version.gt(1))
+            .count(&txn)
+            .await?;
+        if recent >= PRICE_CHANGES_PER_HOUR {
+            txn.rollback().await?;
+            return Err(RegistryError::PriceChangeLimited { retry_after_secs: 3600 });
+        }
+        let version = current.price_version + 1;
+        row.price_version = Set(version as i32);
+        row.per_call = Set(pricing.per_call.micros());
+        row.per_million_input = Set(pricing.per_million_input_tokens.micros());
+        row.per_million_output = Set(pricing.per_million_output_tokens.micros());
+        record_price_version(&txn, id, version, pricing, now).await?;
+    }
+    row.update(&txn).await?;
+    if let Some(categories) = &categories {
+        replace_categories(&txn, id, categories).await?;
+    }
+    bump_generation(&txn).await?;
+    txn.commit().await?;
+    load_agent(db, id).await?.ok_or(RegistryError::NotFound { what: "agent" })
+}
+
+/// Soft-deletes an agent: it stops competing and disappears from listings, but its history
+/// and audit records still resolve it. The slug stays reserved.
+pub async fn delete_agent(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), RegistryError> {
+    load_for_write(db, owner, id).await?;
+    let txn = begin_write(db).await?;
+    agents::Entity::update_many()
+        .col_expr(agents::Column::DeletedAt, Expr::value(now))
+        .col_expr(agents::Column::UpdatedAt, Expr::value(now))
+        .filter(agents::Column::Id.eq(id))
+        .filter(agents::Column::OwnerId.eq(owner.0))
+        .filter(agents::Column::DeletedAt.is_null())
+        .exec(&txn)
+        .await?;
+    bump_generation(&txn).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The price sheet an agent had at `version`.
+pub async fn price_version(
+    db: &DatabaseConnection,
+    agent: Uuid,
+    version: u32,
+) -> Result<Option<PriceSheet>, RegistryError> {
+    let row = agent_price_versions::Entity::find()
+        .filter(agent_price_versions::Column::AgentId.eq(agent))
+        .filter(agent_price_versions::Column::Version.eq(version as i32))
+        .one(db)
+        .await?;
+    Ok(row.map(|r| PriceSheet {
+        per_call: MicroCredits::from_micros(r.per_call),
+        per_million_input_tokens: MicroCredits::from_micros(r.per_million_input),
+        per_million_output_tokens: MicroCredits::from_micros(r.per_million_output),
+    }))
+}
+
+/// Folds one attempt's outcome into the agent's stored reputation. Concurrent updates of one
+/// agent are serialised by a compare-and-swap on `updated_at_ms` and the totals, retried.
+pub async fn record_attempt(
+    db: &DatabaseConnection,
+    agent: Uuid,
+    outcome: auction_engine::reputation::Outcome,
+    latency_ms: f64,
+    now_ms: i64,
+    half_life_ms: i64,
+) -> Result<ReputationStats, RegistryError> {
+    for _ in 0..20 {
+        let row = agent_reputation::Entity::find_by_id(agent)
+            .one(db)
+            .await?
+            .ok_or(RegistryError::NotFound { what: "agent" })?;
+        let before = reputation_stats(row.clone());
+        let after = before.record(outcome, latency_ms, now_ms, half_life_ms);
+        let total = |s: &ReputationStats| (s.total_successes + s.total_errors + s.total_timeouts + s.total_invalid) as i64;
+        let result = agent_reputation::Entity::update_many()
+            .col_expr(agent_reputation::Column::Successes, Expr::value(after.successes))
+            .col_expr(agent_reputation::Column::Failures, Expr::value(after.failures))
+            .col_expr(agent_reputation::Column::UpdatedAtMs, Expr::value(after.updated_at_ms))
+            .col_expr(agent_reputation::Column::LatencyEwmaMs, Expr::value(after.latency_ewma_ms))
+            .col_expr(agent_reputation::Column::LatencyP95Ms, Expr::value(after.latency_p95_ms))
+            .col_expr(agent_reputation::Column::TotalSuccesses, Expr::value(after.total_successes as i64))
+            .col_expr(agent_reputation::Column::TotalErrors, Expr::value(after.total_errors as i64))
+            .col_expr(agent_reputation::Column::TotalTimeouts, Expr::value(after.total_timeouts as i64))
+            .col_expr(agent_reputation::Column::TotalInvalid, Expr::value(after.total_invalid as i64))
+            .filter(agent_reputation::Column::AgentId.eq(agent))
+            .filter(agent_reputation::Column::UpdatedAtMs.eq(row.updated_at_ms))
+            .filter(
+                Expr::col(agent_reputation::Column::TotalSuccesses)
+                    .add(Expr::col(agent_reputation::Column::TotalErrors))
+                    .add(Expr::col(agent_reputation::Column::TotalTimeouts))
+                    .add(Expr::col(agent_reputation::Column::TotalInvalid))
+                    .eq(total(&before)),
+            )
+            .exec(db)
+            .await?;
+        if result.rows_affected == 1 {
+            return Ok(after);
+        }
+    }
+    Err(RegistryError::Conflict("reputation update kept colliding".into()))
+}
+
+/// The registry generation: changes whenever any agent does.
+pub async fn agents_generation(db: &impl ConnectionTrait) -> Result<i64, RegistryError> {
+    Ok(registry_state::Entity::find_by_id("agents".to_owned()).one(db).await?.map_or(0, |row| row.generation))
+}
+
+async fn bump_generation(txn: &DatabaseTransaction) -> Result<(), RegistryError> {
+    registry_state::Entity::update_many()
+        .col_expr(registry_state::Column::Generation, Expr::col(registry_state::Column::Generation).add(1))
+        .filter(registry_state::Column::Name.eq("agents"))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+async fn replace_categories(txn: &DatabaseTransaction, agent: Uuid, categories: &[String]) -> Result<(), RegistryError> {
+    agent_categories::Entity::delete_many().filter(agent_categories::Column::AgentId.eq(agent)).exec(txn).await?;
+    let rows: Vec<_> = categories
+        .iter()
+        .map(|category| agent_categories::ActiveModel { agent_id: Set(agent), category: Set(category.clone()) })
+        .collect();
+    agent_categories::Entity::insert_many(rows).exec(txn).await?;
+    Ok(())
+}
+
+async fn record_price_version(
+    txn: &DatabaseTransaction,
+    agent: Uuid,
+    version: u32,
+    pricing: PriceSheet,
+    now: DateTime<Utc>,
+) -> Result<(), RegistryError> {
+    agent_price_versions::ActiveModel {
+        agent_id: Set(agent),
+        version: Set(version as i32),
+        per_call: Set(pricing.per_call.micros()),
+        per_million_input: Set(pricing.per_million_input_tokens.micros()),
+        per_million_output: Set(pricing.per_million_output_tokens.micros()),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}

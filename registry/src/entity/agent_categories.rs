@@ -1,0 +1,17 @@
+//! `agent_categories`: which categories an agent serves (one row each).
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "agent_categories")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub agent_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub category: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

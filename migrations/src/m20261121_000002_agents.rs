@@ -129,7 +129,11 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create().name("idx_agents_owner").table(Agents::Table).col(Agents::OwnerId).to_owned(),
+                Index::create()
+                    .name("idx_agents_owner")
+                    .table(Agents::Table)
+                    .col(Agents::OwnerId)
+                    .to_owned(),
             )
             .await?;
 
@@ -139,7 +143,11 @@ impl MigrationTrait for Migration {
                     .table(AgentCategories::Table)
                     .col(ColumnDef::new(AgentCategories::AgentId).uuid().not_null())
                     .col(ColumnDef::new(AgentCategories::Category).string_len(32).not_null())
-                    .primary_key(Index::create().col(AgentCategories::AgentId).col(AgentCategories::Category))
+                    .primary_key(
+                        Index::create()
+                            .col(AgentCategories::AgentId)
+                            .col(AgentCategories::Category),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_agent_categories_agent")
@@ -173,8 +181,16 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(AgentPriceVersions::AgentId).uuid().not_null())
                     .col(ColumnDef::new(AgentPriceVersions::Version).integer().not_null())
                     .col(ColumnDef::new(AgentPriceVersions::PerCall).big_integer().not_null())
-                    .col(ColumnDef::new(AgentPriceVersions::PerMillionInput).big_integer().not_null())
-                    .col(ColumnDef::new(AgentPriceVersions::PerMillionOutput).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(AgentPriceVersions::PerMillionInput)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentPriceVersions::PerMillionOutput)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(AgentPriceVersions::CreatedAt)
                             .timestamp_with_time_zone()
@@ -229,7 +245,9 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(RegistryState::Table)
-                    .col(ColumnDef::new(RegistryState::Name).string_len(32).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(RegistryState::Name).string_len(32).not_null().primary_key(),
+                    )
                     .col(ColumnDef::new(RegistryState::Generation).big_integer().not_null())
                     .to_owned(),
             )

@@ -40,6 +40,8 @@ pub enum ApiError {
     InvalidLogin,
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    #[error("{message}")]
+    Forbidden { message: String },
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -76,6 +78,7 @@ impl ApiError {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidLogin => "invalid_credentials",
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => "not_found",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict { code, .. } => code,
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
@@ -89,6 +92,7 @@ impl ApiError {
     fn openai_type(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated | ApiError::InvalidLogin => "authentication_error",
+            ApiError::Forbidden { .. } => "permission_error",
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => "not_found_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::InsufficientCredits { .. } => "insufficient_quota",
@@ -142,6 +146,7 @@ impl ResponseError for ApiError {
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated | ApiError::InvalidLogin => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -179,6 +184,17 @@ impl From<RegistryError> for ApiError {
                 message: "handle is already taken".into(),
             },
             RegistryError::NotFound { what } => ApiError::NotFound { what },
+            RegistryError::AgentNameTaken => ApiError::Conflict {
+                code: "agent_name_taken",
+                message: "you already have an agent with this name".into(),
+            },
+            RegistryError::Forbidden { .. } => ApiError::Forbidden { message: err.to_string() },
+            RegistryError::PriceChangeLimited { retry_after_secs } => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            RegistryError::Conflict(_) => {
+                ApiError::Conflict { code: "conflict", message: err.to_string() }
+            }
             RegistryError::InsufficientCredits { .. } => {
                 ApiError::InsufficientCredits { message: err.to_string() }
             }

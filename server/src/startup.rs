@@ -6,6 +6,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -18,6 +19,7 @@ use registry::DatabaseConnection;
 
 use crate::auth::JwtKeys;
 use crate::configuration::ResolvedSettings;
+use crate::egress::{AgentClient, EgressPolicy, GuardedResolver, Lookup, SystemLookup};
 use crate::error::openai_error_shape;
 use crate::metrics::{self, Metrics};
 use crate::rate_limit::RateLimiter;
@@ -35,8 +37,28 @@ pub struct Application {
 }
 
 impl Application {
+    /// Builds the application with the system's DNS resolver.
     pub async fn build(settings: ResolvedSettings) -> anyhow::Result<Application> {
+        Application::build_with_lookup(settings, Arc::new(SystemLookup)).await
+    }
+
+    /// Builds the application with a given name lookup (tests script DNS with it).
+    pub async fn build_with_lookup(
+        settings: ResolvedSettings,
+        lookup: Arc<dyn Lookup>,
+    ) -> anyhow::Result<Application> {
         let db = connect_and_migrate(&settings).await?;
+        let policy = EgressPolicy::new(&settings.raw.egress.allow_cidrs)
+            .map_err(|e| anyhow::anyhow!("egress.allow_cidrs: {e}"))?;
+        if !settings.raw.egress.allow_cidrs.is_empty() {
+            tracing::warn!(
+                allow_cidrs = ?settings.raw.egress.allow_cidrs,
+                "egress.allow_cidrs opens the SSRF guard to these ranges (metadata addresses stay closed)"
+            );
+        }
+        let resolver = GuardedResolver::new(Arc::new(policy), lookup);
+        let agent_client = AgentClient::new(resolver, Duration::from_secs(3))
+            .context("could not build the agent HTTP client")?;
         let jwt_secret = jwt_secret(&settings)?;
         let ttl = settings.raw.auth.token_ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
         let jwt = JwtKeys::new(
@@ -66,8 +88,15 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.raw.server.workers;
         let api_body_limit = settings.raw.server.api_body_limit;
-        let state =
-            web::Data::new(AppState::new(db, redis, jwt, rate_limiter, settings, Metrics::new()));
+        let state = web::Data::new(AppState::new(
+            db,
+            agent_client,
+            redis,
+            jwt,
+            rate_limiter,
+            settings,
+            Metrics::new(),
+        ));
 
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {

@@ -3,20 +3,26 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use auction_engine::MicroCredits;
+use auction_engine::{MicroCredits, Parameters};
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
+use registry::agents::AgentIndex;
 use registry::ledger::GrantPeriod;
 use registry::{DatabaseConnection, UserId};
 
 use crate::auth::JwtKeys;
 use crate::configuration::ResolvedSettings;
+use crate::egress::AgentClient;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// Every live agent in memory, refreshed when any instance changes one.
+    pub agent_index: AgentIndex,
+    /// The SSRF-guarded client for every call to an agent URL.
+    pub agent_client: AgentClient,
     pub redis: Option<ConnectionManager>,
     pub jwt: JwtKeys,
     pub rate_limiter: RateLimiter,
@@ -30,6 +36,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         db: DatabaseConnection,
+        agent_client: AgentClient,
         redis: Option<ConnectionManager>,
         jwt: JwtKeys,
         rate_limiter: RateLimiter,
@@ -38,6 +45,8 @@ impl AppState {
     ) -> AppState {
         AppState {
             db,
+            agent_index: AgentIndex::new(),
+            agent_client,
             redis,
             jwt,
             rate_limiter,
@@ -50,6 +59,16 @@ impl AppState {
     /// The wall clock: the one place `server` reads it.
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    /// The auction engine's parameters: fees from the configuration, the rest the engine's
+    /// documented defaults.
+    pub fn auction_parameters(&self) -> Parameters {
+        Parameters {
+            call_fee: self.settings.call_fee,
+            win_fee: self.settings.win_fee,
+            ..Parameters::default()
+        }
     }
 
     pub fn monthly_grant(&self) -> MicroCredits {

@@ -8,8 +8,17 @@ use auction_engine::{MicroCredits, PriceSheet};
 use crate::RegistryError;
 
 /// The categories a job can be auctioned in.
-pub const CATEGORIES: [&str; 9] =
-    ["chat", "completion", "embedding", "ocr", "transcription", "image", "audio", "scrape", "code-review"];
+pub const CATEGORIES: [&str; 9] = [
+    "chat",
+    "completion",
+    "embedding",
+    "ocr",
+    "transcription",
+    "image",
+    "audio",
+    "scrape",
+    "code-review",
+];
 
 /// How Gavel talks to an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +34,10 @@ impl AgentKind {
         match raw {
             "openai-chat" => Ok(AgentKind::OpenAiChat),
             "json" => Ok(AgentKind::Json),
-            other => Err(RegistryError::invalid("kind", format!("`{other}` is not one of: openai-chat, json"))),
+            other => Err(RegistryError::invalid(
+                "kind",
+                format!("`{other}` is not one of: openai-chat, json"),
+            )),
         }
     }
 
@@ -51,7 +63,10 @@ impl Visibility {
         match raw {
             "public" => Ok(Visibility::Public),
             "private" => Ok(Visibility::Private),
-            other => Err(RegistryError::invalid("visibility", format!("`{other}` is not one of: public, private"))),
+            other => Err(RegistryError::invalid(
+                "visibility",
+                format!("`{other}` is not one of: public, private"),
+            )),
         }
     }
 
@@ -75,7 +90,10 @@ impl AgentState {
         match raw {
             "active" => Ok(AgentState::Active),
             "paused" => Ok(AgentState::Paused),
-            other => Err(RegistryError::invalid("status", format!("`{other}` is not one of: active, paused"))),
+            other => Err(RegistryError::invalid(
+                "status",
+                format!("`{other}` is not one of: active, paused"),
+            )),
         }
     }
 
@@ -102,7 +120,10 @@ impl AgentName {
             return Err(RegistryError::invalid("name", "must start with a letter or digit"));
         }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-            return Err(RegistryError::invalid("name", "may contain only letters, digits, '.', '_' and '-'"));
+            return Err(RegistryError::invalid(
+                "name",
+                "may contain only letters, digits, '.', '_' and '-'",
+            ));
         }
         Ok(AgentName(name))
     }
@@ -188,14 +209,23 @@ impl AgentSpec {
         let name = AgentName::parse(raw.name.as_deref().ok_or_else(|| missing("name"))?)?;
         let kind = AgentKind::parse(raw.kind.as_deref().ok_or_else(|| missing("kind"))?)?;
         let endpoint = parse_url("endpoint", raw.endpoint.ok_or_else(|| missing("endpoint"))?)?;
-        let upstream_model = raw.upstream_model.map(|m| parse_text("upstream_model", &m, 1, 200)).transpose()?;
+        let upstream_model =
+            raw.upstream_model.map(|m| parse_text("upstream_model", &m, 1, 200)).transpose()?;
         if kind == AgentKind::OpenAiChat && upstream_model.is_none() {
-            return Err(RegistryError::invalid("upstream_model", "is required for kind openai-chat"));
+            return Err(RegistryError::invalid(
+                "upstream_model",
+                "is required for kind openai-chat",
+            ));
         }
         let pricing = parse_pricing(raw.pricing.ok_or_else(|| missing("pricing"))?, None)?;
         Ok(AgentSpec {
             name,
-            description: parse_text("description", raw.description.as_deref().unwrap_or(""), 0, 2000)?,
+            description: parse_text(
+                "description",
+                raw.description.as_deref().unwrap_or(""),
+                0,
+                2000,
+            )?,
             kind,
             categories: parse_categories(raw.categories.ok_or_else(|| missing("categories"))?)?,
             tags: parse_labels("tags", raw.tags.unwrap_or_default(), 20, 32)?,
@@ -217,7 +247,12 @@ pub(crate) fn missing(field: &'static str) -> RegistryError {
     RegistryError::invalid(field, "is required")
 }
 
-pub(crate) fn parse_text(field: &'static str, raw: &str, min: usize, max: usize) -> Result<String, RegistryError> {
+pub(crate) fn parse_text(
+    field: &'static str,
+    raw: &str,
+    min: usize,
+    max: usize,
+) -> Result<String, RegistryError> {
     let text = raw.trim();
     let len = text.chars().count();
     if len < min || len > max {
@@ -231,7 +266,10 @@ pub(crate) fn parse_text(field: &'static str, raw: &str, min: usize, max: usize)
 
 pub(crate) fn parse_secret(raw: &str) -> Result<Secret, RegistryError> {
     if raw.is_empty() || raw.len() > 1024 || raw.chars().any(char::is_control) {
-        return Err(RegistryError::invalid("upstream_api_key", "must be 1 to 1024 printable characters"));
+        return Err(RegistryError::invalid(
+            "upstream_api_key",
+            "must be 1 to 1024 printable characters",
+        ));
     }
     Ok(Secret::new(raw.to_owned()))
 }
@@ -294,10 +332,19 @@ pub(crate) fn parse_labels(
     for label in raw {
         let label = label.trim().to_lowercase();
         if label.is_empty() || label.len() > max_len {
-            return Err(RegistryError::invalid(field, format!("items must be 1 to {max_len} characters")));
+            return Err(RegistryError::invalid(
+                field,
+                format!("items must be 1 to {max_len} characters"),
+            ));
         }
-        if !label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')) {
-            return Err(RegistryError::invalid(field, format!("`{label}` may contain only letters, digits and - _ . : /")));
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+        {
+            return Err(RegistryError::invalid(
+                field,
+                format!("`{label}` may contain only letters, digits and - _ . : /"),
+            ));
         }
         if !labels.contains(&label) {
             labels.push(label);
@@ -307,11 +354,18 @@ pub(crate) fn parse_labels(
 }
 
 /// Parses a price sheet. With `base`, missing prices keep the base's values (a PATCH).
-pub(crate) fn parse_pricing(raw: RawPricing, base: Option<PriceSheet>) -> Result<PriceSheet, RegistryError> {
-    let price = |field: &'static str, text: Option<String>, current: Option<MicroCredits>| -> Result<MicroCredits, RegistryError> {
+pub(crate) fn parse_pricing(
+    raw: RawPricing,
+    base: Option<PriceSheet>,
+) -> Result<PriceSheet, RegistryError> {
+    let price = |field: &'static str,
+                 text: Option<String>,
+                 current: Option<MicroCredits>|
+     -> Result<MicroCredits, RegistryError> {
         match (text, current) {
             (Some(text), _) => {
-                let amount = MicroCredits::parse_decimal(&text).map_err(|e| RegistryError::invalid(field, e.to_string()))?;
+                let amount = MicroCredits::parse_decimal(&text)
+                    .map_err(|e| RegistryError::invalid(field, e.to_string()))?;
                 if amount.is_negative() {
                     return Err(RegistryError::invalid(field, "must not be negative"));
                 }
@@ -381,8 +435,26 @@ mod tests {
             (RawAgentSpec { categories: Some(vec![]), ..valid() }, "categories"),
             (RawAgentSpec { categories: Some(vec!["astrology".into()]), ..valid() }, "categories"),
             (RawAgentSpec { pricing: None, ..valid() }, "pricing"),
-            (RawAgentSpec { pricing: Some(RawPricing { per_call: Some("-1".into()), ..RawPricing::default() }), ..valid() }, "pricing.per_call"),
-            (RawAgentSpec { pricing: Some(RawPricing { per_million_input_tokens: Some("1.2.3".into()), ..RawPricing::default() }), ..valid() }, "pricing.per_million_input_tokens"),
+            (
+                RawAgentSpec {
+                    pricing: Some(RawPricing {
+                        per_call: Some("-1".into()),
+                        ..RawPricing::default()
+                    }),
+                    ..valid()
+                },
+                "pricing.per_call",
+            ),
+            (
+                RawAgentSpec {
+                    pricing: Some(RawPricing {
+                        per_million_input_tokens: Some("1.2.3".into()),
+                        ..RawPricing::default()
+                    }),
+                    ..valid()
+                },
+                "pricing.per_million_input_tokens",
+            ),
             (RawAgentSpec { kind: Some("openai-chat".into()), ..valid() }, "upstream_model"),
             (RawAgentSpec { max_latency_ms: Some(0), ..valid() }, "max_latency_ms"),
             (RawAgentSpec { context_length: Some(-5), ..valid() }, "context_length"),

@@ -43,7 +43,14 @@ impl Snapshot {
             by_slug.insert(agent.slug.clone(), Arc::clone(agent));
             by_id.insert(agent.id, Arc::clone(agent));
         }
-        Snapshot { generation, reputation_loaded_ms: loaded_ms, agents, by_category, by_slug, by_id }
+        Snapshot {
+            generation,
+            reputation_loaded_ms: loaded_ms,
+            agents,
+            by_category,
+            by_slug,
+            by_id,
+        }
     }
 
     pub fn generation(&self) -> i64 {
@@ -107,7 +114,11 @@ impl AgentIndex {
     }
 
     /// A snapshot at least as new as the registry at the time of the call.
-    pub async fn snapshot(&self, db: &DatabaseConnection, now_ms: i64) -> Result<Arc<Snapshot>, RegistryError> {
+    pub async fn snapshot(
+        &self,
+        db: &DatabaseConnection,
+        now_ms: i64,
+    ) -> Result<Arc<Snapshot>, RegistryError> {
         // The generation is read before the agents: a change landing in between makes the
         // snapshot newer than its label, never older, so it is reloaded again next time.
         let generation = agents_generation(db).await?;
@@ -137,7 +148,8 @@ impl AgentIndex {
         let next = Arc::new(next);
         if let Ok(mut guard) = self.current.write()
             && (guard.generation < next.generation
-                || (guard.generation == next.generation && guard.reputation_loaded_ms < next.reputation_loaded_ms))
+                || (guard.generation == next.generation
+                    && guard.reputation_loaded_ms < next.reputation_loaded_ms))
         {
             *guard = Arc::clone(&next);
         }

@@ -5,9 +5,13 @@ mod domain;
 mod index;
 mod store;
 
-pub use domain::{AgentKind, AgentName, AgentSpec, AgentState, CATEGORIES, RawAgentSpec, RawPricing, Secret, Visibility};
+pub use domain::{
+    AgentKind, AgentName, AgentSpec, AgentState, CATEGORIES, RawAgentSpec, RawPricing, Secret,
+    Visibility,
+};
 pub use index::{AgentIndex, REPUTATION_REFRESH_MS, Snapshot};
 pub use store::{
-    Agent, PRICE_CHANGES_PER_HOUR, RawAgentPatch, agents_generation, delete_agent, find_visible_agent,
-    list_own_agents, load_agent, load_live_agents, price_version, record_attempt, register_agent, update_agent,
+    Agent, PRICE_CHANGES_PER_HOUR, RawAgentPatch, agents_generation, delete_agent,
+    find_visible_agent, list_own_agents, load_agent, load_live_agents, price_version,
+    record_attempt, register_agent, update_agent,
 };

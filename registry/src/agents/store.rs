@@ -10,8 +10,8 @@ use auction_engine::{MicroCredits, PriceSheet, ReputationStats};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
 use uuid::Uuid;
 
@@ -20,7 +20,9 @@ use crate::agents::domain::{
     parse_labels, parse_latency, parse_pricing, parse_secret, parse_text, parse_url,
 };
 use crate::database::begin_write;
-use crate::entity::{agent_categories, agent_price_versions, agent_reputation, agents, registry_state, users};
+use crate::entity::{
+    agent_categories, agent_price_versions, agent_reputation, agents, registry_state, users,
+};
 use crate::{RegistryError, UserId};
 
 /// Price-sheet changes allowed per agent per rolling hour.
@@ -85,14 +87,22 @@ fn parse_list(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn to_agent(row: agents::Model, categories: Vec<String>, reputation: Option<agent_reputation::Model>) -> Agent {
+fn to_agent(
+    row: agents::Model,
+    categories: Vec<String>,
+    reputation: Option<agent_reputation::Model>,
+) -> Agent {
     Agent {
         id: row.id,
         owner_id: UserId(row.owner_id),
         name: row.name,
         slug: row.slug,
         description: row.description,
-        kind: if row.kind == AgentKind::OpenAiChat.as_str() { AgentKind::OpenAiChat } else { AgentKind::Json },
+        kind: if row.kind == AgentKind::OpenAiChat.as_str() {
+            AgentKind::OpenAiChat
+        } else {
+            AgentKind::Json
+        },
         categories,
         tags: parse_list(&row.tags),
         endpoint: row.endpoint,
@@ -103,8 +113,16 @@ fn to_agent(row: agents::Model, categories: Vec<String>, reputation: Option<agen
         regions: parse_list(&row.regions),
         features: parse_list(&row.features),
         context_length: row.context_length.and_then(|n| u64::try_from(n).ok()),
-        visibility: if row.visibility == Visibility::Private.as_str() { Visibility::Private } else { Visibility::Public },
-        state: if row.status == AgentState::Paused.as_str() { AgentState::Paused } else { AgentState::Active },
+        visibility: if row.visibility == Visibility::Private.as_str() {
+            Visibility::Private
+        } else {
+            Visibility::Public
+        },
+        state: if row.status == AgentState::Paused.as_str() {
+            AgentState::Paused
+        } else {
+            AgentState::Active
+        },
         price_version: u32::try_from(row.price_version).unwrap_or(0),
         pricing: PriceSheet {
             per_call: MicroCredits::from_micros(row.per_call),
@@ -217,7 +235,10 @@ pub async fn find_visible_agent(
 }
 
 /// Any agent by id, deleted ones included: for audit records and history.
-pub async fn load_agent(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Agent>, RegistryError> {
+pub async fn load_agent(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<Agent>, RegistryError> {
     let Some(row) = agents::Entity::find_by_id(id).one(db).await? else {
         return Ok(None);
     };
@@ -234,7 +255,10 @@ pub async fn load_agent(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Ag
 }
 
 /// The owner's agents that are not deleted, newest first.
-pub async fn list_own_agents(db: &DatabaseConnection, owner: UserId) -> Result<Vec<Agent>, RegistryError> {
+pub async fn list_own_agents(
+    db: &DatabaseConnection,
+    owner: UserId,
+) -> Result<Vec<Agent>, RegistryError> {
     let rows = agents::Entity::find()
         .filter(agents::Column::OwnerId.eq(owner.0))
         .filter(agents::Column::DeletedAt.is_null())
@@ -254,12 +278,22 @@ pub async fn list_own_agents(db: &DatabaseConnection, owner: UserId) -> Result<V
 /// candidate index loads.
 pub async fn load_live_agents(db: &DatabaseConnection) -> Result<Vec<Agent>, RegistryError> {
     let rows = agents::Entity::find().filter(agents::Column::DeletedAt.is_null()).all(db).await?;
-    let mut categories: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
-    for row in agent_categories::Entity::find().order_by_asc(agent_categories::Column::Category).all(db).await? {
+    let mut categories: std::collections::HashMap<Uuid, Vec<String>> =
+        std::collections::HashMap::new();
+    for row in agent_categories::Entity::find()
+        .order_by_asc(agent_categories::Column::Category)
+        .all(db)
+        .await?
+    {
         categories.entry(row.agent_id).or_default().push(row.category);
     }
     let mut reputations: std::collections::HashMap<Uuid, agent_reputation::Model> =
-        agent_reputation::Entity::find().all(db).await?.into_iter().map(|r| (r.agent_id, r)).collect();
+        agent_reputation::Entity::find()
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (r.agent_id, r))
+            .collect();
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -283,7 +317,11 @@ pub(crate) async fn load_reputations(
 
 /// Loads an agent for a write by `owner`: `NotFound` if it does not exist for them,
 /// `Forbidden` if it is someone else's public agent.
-async fn load_for_write(db: &impl ConnectionTrait, owner: UserId, id: Uuid) -> Result<Agent, RegistryError> {
+async fn load_for_write(
+    db: &impl ConnectionTrait,
+    owner: UserId,
+    id: Uuid,
+) -> Result<Agent, RegistryError> {
     let agent = load_agent(db, id).await?.ok_or(RegistryError::NotFound { what: "agent" })?;
     if agent.deleted_at.is_some() {
         return Err(RegistryError::NotFound { what: "agent" });
@@ -308,13 +346,15 @@ pub async fn update_agent(
 ) -> Result<Agent, RegistryError> {
     let current = load_for_write(db, owner, id).await?;
     // Parse everything before writing anything.
-    let description = patch.description.as_deref().map(|d| parse_text("description", d, 0, 2000)).transpose()?;
+    let description =
+        patch.description.as_deref().map(|d| parse_text("description", d, 0, 2000)).transpose()?;
     let categories = patch.categories.map(parse_categories).transpose()?;
     let tags = patch.tags.map(|t| parse_labels("tags", t, 20, 32)).transpose()?;
     let regions = patch.regions.map(|r| parse_labels("regions", r, 20, 32)).transpose()?;
     let features = patch.features.map(|f| parse_labels("features", f, 32, 48)).transpose()?;
     let endpoint = patch.endpoint.map(|e| parse_url("endpoint", e)).transpose()?;
-    let bid_url = patch.bid_url.map(|b| b.map(|u| parse_url("bid_url", u)).transpose()).transpose()?;
+    let bid_url =
+        patch.bid_url.map(|b| b.map(|u| parse_url("bid_url", u)).transpose()).transpose()?;
     let upstream_model = patch
         .upstream_model
         .map(|m| m.map(|m| parse_text("upstream_model", &m, 1, 200)).transpose())
@@ -324,8 +364,10 @@ pub async fn update_agent(
     }
     let upstream_api_key =
         patch.upstream_api_key.map(|k| k.map(|k| parse_secret(&k)).transpose()).transpose()?;
-    let max_latency_ms = patch.max_latency_ms.map(|m| m.map(parse_latency).transpose()).transpose()?;
-    let context_length = patch.context_length.map(|c| c.map(parse_context).transpose()).transpose()?;
+    let max_latency_ms =
+        patch.max_latency_ms.map(|m| m.map(parse_latency).transpose()).transpose()?;
+    let context_length =
+        patch.context_length.map(|c| c.map(parse_context).transpose()).transpose()?;
     let visibility = patch.visibility.as_deref().map(Visibility::parse).transpose()?;
     let state = patch.status.as_deref().map(AgentState::parse).transpose()?;
     let pricing = patch.pricing.map(|p| parse_pricing(p, Some(current.pricing))).transpose()?;
@@ -455,17 +497,28 @@ pub async fn record_attempt(
             .ok_or(RegistryError::NotFound { what: "agent" })?;
         let before = reputation_stats(row.clone());
         let after = before.record(outcome, latency_ms, now_ms, half_life_ms);
-        let total = |s: &ReputationStats| (s.total_successes + s.total_errors + s.total_timeouts + s.total_invalid) as i64;
+        let total = |s: &ReputationStats| {
+            (s.total_successes + s.total_errors + s.total_timeouts + s.total_invalid) as i64
+        };
         let result = agent_reputation::Entity::update_many()
             .col_expr(agent_reputation::Column::Successes, Expr::value(after.successes))
             .col_expr(agent_reputation::Column::Failures, Expr::value(after.failures))
             .col_expr(agent_reputation::Column::UpdatedAtMs, Expr::value(after.updated_at_ms))
             .col_expr(agent_reputation::Column::LatencyEwmaMs, Expr::value(after.latency_ewma_ms))
             .col_expr(agent_reputation::Column::LatencyP95Ms, Expr::value(after.latency_p95_ms))
-            .col_expr(agent_reputation::Column::TotalSuccesses, Expr::value(after.total_successes as i64))
+            .col_expr(
+                agent_reputation::Column::TotalSuccesses,
+                Expr::value(after.total_successes as i64),
+            )
             .col_expr(agent_reputation::Column::TotalErrors, Expr::value(after.total_errors as i64))
-            .col_expr(agent_reputation::Column::TotalTimeouts, Expr::value(after.total_timeouts as i64))
-            .col_expr(agent_reputation::Column::TotalInvalid, Expr::value(after.total_invalid as i64))
+            .col_expr(
+                agent_reputation::Column::TotalTimeouts,
+                Expr::value(after.total_timeouts as i64),
+            )
+            .col_expr(
+                agent_reputation::Column::TotalInvalid,
+                Expr::value(after.total_invalid as i64),
+            )
             .filter(agent_reputation::Column::AgentId.eq(agent))
             .filter(agent_reputation::Column::UpdatedAtMs.eq(row.updated_at_ms))
             .filter(
@@ -486,23 +539,39 @@ pub async fn record_attempt(
 
 /// The registry generation: changes whenever any agent does.
 pub async fn agents_generation(db: &impl ConnectionTrait) -> Result<i64, RegistryError> {
-    Ok(registry_state::Entity::find_by_id("agents".to_owned()).one(db).await?.map_or(0, |row| row.generation))
+    Ok(registry_state::Entity::find_by_id("agents".to_owned())
+        .one(db)
+        .await?
+        .map_or(0, |row| row.generation))
 }
 
 async fn bump_generation(txn: &DatabaseTransaction) -> Result<(), RegistryError> {
     registry_state::Entity::update_many()
-        .col_expr(registry_state::Column::Generation, Expr::col(registry_state::Column::Generation).add(1))
+        .col_expr(
+            registry_state::Column::Generation,
+            Expr::col(registry_state::Column::Generation).add(1),
+        )
         .filter(registry_state::Column::Name.eq("agents"))
         .exec(txn)
         .await?;
     Ok(())
 }
 
-async fn replace_categories(txn: &DatabaseTransaction, agent: Uuid, categories: &[String]) -> Result<(), RegistryError> {
-    agent_categories::Entity::delete_many().filter(agent_categories::Column::AgentId.eq(agent)).exec(txn).await?;
+async fn replace_categories(
+    txn: &DatabaseTransaction,
+    agent: Uuid,
+    categories: &[String],
+) -> Result<(), RegistryError> {
+    agent_categories::Entity::delete_many()
+        .filter(agent_categories::Column::AgentId.eq(agent))
+        .exec(txn)
+        .await?;
     let rows: Vec<_> = categories
         .iter()
-        .map(|category| agent_categories::ActiveModel { agent_id: Set(agent), category: Set(category.clone()) })
+        .map(|category| agent_categories::ActiveModel {
+            agent_id: Set(agent),
+            category: Set(category.clone()),
+        })
         .collect();
     agent_categories::Entity::insert_many(rows).exec(txn).await?;
     Ok(())

@@ -69,6 +69,39 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError>
     Ok(Caller { user_id: UserId(user), credential: Credential::AccessToken })
 }
 
+/// The authenticated user of a request, or nobody: for routes that anonymous visitors may
+/// read (public discovery). A credential that is present must be valid; without one the
+/// budget is the client address's.
+#[derive(Clone, Copy, Debug)]
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequest for MaybeCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<MaybeCaller, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            let caller = Caller::from_request(req, payload);
+            return Box::pin(async move { caller.await.map(|c| MaybeCaller(Some(c))) });
+        }
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let peer = peer_key(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            state.rate_limiter.check(&peer).await?;
+            Ok(MaybeCaller(None))
+        })
+    }
+}
+
+/// The rate-limit key of an unauthenticated client: its address (the socket's, not a header
+/// a client could forge).
+pub fn peer_key(req: &HttpRequest) -> String {
+    let peer =
+        req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    format!("ip:{peer}")
+}
+
 fn bearer_token(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

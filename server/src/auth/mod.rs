@@ -4,5 +4,5 @@
 mod caller;
 mod jwt;
 
-pub use caller::{Caller, Credential};
+pub use caller::{Caller, Credential, MaybeCaller, peer_key};
 pub use jwt::{Claims, JwtKeys, TOKEN_AUDIENCE, TOKEN_ISSUER};

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, peer_key};
 use crate::error::ApiError;
 use crate::routes::parse_body;
 use crate::state::AppState;
@@ -105,7 +105,5 @@ pub(crate) async fn me(
 /// Sign-up and login are unauthenticated, so their budget is per client address; this slows
 /// password guessing without touching authenticated traffic.
 async fn limit_by_peer(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let peer =
-        req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    state.rate_limiter.check(&format!("ip:{peer}")).await
+    state.rate_limiter.check(&peer_key(req)).await
 }

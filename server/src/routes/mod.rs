@@ -3,9 +3,11 @@
 //! unknown routes and methods.
 
 mod account;
+pub(crate) mod agents;
 mod credits;
 mod health;
 mod keys;
+mod models;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
@@ -31,6 +33,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/keys/{id}").route(web::delete().to(keys::revoke)))
                 .service(resource("/credits").route(web::get().to(credits::summary)))
                 .service(resource("/credits/ledger").route(web::get().to(credits::ledger)))
+                .service(
+                    resource("/agents")
+                        .route(web::post().to(agents::register))
+                        .route(web::get().to(agents::discover)),
+                )
+                .service(resource("/agents/mine").route(web::get().to(agents::mine)))
+                .service(
+                    resource("/agents/{id}")
+                        .route(web::get().to(agents::get))
+                        .route(web::patch().to(agents::update))
+                        .route(web::delete().to(agents::delete)),
+                )
+                .service(resource("/agents/{id}/{action}").route(web::post().to(agents::set_state)))
+                .default_service(web::to(no_route)),
+        )
+        .service(
+            web::scope("/v1")
+                .service(resource("/models").route(web::get().to(models::list)))
                 .default_service(web::to(no_route)),
         );
 }

@@ -1,12 +1,13 @@
 //! `spawn_app`: the real application on 127.0.0.1:0 with a fresh SQLite database (or Postgres),
 //! and a typed client for its routes.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use actix_web::web;
 use registry::testing::{TempPostgres, test_database_url};
 use serde_json::{Value, json};
 use server::configuration::Settings;
+use server::egress::StaticLookup;
 use server::startup::Application;
 use server::state::AppState;
 use uuid::Uuid;
@@ -41,7 +42,15 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 /// Spawns the app after `configure` adjusts the test settings.
 pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(configure, None).await
+    spawn(configure, None, None).await
+}
+
+/// Spawns the app with scripted DNS answers instead of the system resolver.
+pub(crate) async fn spawn_app_with_dns(
+    configure: impl FnOnce(&mut Settings),
+    answers: Vec<(&'static str, Vec<std::net::IpAddr>)>,
+) -> TestApp {
+    spawn(configure, None, Some(StaticLookup::new(answers))).await
 }
 
 /// The same app on a fresh Postgres database, or `None` when Postgres is not configured
@@ -49,10 +58,14 @@ pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> Tes
 pub(crate) async fn spawn_app_on_postgres() -> Option<TestApp> {
     let admin_url = test_database_url()?;
     let temp = TempPostgres::create(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
-    Some(spawn(|_| {}, Some(temp)).await)
+    Some(spawn(|_| {}, Some(temp), None).await)
 }
 
-async fn spawn(configure: impl FnOnce(&mut Settings), postgres: Option<TempPostgres>) -> TestApp {
+async fn spawn(
+    configure: impl FnOnce(&mut Settings),
+    postgres: Option<TempPostgres>,
+    dns: Option<StaticLookup>,
+) -> TestApp {
     LazyLock::force(&TRACING);
     let data_dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
@@ -64,7 +77,9 @@ async fn spawn(configure: impl FnOnce(&mut Settings), postgres: Option<TempPostg
         settings.database.url = Some(pg.url.clone());
     }
     configure(&mut settings);
-    let app = Application::build(settings.resolve().unwrap()).await.unwrap();
+    // Tests never use real DNS: names resolve only through the scripted table.
+    let lookup = Arc::new(dns.unwrap_or_default());
+    let app = Application::build_with_lookup(settings.resolve().unwrap(), lookup).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
@@ -97,6 +112,19 @@ impl TestApp {
 
     pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub(crate) async fn patch_json(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self.client.patch(self.url(path)).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -4,11 +4,14 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod agents;
 mod auth;
 mod config;
 mod credits;
+mod egress;
 mod errors;
 mod health;
 mod helpers;
 mod keys;
 mod rate_limit;
+mod test_agent;

@@ -1,0 +1,161 @@
+//! The one HTTP client for calling agents.
+//!
+//! Guarded resolver (every resolved address vetted, connections only to those), IP-literal
+//! hosts vetted before connecting (the connector skips the resolver for them), no redirects
+//! (a 3xx is a failed call), no proxy from the environment, no automatic retries (fallback
+//! is the auction's business), a connect timeout, a first-byte deadline, a total deadline and
+//! a cap on the response size.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::redirect::Policy;
+
+use crate::egress::policy::EgressError;
+use crate::egress::resolver::GuardedResolver;
+
+/// One call to an agent.
+#[derive(Clone, Debug)]
+pub struct AgentCall<'a> {
+    pub url: &'a str,
+    pub body: Vec<u8>,
+    /// Sent as `Authorization: Bearer ...` when set.
+    pub bearer: Option<&'a str>,
+    /// Until the response head arrives.
+    pub first_byte_timeout: Duration,
+    /// Until the whole body has arrived.
+    pub total_timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+/// What the agent answered (any status but a redirect).
+#[derive(Clone, Debug)]
+pub struct AgentReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub latency: Duration,
+}
+
+/// Why a call did not produce a reply. Categories only: an agent owner learns that the call
+/// timed out or was refused, never what a refused host would have said.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("destination refused: {0}")]
+    Blocked(EgressError),
+    #[error("could not connect")]
+    Connect,
+    #[error("timed out")]
+    Timeout,
+    #[error("answered with a redirect ({0}), which is not followed")]
+    Redirect(u16),
+    #[error("response larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the response broke off")]
+    Body,
+}
+
+impl CallError {
+    /// A stable snake_case category for records and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Blocked(_) => "blocked_destination",
+            CallError::Connect => "connect_failed",
+            CallError::Timeout => "timeout",
+            CallError::Redirect(_) => "redirect",
+            CallError::TooLarge { .. } => "response_too_large",
+            CallError::Body => "body_failed",
+        }
+    }
+}
+
+/// The shared agent client.
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    resolver: GuardedResolver,
+}
+
+impl AgentClient {
+    pub fn new(
+        resolver: GuardedResolver,
+        connect_timeout: Duration,
+    ) -> Result<AgentClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(resolver.clone()))
+            .redirect(Policy::none())
+            .no_proxy()
+            .retry(reqwest::retry::never())
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("gavel/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(AgentClient { http, resolver })
+    }
+
+    pub fn resolver(&self) -> &GuardedResolver {
+        &self.resolver
+    }
+
+    /// POSTs JSON to an agent and reads the whole reply under the call's limits.
+    pub async fn post_json(&self, call: AgentCall<'_>) -> Result<AgentReply, CallError> {
+        let url = self.resolver.policy().check_url(call.url).map_err(CallError::Blocked)?;
+        let started = Instant::now();
+        let mut request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .timeout(call.total_timeout)
+            .body(call.body);
+        if let Some(token) = call.bearer {
+            request = request.bearer_auth(token);
+        }
+        let mut response = match tokio::time::timeout(call.first_byte_timeout, request.send()).await
+        {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Err(err)) => return Err(classify(&err)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(CallError::Redirect(status.as_u16()));
+        }
+        if response.content_length().is_some_and(|len| len > call.max_response_bytes as u64) {
+            return Err(CallError::TooLarge { limit: call.max_response_bytes });
+        }
+        let deadline = tokio::time::Instant::from_std(started + call.total_timeout);
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, response.chunk()).await {
+                Err(_) => return Err(CallError::Timeout),
+                Ok(Err(err)) => {
+                    return Err(if err.is_timeout() {
+                        CallError::Timeout
+                    } else {
+                        CallError::Body
+                    });
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => {
+                    if body.len() + chunk.len() > call.max_response_bytes {
+                        return Err(CallError::TooLarge { limit: call.max_response_bytes });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok(AgentReply { status: status.as_u16(), body, latency: started.elapsed() })
+    }
+}
+
+/// Finds the egress refusal inside a reqwest error (the resolver's), else a category.
+fn classify(err: &reqwest::Error) -> CallError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(egress) = cause.downcast_ref::<EgressError>() {
+            return CallError::Blocked(egress.clone());
+        }
+        source = cause.source();
+    }
+    if err.is_timeout() { CallError::Timeout } else { CallError::Connect }
+}

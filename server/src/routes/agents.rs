@@ -1,0 +1,459 @@
+//! The agent registry over HTTP: register, discover, read, change, pause, delete.
+//!
+//! Endpoint and bid URLs pass the egress guard (shape, and every address their host resolves
+//! to) before anything is stored. The upstream API key is write-only: no response contains
+//! it, only whether one is set, and only to the owner.
+
+use std::cmp::Ordering;
+
+use actix_web::{HttpResponse, web};
+use auction_engine::{Parameters, PriceSheet};
+use registry::UserId;
+use registry::agents::{
+    self, Agent, AgentState, RawAgentPatch, RawAgentSpec, RawPricing, Visibility,
+};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::{Caller, MaybeCaller};
+use crate::error::ApiError;
+use crate::routes::parse_body;
+use crate::state::AppState;
+
+const MAX_PAGE: usize = 100;
+const DEFAULT_PAGE: usize = 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PricingBody {
+    per_call: Option<Value>,
+    per_million_input_tokens: Option<Value>,
+    per_million_output_tokens: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    name: Option<String>,
+    description: Option<String>,
+    kind: Option<String>,
+    categories: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    endpoint: Option<String>,
+    upstream_model: Option<String>,
+    upstream_api_key: Option<String>,
+    bid_url: Option<String>,
+    max_latency_ms: Option<i64>,
+    regions: Option<Vec<String>>,
+    features: Option<Vec<String>>,
+    context_length: Option<i64>,
+    visibility: Option<String>,
+    pricing: Option<PricingBody>,
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    name: Option<Value>,
+    kind: Option<Value>,
+    description: Option<String>,
+    categories: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    endpoint: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    upstream_model: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    upstream_api_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    bid_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    max_latency_ms: Option<Option<i64>>,
+    regions: Option<Vec<String>>,
+    features: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    context_length: Option<Option<i64>>,
+    visibility: Option<String>,
+    status: Option<String>,
+    pricing: Option<PricingBody>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DiscoveryQuery {
+    category: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// A price as text: `"0.5"` or `0.5` both mean half a credit.
+fn price_text(field: &'static str, value: Option<Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(Value::Number(number)) => Ok(Some(number.to_string())),
+        Some(_) => {
+            Err(ApiError::validation(field, "must be a decimal number of credits, e.g. \"0.5\""))
+        }
+    }
+}
+
+fn raw_pricing(body: PricingBody) -> Result<RawPricing, ApiError> {
+    Ok(RawPricing {
+        per_call: price_text("pricing.per_call", body.per_call)?,
+        per_million_input_tokens: price_text(
+            "pricing.per_million_input_tokens",
+            body.per_million_input_tokens,
+        )?,
+        per_million_output_tokens: price_text(
+            "pricing.per_million_output_tokens",
+            body.per_million_output_tokens,
+        )?,
+    })
+}
+
+/// Runs a URL through the egress guard; a refusal is a 422 naming the field.
+async fn vet(state: &AppState, field: &'static str, url: &str) -> Result<(), ApiError> {
+    state
+        .agent_client
+        .resolver()
+        .vet_url(url)
+        .await
+        .map(|_| ())
+        .map_err(|err| ApiError::validation(field, err.to_string()))
+}
+
+/// `POST /api/agents`: 201 with the agent.
+pub(crate) async fn register(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body: RegisterBody = parse_body(body.into_inner())?;
+    if let Some(endpoint) = &body.endpoint {
+        vet(&state, "endpoint", endpoint).await?;
+    }
+    if let Some(bid_url) = &body.bid_url {
+        vet(&state, "bid_url", bid_url).await?;
+    }
+    let raw = RawAgentSpec {
+        name: body.name,
+        description: body.description,
+        kind: body.kind,
+        categories: body.categories,
+        tags: body.tags,
+        endpoint: body.endpoint,
+        upstream_model: body.upstream_model,
+        upstream_api_key: body.upstream_api_key,
+        bid_url: body.bid_url,
+        max_latency_ms: body.max_latency_ms,
+        regions: body.regions,
+        features: body.features,
+        context_length: body.context_length,
+        visibility: body.visibility,
+        pricing: body.pricing.map(raw_pricing).transpose()?,
+    };
+    let spec = agents::AgentSpec::parse(raw)?;
+    let agent =
+        agents::register_agent(&state.db, caller.user_id, spec, Uuid::now_v7(), state.now())
+            .await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, &agent, Some(caller.user_id))))
+}
+
+/// `GET /api/agents/{id}`: the caller's own agent, or anyone's public one.
+pub(crate) async fn get(
+    caller: MaybeCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let viewer = caller.0.map(|c| c.user_id);
+    let id = agent_id(&path)?;
+    let agent = agents::find_visible_agent(&state.db, viewer, id).await?;
+    Ok(HttpResponse::Ok().json(agent_json(&state, &agent, viewer)))
+}
+
+/// `GET /api/agents/mine`: every live agent of the caller, private ones included.
+pub(crate) async fn mine(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let agents = agents::list_own_agents(&state.db, caller.user_id).await?;
+    let data: Vec<Value> =
+        agents.iter().map(|a| agent_json(&state, a, Some(caller.user_id))).collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `PATCH /api/agents/{id}`: owner only. Name and kind are fixed at registration.
+pub(crate) async fn update(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let id = agent_id(&path)?;
+    let body: PatchBody = parse_body(body.into_inner())?;
+    if body.name.is_some() {
+        return Err(ApiError::validation(
+            "name",
+            "cannot be changed; register a new agent instead",
+        ));
+    }
+    if body.kind.is_some() {
+        return Err(ApiError::validation(
+            "kind",
+            "cannot be changed; register a new agent instead",
+        ));
+    }
+    // Ownership before the URL checks, so that a stranger learns nothing from them.
+    agents::find_visible_agent(&state.db, Some(caller.user_id), id).await?;
+    if let Some(endpoint) = &body.endpoint {
+        vet(&state, "endpoint", endpoint).await?;
+    }
+    if let Some(Some(bid_url)) = &body.bid_url {
+        vet(&state, "bid_url", bid_url).await?;
+    }
+    let patch = RawAgentPatch {
+        description: body.description,
+        categories: body.categories,
+        tags: body.tags,
+        endpoint: body.endpoint,
+        upstream_model: body.upstream_model,
+        upstream_api_key: body.upstream_api_key,
+        bid_url: body.bid_url,
+        max_latency_ms: body.max_latency_ms,
+        regions: body.regions,
+        features: body.features,
+        context_length: body.context_length,
+        visibility: body.visibility,
+        status: body.status,
+        pricing: body.pricing.map(raw_pricing).transpose()?,
+    };
+    let agent = agents::update_agent(&state.db, caller.user_id, id, patch, state.now()).await?;
+    Ok(HttpResponse::Ok().json(agent_json(&state, &agent, Some(caller.user_id))))
+}
+
+/// `POST /api/agents/{id}/pause` and `/resume`.
+pub(crate) async fn set_state(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, action) = path.into_inner();
+    let id = agent_id(&id)?;
+    let status = match action.as_str() {
+        "pause" => AgentState::Paused,
+        "resume" => AgentState::Active,
+        _ => return Err(ApiError::NotFound { what: "action" }),
+    };
+    let patch =
+        RawAgentPatch { status: Some(status.as_str().to_owned()), ..RawAgentPatch::default() };
+    let agent = agents::update_agent(&state.db, caller.user_id, id, patch, state.now()).await?;
+    Ok(HttpResponse::Ok().json(agent_json(&state, &agent, Some(caller.user_id))))
+}
+
+/// `DELETE /api/agents/{id}`: 204. Soft: records that name the agent still resolve it.
+pub(crate) async fn delete(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = agent_id(&path)?;
+    agents::delete_agent(&state.db, caller.user_id, id, state.now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/agents`: public discovery, from the candidate index. Filters `category` and `q`
+/// (name, slug, description, tags); `sort` = `newest` (default), `price`, `reputation`;
+/// cursor pagination.
+pub(crate) async fn discover(
+    caller: MaybeCaller,
+    state: web::Data<AppState>,
+    query: web::Query<DiscoveryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let viewer = caller.0.map(|c| c.user_id);
+    let limit = match query.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(text) => {
+            text.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                ApiError::validation("limit", format!("must be an integer from 1 to {MAX_PAGE}"))
+            })?
+        }
+    };
+    let sort = match query.sort.as_deref() {
+        None | Some("") | Some("newest") => Sort::Newest,
+        Some("price") => Sort::Price,
+        Some("reputation") => Sort::Reputation,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "sort",
+                format!("`{other}` is not one of: newest, price, reputation"),
+            ));
+        }
+    };
+    if let Some(category) = query.category.as_deref()
+        && !agents::CATEGORIES.contains(&category)
+    {
+        return Err(ApiError::validation(
+            "category",
+            format!("`{category}` is not one of: {}", agents::CATEGORIES.join(", ")),
+        ));
+    }
+    let after = query.cursor.as_deref().filter(|c| !c.is_empty()).map(parse_cursor).transpose()?;
+    let needle = query.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
+    if needle.as_ref().is_some_and(|q| q.len() > 200) {
+        return Err(ApiError::validation("q", "must be at most 200 characters"));
+    }
+
+    let snapshot = state.agent_index.snapshot(&state.db, state.now().timestamp_millis()).await?;
+    let params = state.auction_parameters();
+    let now_ms = state.now().timestamp_millis();
+    let pool: &[std::sync::Arc<Agent>] = match query.category.as_deref() {
+        Some(category) => snapshot.in_category(category),
+        None => snapshot.agents(),
+    };
+    let mut listed: Vec<(i64, &Agent)> = pool
+        .iter()
+        .map(|agent| agent.as_ref())
+        .filter(|agent| agent.visibility == Visibility::Public)
+        .filter(|agent| needle.as_deref().is_none_or(|q| matches_text(agent, q)))
+        .map(|agent| (sort.key(agent, &params, now_ms), agent))
+        .collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    let start = match after {
+        Some((key, id)) => {
+            listed.partition_point(|(k, agent)| (*k, agent.id).cmp(&(key, id)) != Ordering::Greater)
+        }
+        None => 0,
+    };
+    let page: Vec<&(i64, &Agent)> = listed.iter().skip(start).take(limit).collect();
+    let has_more = start + page.len() < listed.len();
+    let next_cursor =
+        if has_more { page.last().map(|(key, agent)| format!("{key}.{}", agent.id)) } else { None };
+    let data: Vec<Value> =
+        page.iter().map(|(_, agent)| agent_json(&state, agent, viewer)).collect();
+    Ok(HttpResponse::Ok().json(
+        json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor}),
+    ))
+}
+
+#[derive(Clone, Copy)]
+enum Sort {
+    Newest,
+    Price,
+    Reputation,
+}
+
+impl Sort {
+    /// An ascending sort key (ties broken by id).
+    fn key(self, agent: &Agent, params: &Parameters, now_ms: i64) -> i64 {
+        match self {
+            // UUIDv7 ids are time-ordered; newest first means the largest creation time first.
+            Sort::Newest => -agent.created_at.timestamp_micros(),
+            Sort::Price => agent.pricing.per_call.micros(),
+            Sort::Reputation => {
+                let posterior = agent.reputation.posterior(
+                    now_ms,
+                    params.half_life_ms,
+                    (params.prior_successes, params.prior_failures),
+                );
+                -((posterior.lower_bound() * 1_000_000.0).round() as i64)
+            }
+        }
+    }
+}
+
+fn parse_cursor(text: &str) -> Result<(i64, Uuid), ApiError> {
+    let invalid = || ApiError::validation("cursor", "is not a cursor from a previous page");
+    let (key, id) = text.split_once('.').ok_or_else(invalid)?;
+    Ok((key.parse().map_err(|_| invalid())?, Uuid::parse_str(id).map_err(|_| invalid())?))
+}
+
+fn matches_text(agent: &Agent, needle: &str) -> bool {
+    agent.slug.to_lowercase().contains(needle)
+        || agent.description.to_lowercase().contains(needle)
+        || agent.tags.iter().any(|tag| tag.contains(needle))
+}
+
+fn agent_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::NotFound { what: "agent" })
+}
+
+/// Prices as decimal strings.
+pub(crate) fn pricing_json(pricing: &PriceSheet) -> Value {
+    json!({
+        "per_call": pricing.per_call.to_string(),
+        "per_million_input_tokens": pricing.per_million_input_tokens.to_string(),
+        "per_million_output_tokens": pricing.per_million_output_tokens.to_string(),
+    })
+}
+
+/// The public reputation summary of an agent.
+pub(crate) fn reputation_json(agent: &Agent, params: &Parameters, now_ms: i64) -> Value {
+    let stats = &agent.reputation;
+    let posterior = stats.posterior(
+        now_ms,
+        params.half_life_ms,
+        (params.prior_successes, params.prior_failures),
+    );
+    let attempts =
+        stats.total_successes + stats.total_errors + stats.total_timeouts + stats.total_invalid;
+    json!({
+        "score": round3(posterior.lower_bound()),
+        "success_rate": round3(posterior.mean()),
+        "attempts": attempts,
+        "successes": stats.total_successes,
+        "errors": stats.total_errors,
+        "timeouts": stats.total_timeouts,
+        "invalid_outputs": stats.total_invalid,
+        "latency_ms": (stats.latency_ewma_ms > 0.0).then(|| stats.latency_ewma_ms.round()),
+        "latency_p95_ms": (stats.latency_p95_ms > 0.0).then(|| stats.latency_p95_ms.round()),
+    })
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// An agent as `viewer` sees it. Endpoints and upstream details are the owner's business;
+/// the upstream key itself is never rendered, for anyone.
+pub(crate) fn agent_json(state: &AppState, agent: &Agent, viewer: Option<UserId>) -> Value {
+    let params = state.auction_parameters();
+    let mut value = json!({
+        "id": agent.id,
+        "object": "agent",
+        "slug": agent.slug,
+        "name": agent.name,
+        "owner_id": agent.owner_id.0,
+        "description": agent.description,
+        "kind": agent.kind.as_str(),
+        "categories": agent.categories,
+        "tags": agent.tags,
+        "max_latency_ms": agent.max_latency_ms,
+        "regions": agent.regions,
+        "features": agent.features,
+        "context_length": agent.context_length,
+        "visibility": agent.visibility.as_str(),
+        "status": agent.state.as_str(),
+        "live_bidding": agent.bid_url.is_some(),
+        "pricing": pricing_json(&agent.pricing),
+        "price_version": agent.price_version,
+        "reputation": reputation_json(agent, &params, state.now().timestamp_millis()),
+        "created_at": agent.created_at,
+        "updated_at": agent.updated_at,
+    });
+    if viewer == Some(agent.owner_id) {
+        value["endpoint"] = json!(agent.endpoint);
+        value["bid_url"] = json!(agent.bid_url);
+        value["upstream_model"] = json!(agent.upstream_model);
+        value["has_upstream_api_key"] = json!(agent.upstream_api_key.is_some());
+    }
+    value
+}

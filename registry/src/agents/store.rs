@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -480,8 +480,9 @@ pub async fn price_version(
     }))
 }
 
-/// Folds one attempt's outcome into the agent's stored reputation. Concurrent updates of one
-/// agent are serialised by a compare-and-swap on `updated_at_ms` and the totals, retried.
+/// Folds one attempt's outcome into the agent's stored reputation. The read and the write
+/// happen in one write transaction with the row locked (`FOR UPDATE` on Postgres; SQLite's
+/// write lock is taken at `BEGIN IMMEDIATE`), so concurrent outcomes are never lost.
 pub async fn record_attempt(
     db: &DatabaseConnection,
     agent: Uuid,
@@ -490,51 +491,33 @@ pub async fn record_attempt(
     now_ms: i64,
     half_life_ms: i64,
 ) -> Result<ReputationStats, RegistryError> {
-    for _ in 0..20 {
-        let row = agent_reputation::Entity::find_by_id(agent)
-            .one(db)
-            .await?
-            .ok_or(RegistryError::NotFound { what: "agent" })?;
-        let before = reputation_stats(row.clone());
-        let after = before.record(outcome, latency_ms, now_ms, half_life_ms);
-        let total = |s: &ReputationStats| {
-            (s.total_successes + s.total_errors + s.total_timeouts + s.total_invalid) as i64
-        };
-        let result = agent_reputation::Entity::update_many()
-            .col_expr(agent_reputation::Column::Successes, Expr::value(after.successes))
-            .col_expr(agent_reputation::Column::Failures, Expr::value(after.failures))
-            .col_expr(agent_reputation::Column::UpdatedAtMs, Expr::value(after.updated_at_ms))
-            .col_expr(agent_reputation::Column::LatencyEwmaMs, Expr::value(after.latency_ewma_ms))
-            .col_expr(agent_reputation::Column::LatencyP95Ms, Expr::value(after.latency_p95_ms))
-            .col_expr(
-                agent_reputation::Column::TotalSuccesses,
-                Expr::value(after.total_successes as i64),
-            )
-            .col_expr(agent_reputation::Column::TotalErrors, Expr::value(after.total_errors as i64))
-            .col_expr(
-                agent_reputation::Column::TotalTimeouts,
-                Expr::value(after.total_timeouts as i64),
-            )
-            .col_expr(
-                agent_reputation::Column::TotalInvalid,
-                Expr::value(after.total_invalid as i64),
-            )
-            .filter(agent_reputation::Column::AgentId.eq(agent))
-            .filter(agent_reputation::Column::UpdatedAtMs.eq(row.updated_at_ms))
-            .filter(
-                Expr::col(agent_reputation::Column::TotalSuccesses)
-                    .add(Expr::col(agent_reputation::Column::TotalErrors))
-                    .add(Expr::col(agent_reputation::Column::TotalTimeouts))
-                    .add(Expr::col(agent_reputation::Column::TotalInvalid))
-                    .eq(total(&before)),
-            )
-            .exec(db)
-            .await?;
-        if result.rows_affected == 1 {
-            return Ok(after);
-        }
+    let txn = begin_write(db).await?;
+    let mut query = agent_reputation::Entity::find_by_id(agent);
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
     }
-    Err(RegistryError::Conflict("reputation update kept colliding".into()))
+    let Some(row) = query.one(&txn).await? else {
+        txn.rollback().await?;
+        return Err(RegistryError::NotFound { what: "agent" });
+    };
+    let after = reputation_stats(row).record(outcome, latency_ms, now_ms, half_life_ms);
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    agent_reputation::ActiveModel {
+        agent_id: Set(agent),
+        successes: Set(after.successes),
+        failures: Set(after.failures),
+        updated_at_ms: Set(after.updated_at_ms),
+        latency_ewma_ms: Set(after.latency_ewma_ms),
+        latency_p95_ms: Set(after.latency_p95_ms),
+        total_successes: Set(count(after.total_successes)),
+        total_errors: Set(count(after.total_errors)),
+        total_timeouts: Set(count(after.total_timeouts)),
+        total_invalid: Set(count(after.total_invalid)),
+    }
+    .update(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(after)
 }
 
 /// The registry generation: changes whenever any agent does.

@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod accounts;
+mod agents;
 mod helpers;
 mod ledger;

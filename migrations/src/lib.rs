@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_foundation;
 mod m20261121_000002_agents;
+mod m20261121_000003_jobs;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_foundation::Migration),
             Box::new(m20261121_000002_agents::Migration),
+            Box::new(m20261121_000003_jobs::Migration),
         ]
     }
 }

@@ -619,6 +619,25 @@ pub async fn balance(db: &impl ConnectionTrait, user: UserId) -> Result<Balance,
     })
 }
 
+/// Available balances (`balance - held`) of several wallets in one query; unknown ids are
+/// absent from the map.
+pub async fn available_balances(
+    db: &impl ConnectionTrait,
+    accounts_wanted: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, MicroCredits>, RegistryError> {
+    if accounts_wanted.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let rows = accounts::Entity::find()
+        .filter(accounts::Column::Id.is_in(accounts_wanted.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.id, MicroCredits::from_micros(row.balance - row.held)))
+        .collect())
+}
+
 /// The balance of any account, system accounts included.
 pub async fn account_balance(
     db: &impl ConnectionTrait,

@@ -14,6 +14,8 @@ mod database;
 mod domain;
 mod entity;
 mod error;
+pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 #[cfg(feature = "testing")]
 pub mod testing;

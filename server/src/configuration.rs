@@ -25,6 +25,22 @@ pub struct Settings {
     pub egress: EgressSettings,
     pub credits: CreditSettings,
     pub rate_limit: RateLimitSettings,
+    pub dispatch: DispatchSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchSettings {
+    /// How long an agent may take to answer when it declares no `max_latency_ms`.
+    pub timeout_ms: u64,
+    /// Largest agent response accepted, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> DispatchSettings {
+        DispatchSettings { timeout_ms: 120_000, max_response_bytes: 8 * 1024 * 1024 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -36,6 +52,8 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// Largest accepted body on `/api/*`, in bytes.
     pub api_body_limit: usize,
+    /// Largest accepted body on `/v1/*` (chat requests carry whole conversations), in bytes.
+    pub v1_body_limit: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
 }
@@ -46,6 +64,7 @@ impl Default for ServerSettings {
             bind: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             api_body_limit: 64 * 1024,
+            v1_body_limit: 4 * 1024 * 1024,
             workers: 0,
         }
     }

@@ -50,6 +50,13 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
     InsufficientCredits { message: String },
+    /// The auction found nobody; `constraint` is the request field that excluded the last
+    /// candidates.
+    #[error("{message}")]
+    NoEligibleAgent { constraint: String, message: String },
+    /// Every agent tried failed; `attempts` lists them.
+    #[error("{message}")]
+    UpstreamFailed { message: String, attempts: serde_json::Value },
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("a dependency is unavailable: {0}")]
@@ -82,6 +89,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict { code, .. } => code,
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
+            ApiError::NoEligibleAgent { .. } => "no_eligible_agent",
+            ApiError::UpstreamFailed { .. } => "all_agents_failed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -96,7 +105,10 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => "not_found_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::InsufficientCredits { .. } => "insufficient_quota",
-            ApiError::Internal(_) | ApiError::Unavailable(_) => "server_error",
+            ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::UpstreamFailed { .. } => {
+                "server_error"
+            }
+            ApiError::NoEligibleAgent { .. } => "invalid_request_error",
             ApiError::MalformedJson(_)
             | ApiError::BadRequest(_)
             | ApiError::UnsupportedMediaType(_)
@@ -110,6 +122,7 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::Validation { field, .. } => Some(field),
+            ApiError::NoEligibleAgent { constraint, .. } => Some(constraint),
             _ => None,
         }
     }
@@ -120,18 +133,25 @@ impl ApiError {
     }
 
     fn openai_body(&self) -> serde_json::Value {
-        json!({"error": {
+        let mut body = json!({"error": {
             "message": self.public_message(),
             "type": self.openai_type(),
             "param": self.param(),
             "code": self.code(),
-        }})
+        }});
+        if let ApiError::UpstreamFailed { attempts, .. } = self {
+            body["error"]["attempts"] = attempts.clone();
+        }
+        body
     }
 
     fn marketplace_body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code(), "message": self.public_message()});
         if let Some(field) = self.param() {
             error["field"] = json!(field);
+        }
+        if let ApiError::UpstreamFailed { attempts, .. } = self {
+            error["attempts"] = attempts.clone();
         }
         json!({ "error": error })
     }
@@ -150,6 +170,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::NoEligibleAgent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod configuration;
 pub mod egress;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;

@@ -26,6 +26,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
 }
@@ -37,6 +43,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub grants: Counter,
     pub holds_reaped: Counter,
+    pub jobs: Family<JobLabels, Counter>,
 }
 
 impl Metrics {
@@ -48,6 +55,7 @@ impl Metrics {
         });
         let grants = Counter::default();
         let holds_reaped = Counter::default();
+        let jobs = Family::<JobLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("monthly_grants", "Free monthly grants credited", grants.clone());
@@ -56,7 +64,14 @@ impl Metrics {
             "Expired holds voided by the reaper",
             holds_reaped.clone(),
         );
-        Metrics { registry, requests, latency, grants, holds_reaped }
+        registry.register("jobs", "Jobs by kind and result", jobs.clone());
+        Metrics { registry, requests, latency, grants, holds_reaped, jobs }
+    }
+
+    pub fn job_finished(&self, kind: &str, result: &str) {
+        self.jobs
+            .get_or_create(&JobLabels { kind: kind.to_owned(), result: result.to_owned() })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

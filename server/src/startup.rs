@@ -88,6 +88,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.raw.server.workers;
         let api_body_limit = settings.raw.server.api_body_limit;
+        let v1_body_limit = settings.raw.server.v1_body_limit;
         let state = web::Data::new(AppState::new(
             db,
             agent_client,
@@ -111,7 +112,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(routes::query_error))
                 .wrap(from_fn(openai_error_shape))
                 .wrap(from_fn(metrics::record))
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, v1_body_limit))
                 .default_service(web::to(routes::no_route))
         })
         .shutdown_timeout(30);

@@ -31,6 +31,10 @@ pub struct AppState {
     /// Users whose grant for the current month is known to be in. A cache only: the ledger's
     /// conditional update is what makes the grant happen once, across instances too.
     granted: Mutex<HashMap<UserId, GrantPeriod>>,
+    /// Per category, a moving average of recent clearing prices: caps the reserve so that a
+    /// lone bidder cannot take the caller's whole max price. An input of each auction (it is
+    /// in the audit record), not needed for correctness, so per instance.
+    reference_prices: Mutex<HashMap<String, MicroCredits>>,
 }
 
 impl AppState {
@@ -53,12 +57,33 @@ impl AppState {
             settings,
             metrics,
             granted: Mutex::new(HashMap::new()),
+            reference_prices: Mutex::new(HashMap::new()),
         }
     }
 
     /// The wall clock: the one place `server` reads it.
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    /// The parameters for an auction in `category`: with the reference price from recent
+    /// clearings there.
+    pub fn auction_parameters_for(&self, category: &str) -> Parameters {
+        let reference =
+            self.reference_prices.lock().ok().and_then(|prices| prices.get(category).copied());
+        Parameters { reference_price: reference, ..self.auction_parameters() }
+    }
+
+    /// Folds a delivered job's clearing price into its category's reference price (an
+    /// exponentially weighted average, weight 1/5 for the newest).
+    pub fn observe_clearing_price(&self, category: &str, price: MicroCredits) {
+        if let Ok(mut prices) = self.reference_prices.lock() {
+            let next = match prices.get(category) {
+                Some(old) => MicroCredits::from_micros((old.micros() * 4 + price.micros()) / 5),
+                None => price,
+            };
+            prices.insert(category.to_owned(), next);
+        }
     }
 
     /// The auction engine's parameters: fees from the configuration, the rest the engine's

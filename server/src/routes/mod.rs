@@ -8,6 +8,8 @@ mod credits;
 mod health;
 mod keys;
 mod models;
+mod records;
+pub(crate) mod v1;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
@@ -16,7 +18,9 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// Mounts every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
+    // Chat requests carry whole conversations: `/v1` gets its own, larger body limit.
+    let v1_json = web::JsonConfig::default().limit(v1_body_limit).error_handler(json_error);
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
@@ -46,11 +50,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(agents::delete)),
                 )
                 .service(resource("/agents/{id}/{action}").route(web::post().to(agents::set_state)))
+                .service(resource("/auctions/{id}").route(web::get().to(records::auction)))
+                .service(resource("/activity").route(web::get().to(records::activity)))
                 .default_service(web::to(no_route)),
         )
         .service(
             web::scope("/v1")
+                .app_data(v1_json)
                 .service(resource("/models").route(web::get().to(models::list)))
+                .service(resource("/chat/completions").route(web::post().to(v1::chat_completions)))
+                .service(resource("/jobs").route(web::post().to(v1::create_job)))
+                .service(resource("/jobs/{id}").route(web::get().to(v1::get_job)))
+                .service(resource("/generation").route(web::get().to(v1::generation)))
                 .default_service(web::to(no_route)),
         );
 }

@@ -12,6 +12,7 @@ mod egress;
 mod errors;
 mod health;
 mod helpers;
+mod jobs;
 mod keys;
 mod rate_limit;
 mod test_agent;

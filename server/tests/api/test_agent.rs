@@ -1,19 +1,25 @@
-//! Real HTTP agents on loopback for tests: a raw TCP listener on 127.0.0.1:0 that answers
-//! every request the same scripted way and counts the connections it accepted, so a test can
-//! prove that a refused destination was never contacted.
+//! Real HTTP agents on loopback for tests: a TCP listener on 127.0.0.1:0 that answers every
+//! request the same scripted way, counts connections and requests, and keeps the last request
+//! it received, so a test can prove what was (or was not) sent.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// How a test agent answers.
 #[derive(Clone, Debug)]
 pub(crate) enum Behaviour {
     /// `status` with a JSON body.
     Json(u16, String),
+    /// An OpenAI chat completion saying `content`, reporting the given token usage.
+    Chat { content: String, prompt_tokens: u64, completion_tokens: u64 },
+    /// Echoes the request body back as `{"echo": <body>}`.
+    Echo,
+    /// 200 with a body that is not JSON.
+    Garbage,
     /// A redirect to `location`.
     Redirect(String),
     /// Waits before answering 200 `{}`.
@@ -22,9 +28,18 @@ pub(crate) enum Behaviour {
     Big(usize),
 }
 
+/// One request as the agent saw it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SeenRequest {
+    pub(crate) head: String,
+    pub(crate) body: String,
+}
+
 pub(crate) struct TestAgent {
     pub(crate) url: String,
     connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    last: Arc<Mutex<Option<SeenRequest>>>,
 }
 
 impl TestAgent {
@@ -32,41 +47,35 @@ impl TestAgent {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&connections);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let last = Arc::new(Mutex::new(None));
+        let (connections_seen, requests_seen, last_seen) =
+            (Arc::clone(&connections), Arc::clone(&requests), Arc::clone(&last));
         tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
+            while let Ok((socket, _)) = listener.accept().await {
+                connections_seen.fetch_add(1, Ordering::SeqCst);
                 let behaviour = behaviour.clone();
-                tokio::spawn(async move {
-                    // Read the request head and body (enough for the small requests tests send).
-                    let mut buffer = vec![0_u8; 64 * 1024];
-                    let _ = socket.read(&mut buffer).await;
-                    let response = match behaviour {
-                        Behaviour::Json(status, body) => {
-                            http_response(status, "application/json", &body, None)
-                        }
-                        Behaviour::Redirect(location) => {
-                            http_response(302, "text/plain", "", Some(&location))
-                        }
-                        Behaviour::Slow(delay) => {
-                            tokio::time::sleep(delay).await;
-                            http_response(200, "application/json", "{}", None)
-                        }
-                        Behaviour::Big(n) => {
-                            http_response(200, "application/json", &"x".repeat(n), None)
-                        }
-                    };
-                    let _ = socket.write_all(response.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                });
+                let requests = Arc::clone(&requests_seen);
+                let last = Arc::clone(&last_seen);
+                tokio::spawn(serve(socket, behaviour, requests, last));
             }
         });
-        TestAgent { url, connections }
+        TestAgent { url, connections, requests, last }
     }
 
     /// Connections accepted so far.
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far.
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most recent request.
+    pub(crate) fn last_request(&self) -> Option<SeenRequest> {
+        self.last.lock().unwrap().clone()
     }
 
     /// The listener's port.
@@ -75,10 +84,86 @@ impl TestAgent {
     }
 }
 
+/// Serves requests on one connection until the client closes it (keep-alive aware).
+async fn serve(
+    mut socket: TcpStream,
+    behaviour: Behaviour,
+    requests: Arc<AtomicUsize>,
+    last: Arc<Mutex<Option<SeenRequest>>>,
+) {
+    let mut buffer = Vec::new();
+    loop {
+        let Some(request) = read_request(&mut socket, &mut buffer).await else { return };
+        requests.fetch_add(1, Ordering::SeqCst);
+        let response = match &behaviour {
+            Behaviour::Json(status, body) => http_response(*status, "application/json", body, None),
+            Behaviour::Chat { content, prompt_tokens, completion_tokens } => {
+                let body = serde_json::json!({
+                    "id": "upstream-id",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": "upstream-model",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+                });
+                http_response(200, "application/json", &body.to_string(), None)
+            }
+            Behaviour::Echo => {
+                let echoed: serde_json::Value =
+                    serde_json::from_str(&request.body).unwrap_or(serde_json::Value::Null);
+                http_response(
+                    200,
+                    "application/json",
+                    &serde_json::json!({"echo": echoed}).to_string(),
+                    None,
+                )
+            }
+            Behaviour::Garbage => http_response(200, "text/plain", "this is not json", None),
+            Behaviour::Redirect(location) => http_response(302, "text/plain", "", Some(location)),
+            Behaviour::Slow(delay) => {
+                tokio::time::sleep(*delay).await;
+                http_response(200, "application/json", "{}", None)
+            }
+            Behaviour::Big(n) => http_response(200, "application/json", &"x".repeat(*n), None),
+        };
+        *last.lock().unwrap() = Some(request);
+        if socket.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request (head and `content-length` body).
+async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<SeenRequest> {
+    let mut chunk = [0_u8; 16 * 1024];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            while buffer.len() < end + 4 + length {
+                let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).to_string();
+            buffer.drain(..end + 4 + length);
+            return Some(SeenRequest { head, body });
+        }
+        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn http_response(status: u16, content_type: &str, body: &str, location: Option<&str>) -> String {
     let location = location.map(|l| format!("location: {l}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{location}connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{location}\r\n{body}",
         body.len()
     )
 }

@@ -1,0 +1,410 @@
+//! Jobs and their records: the job row (opened before dispatch, closed after settlement), the
+//! attempts at each agent, the auction's audit record, and the activity feed. Every read is
+//! scoped in SQL to the user it is for.
+
+use auction_engine::MicroCredits;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Condition;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use crate::database::begin_write;
+use crate::entity::{auctions, job_attempts, jobs};
+use crate::{RegistryError, UserId};
+
+/// What kind of request a job came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/jobs`.
+    Json,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Chat => "chat",
+            JobKind::Json => "json",
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    Delivered,
+    Failed,
+    /// `recommend` mode: the auction ran, nothing was executed.
+    Recommended,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Delivered => "delivered",
+            JobStatus::Failed => "failed",
+            JobStatus::Recommended => "recommended",
+        }
+    }
+}
+
+/// A job about to be dispatched.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub caller: UserId,
+    pub kind: JobKind,
+    pub category: String,
+    pub requested_model: String,
+    pub mode: String,
+    pub auction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An auction's audit record, as rendered JSON.
+#[derive(Clone, Debug)]
+pub struct AuctionEntry {
+    pub id: Uuid,
+    pub category: String,
+    pub winner: Option<Uuid>,
+    pub clearing_price: Option<MicroCredits>,
+    pub record: String,
+}
+
+/// One call to an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub rank: u32,
+    pub agent_id: Uuid,
+    pub agent_slug: String,
+    pub price: MicroCredits,
+    /// `success`, `error`, `timeout`, `invalid_output`.
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    pub error_code: Option<String>,
+    pub latency_ms: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The agent that served a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub agent_id: Uuid,
+    pub agent_slug: String,
+    pub owner: UserId,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    pub served: Option<Served>,
+    pub clearing_price: Option<MicroCredits>,
+    pub agent_cost: MicroCredits,
+    pub call_fee: MicroCredits,
+    pub win_fee: MicroCredits,
+    pub total_cost: MicroCredits,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub latency_ms: Option<u64>,
+    /// The delivered output, as JSON text.
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub attempts: Vec<Attempt>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A job as its caller (or, for activity, the serving agent's owner) sees it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: Uuid,
+    pub caller: UserId,
+    pub kind: String,
+    pub category: String,
+    pub requested_model: String,
+    pub mode: String,
+    pub status: String,
+    pub auction_id: Uuid,
+    pub served: Option<Served>,
+    pub clearing_price: Option<MicroCredits>,
+    pub agent_cost: MicroCredits,
+    pub call_fee: MicroCredits,
+    pub win_fee: MicroCredits,
+    pub total_cost: MicroCredits,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub latency_ms: Option<u64>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A stored audit record.
+#[derive(Clone, Debug)]
+pub struct AuctionAudit {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub category: String,
+    pub record: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn to_job(row: jobs::Model) -> Job {
+    let micros = MicroCredits::from_micros;
+    let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+    let served = match (row.agent_id, row.agent_slug, row.owner_id) {
+        (Some(agent_id), Some(agent_slug), Some(owner)) => {
+            Some(Served { agent_id, agent_slug, owner: UserId(owner) })
+        }
+        _ => None,
+    };
+    Job {
+        id: row.id,
+        caller: UserId(row.caller_id),
+        kind: row.kind,
+        category: row.category,
+        requested_model: row.requested_model,
+        mode: row.mode,
+        status: row.status,
+        auction_id: row.auction_id,
+        served,
+        clearing_price: row.clearing_price.map(micros),
+        agent_cost: micros(row.agent_cost),
+        call_fee: micros(row.call_fee),
+        win_fee: micros(row.win_fee),
+        total_cost: micros(row.total_cost),
+        input_tokens: count(row.input_tokens),
+        output_tokens: count(row.output_tokens),
+        latency_ms: count(row.latency_ms),
+        output: row.output,
+        error: row.error,
+        created_at: row.created_at,
+        finished_at: row.finished_at,
+    }
+}
+
+/// Writes the job (running) and its auction record together, before anything is dispatched.
+pub async fn open_job(
+    db: &DatabaseConnection,
+    job: NewJob,
+    auction: AuctionEntry,
+) -> Result<(), RegistryError> {
+    let txn = begin_write(db).await?;
+    jobs::ActiveModel {
+        id: Set(job.id),
+        caller_id: Set(job.caller.0),
+        kind: Set(job.kind.as_str().to_owned()),
+        category: Set(job.category.clone()),
+        requested_model: Set(job.requested_model),
+        mode: Set(job.mode),
+        status: Set(JobStatus::Running.as_str().to_owned()),
+        auction_id: Set(job.auction_id),
+        agent_id: Set(None),
+        agent_slug: Set(None),
+        owner_id: Set(None),
+        clearing_price: Set(None),
+        agent_cost: Set(0),
+        call_fee: Set(0),
+        win_fee: Set(0),
+        total_cost: Set(0),
+        input_tokens: Set(None),
+        output_tokens: Set(None),
+        latency_ms: Set(None),
+        output: Set(None),
+        error: Set(None),
+        created_at: Set(job.created_at),
+        finished_at: Set(None),
+    }
+    .insert(&txn)
+    .await?;
+    auctions::ActiveModel {
+        id: Set(auction.id),
+        job_id: Set(job.id),
+        caller_id: Set(job.caller.0),
+        category: Set(auction.category),
+        winner_agent_id: Set(auction.winner),
+        clearing_price: Set(auction.clearing_price.map(MicroCredits::micros)),
+        record: Set(auction.record),
+        created_at: Set(job.created_at),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Records how a job ended and every attempt, in one transaction.
+pub async fn close_job(
+    db: &DatabaseConnection,
+    job_id: Uuid,
+    outcome: JobOutcome,
+) -> Result<(), RegistryError> {
+    let to_i64 = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let txn = begin_write(db).await?;
+    jobs::ActiveModel {
+        id: Set(job_id),
+        status: Set(outcome.status.as_str().to_owned()),
+        agent_id: Set(outcome.served.as_ref().map(|s| s.agent_id)),
+        agent_slug: Set(outcome.served.as_ref().map(|s| s.agent_slug.clone())),
+        owner_id: Set(outcome.served.as_ref().map(|s| s.owner.0)),
+        clearing_price: Set(outcome.clearing_price.map(MicroCredits::micros)),
+        agent_cost: Set(outcome.agent_cost.micros()),
+        call_fee: Set(outcome.call_fee.micros()),
+        win_fee: Set(outcome.win_fee.micros()),
+        total_cost: Set(outcome.total_cost.micros()),
+        input_tokens: Set(to_i64(outcome.input_tokens)),
+        output_tokens: Set(to_i64(outcome.output_tokens)),
+        latency_ms: Set(to_i64(outcome.latency_ms)),
+        output: Set(outcome.output),
+        error: Set(outcome.error),
+        finished_at: Set(Some(outcome.finished_at)),
+        ..Default::default()
+    }
+    .update(&txn)
+    .await?;
+    let rows: Vec<job_attempts::ActiveModel> = outcome
+        .attempts
+        .into_iter()
+        .map(|attempt| job_attempts::ActiveModel {
+            job_id: Set(job_id),
+            rank: Set(attempt.rank as i32),
+            agent_id: Set(attempt.agent_id),
+            agent_slug: Set(attempt.agent_slug),
+            price: Set(attempt.price.micros()),
+            outcome: Set(attempt.outcome),
+            http_status: Set(attempt.http_status.map(i32::from)),
+            error_code: Set(attempt.error_code),
+            latency_ms: Set(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX)),
+            started_at: Set(attempt.started_at),
+            ..Default::default()
+        })
+        .collect();
+    if !rows.is_empty() {
+        job_attempts::Entity::insert_many(rows).exec(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The caller's job.
+pub async fn find_job(
+    db: &DatabaseConnection,
+    caller: UserId,
+    id: Uuid,
+) -> Result<Option<Job>, RegistryError> {
+    let row = jobs::Entity::find()
+        .filter(jobs::Column::Id.eq(id))
+        .filter(jobs::Column::CallerId.eq(caller.0))
+        .one(db)
+        .await?;
+    Ok(row.map(to_job))
+}
+
+/// A job's attempts in order. Callers must have checked access to the job.
+pub async fn job_attempts(
+    db: &DatabaseConnection,
+    job_id: Uuid,
+) -> Result<Vec<Attempt>, RegistryError> {
+    let rows = job_attempts::Entity::find()
+        .filter(job_attempts::Column::JobId.eq(job_id))
+        .order_by_asc(job_attempts::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Attempt {
+            rank: u32::try_from(row.rank).unwrap_or(0),
+            agent_id: row.agent_id,
+            agent_slug: row.agent_slug,
+            price: MicroCredits::from_micros(row.price),
+            outcome: row.outcome,
+            http_status: row.http_status.and_then(|s| u16::try_from(s).ok()),
+            error_code: row.error_code,
+            latency_ms: u64::try_from(row.latency_ms).unwrap_or(0),
+            started_at: row.started_at,
+        })
+        .collect())
+}
+
+/// The caller's auction record.
+pub async fn find_auction(
+    db: &DatabaseConnection,
+    caller: UserId,
+    id: Uuid,
+) -> Result<Option<AuctionAudit>, RegistryError> {
+    let row = auctions::Entity::find()
+        .filter(auctions::Column::Id.eq(id))
+        .filter(auctions::Column::CallerId.eq(caller.0))
+        .one(db)
+        .await?;
+    Ok(row.map(|row| AuctionAudit {
+        id: row.id,
+        job_id: row.job_id,
+        category: row.category,
+        record: row.record,
+        created_at: row.created_at,
+    }))
+}
+
+/// Which side of a job the activity feed shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivityRole {
+    /// Jobs the user called.
+    Caller,
+    /// Jobs the user's agents served.
+    Owner,
+}
+
+/// Filters of the activity feed.
+#[derive(Clone, Debug, Default)]
+pub struct ActivityFilter {
+    pub role: Option<ActivityRole>,
+    pub status: Option<String>,
+    pub category: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Only jobs older than this one (cursor).
+    pub before: Option<Uuid>,
+    pub limit: u64,
+}
+
+/// The user's calls and their agents' wins, newest first.
+pub async fn activity(
+    db: &DatabaseConnection,
+    user: UserId,
+    filter: ActivityFilter,
+) -> Result<Vec<Job>, RegistryError> {
+    let scope = match filter.role {
+        Some(ActivityRole::Caller) => Condition::all().add(jobs::Column::CallerId.eq(user.0)),
+        Some(ActivityRole::Owner) => Condition::all().add(jobs::Column::OwnerId.eq(user.0)),
+        None => Condition::any()
+            .add(jobs::Column::CallerId.eq(user.0))
+            .add(jobs::Column::OwnerId.eq(user.0)),
+    };
+    let mut query = jobs::Entity::find().filter(scope);
+    if let Some(status) = filter.status {
+        query = query.filter(jobs::Column::Status.eq(status));
+    }
+    if let Some(category) = filter.category {
+        query = query.filter(jobs::Column::Category.eq(category));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(jobs::Column::CreatedAt.gte(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(jobs::Column::CreatedAt.lt(until));
+    }
+    if let Some(before) = filter.before {
+        query = query.filter(jobs::Column::Id.lt(before));
+    }
+    let rows =
+        query.order_by_desc(jobs::Column::Id).limit(filter.limit.clamp(1, 1000)).all(db).await?;
+    Ok(rows.into_iter().map(to_job).collect())
+}

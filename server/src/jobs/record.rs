@@ -1,0 +1,165 @@
+//! The auction's audit record as JSON: every input, every candidate with its bid, quality
+//! components, score and rank or exclusion reason, the prices and how they were set, and the
+//! explanation. This is what `GET /api/auctions/{id}` returns (with the attempts and the
+//! settlement joined in at read time).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use auction_engine::{
+    AuctionInput, AuditRecord, BidSource, Mechanism, Objective, PriceBasis, Ranked,
+    ReliabilitySource, Routing, SortBy,
+};
+use registry::agents::Agent;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn objective_word(objective: Objective) -> &'static str {
+    match objective {
+        Objective::Balanced => "balanced",
+        Objective::Cost => "cost",
+        Objective::Quality => "quality",
+        Objective::Latency => "latency",
+    }
+}
+
+fn routing_json(routing: &Routing) -> Value {
+    match routing {
+        Routing::Auction => json!({"kind": "auction"}),
+        Routing::Sort(key) => json!({"kind": "sort", "by": match key {
+            SortBy::Price => "price",
+            SortBy::Latency => "latency",
+            SortBy::Reputation => "reputation",
+        }}),
+        Routing::Order(order) => json!({"kind": "order", "order": order}),
+        Routing::PriceWeightedRandom => json!({"kind": "price_weighted_random"}),
+    }
+}
+
+fn basis_json(basis: &PriceBasis) -> Value {
+    let slug_of = |id: auction_engine::AgentId| Uuid::from_u128(id.0);
+    match basis {
+        PriceBasis::SecondScore { runner_up, runner_up_slug, runner_up_score } => json!({
+            "rule": "second_score",
+            "runner_up": slug_of(*runner_up),
+            "runner_up_slug": runner_up_slug.as_ref(),
+            "runner_up_score": micros(*runner_up_score),
+            "formula": "price = quality - runner_up_score",
+        }),
+        PriceBasis::Reserve { reserve, runner_up } => json!({
+            "rule": "reserve",
+            "reserve": reserve.to_string(),
+            "runner_up": runner_up.map(slug_of),
+        }),
+        PriceBasis::OwnBid => json!({"rule": "own_bid"}),
+    }
+}
+
+fn micros(value: i64) -> String {
+    auction_engine::MicroCredits::from_micros(value).to_string()
+}
+
+fn ranked_json(ranked: &Ranked, agent: Option<&Arc<Agent>>) -> Value {
+    json!({
+        "agent_id": Uuid::from_u128(ranked.agent_id.0),
+        "slug": ranked.slug.as_ref(),
+        "owner_id": Uuid::from_u128(ranked.owner_id.0),
+        "status": "ranked",
+        "rank": ranked.rank,
+        "price_version": agent.map(|a| a.price_version),
+        "sheet_price": ranked.sheet_price.to_string(),
+        "bid": ranked.bid.to_string(),
+        "bid_source": match ranked.bid_source { BidSource::Sheet => "sheet", BidSource::Live => "live" },
+        "quality": {
+            "reliability": ranked.quality.reliability,
+            "reliability_source": match ranked.quality.reliability_source {
+                ReliabilitySource::LowerBound => "lower_bound",
+                ReliabilitySource::ThompsonDraw => "thompson_draw",
+            },
+            "reliability_lower_bound": ranked.quality.reliability_lower_bound,
+            "expected_latency_ms": ranked.quality.expected_latency_ms,
+            "reliability_credit": micros(ranked.quality.reliability_credit),
+            "latency_penalty": micros(ranked.quality.latency_penalty),
+            "total": micros(ranked.quality.total),
+        },
+        "score": micros(ranked.score),
+        "price": ranked.price.to_string(),
+        "price_basis": basis_json(&ranked.price_basis),
+    })
+}
+
+/// Renders an audit record.
+pub fn audit_json(
+    auction_id: Uuid,
+    job_id: Uuid,
+    record: &AuditRecord,
+    agents: &HashMap<Uuid, Arc<Agent>>,
+) -> Value {
+    let input: &AuctionInput = &record.input;
+    let outcome = &record.outcome;
+    let mut candidates: Vec<Value> = outcome
+        .ranking
+        .iter()
+        .map(|ranked| ranked_json(ranked, agents.get(&Uuid::from_u128(ranked.agent_id.0))))
+        .collect();
+    candidates.extend(outcome.exclusions.iter().map(|excluded| {
+        json!({
+            "agent_id": Uuid::from_u128(excluded.agent_id.0),
+            "slug": excluded.slug.as_ref(),
+            "owner_id": Uuid::from_u128(excluded.owner_id.0),
+            "status": "excluded",
+            "reason": excluded.reason.code(),
+            "detail": excluded.reason.describe(),
+        })
+    }));
+    let constraints = &input.constraints;
+    let params = &input.parameters;
+    json!({
+        "id": auction_id,
+        "object": "auction",
+        "job_id": job_id,
+        "inputs": {
+            "nonce": input.nonce.to_string(),
+            "seed": input.seed.to_string(),
+            "now_ms": input.now_ms,
+            "job": {
+                "category": input.job.category,
+                "input_tokens": input.job.input_tokens,
+                "output_tokens": input.job.output_tokens,
+                "required_features": input.job.required_features,
+            },
+            "constraints": {
+                "max_price": constraints.max_price.map(|p| p.to_string()),
+                "regions": constraints.regions,
+                "max_latency_ms": constraints.max_latency_ms,
+                "min_reputation": constraints.min_reputation,
+                "only": constraints.only,
+                "ignore": constraints.ignore,
+                "objective": objective_word(constraints.objective),
+                "routing": routing_json(&constraints.routing),
+            },
+            "parameters": {
+                "mechanism": match params.mechanism { Mechanism::SecondScore => "second_score", Mechanism::FirstPrice => "first_price" },
+                "call_fee": params.call_fee.to_string(),
+                "win_fee": params.win_fee.to_string(),
+                "prior": [params.prior_successes, params.prior_failures],
+                "half_life_ms": params.half_life_ms,
+                "exploration_rate": params.exploration_rate,
+                "reference_price": params.reference_price.map(|p| p.to_string()),
+                "reference_multiplier": params.reference_multiplier,
+                "default_job_value": params.default_job_value.to_string(),
+                "reference_latency_ms": params.reference_latency_ms,
+            },
+        },
+        "candidates": candidates,
+        "outcome": {
+            "winner": outcome.winner().map(|w| w.slug.as_ref()),
+            "clearing_price": outcome.winner().map(|w| w.price.to_string()),
+            "explored": outcome.explored,
+            "job_value": outcome.job_value.to_string(),
+            "reserve": outcome.reserve.map(|r| r.to_string()),
+            "binding_exclusion": outcome.binding_exclusion().map(|r| r.code()),
+            "explanation": record.explain(),
+        },
+    })
+}

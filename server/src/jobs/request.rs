@@ -1,0 +1,369 @@
+//! Parsing what a caller sends into a `JobRequest`: the OpenAI chat body with Gavel's
+//! extensions (`models`, `provider`, `auction`), or a `/v1/jobs` body. Every refusal names the
+//! field (`auction.max_price`, `provider.sort`...).
+
+use auction_engine::{MicroCredits, Objective, Routing, SortBy};
+use registry::jobs::JobKind;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::routes::parse_body;
+
+/// Largest `max_tokens` a caller may ask for.
+pub const MAX_TOKENS_CEILING: u64 = 1_000_000;
+/// Expected output tokens when the caller gives no `max_tokens`.
+pub const DEFAULT_OUTPUT_TOKENS: u64 = 1024;
+/// Largest `top_k` for recommendations.
+const MAX_TOP_K: usize = 50;
+
+/// Execute the job, or only say who would win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Execute,
+    Recommend,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Execute => "execute",
+            Mode::Recommend => "recommend",
+        }
+    }
+}
+
+/// Which agents may compete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every agent of the category.
+    Category,
+    /// These agents, in this order (a named agent plus its `models` fallbacks).
+    Direct(Vec<String>),
+}
+
+/// What the job sends to the agent that wins.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// An OpenAI chat body without Gavel's extensions; `model` is replaced per agent.
+    Chat(Map<String, Value>),
+    /// Any JSON, POSTed as is.
+    Json(Value),
+}
+
+/// A parsed job request.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub kind: JobKind,
+    pub category: String,
+    pub requested_model: String,
+    pub target: Target,
+    pub max_price: Option<MicroCredits>,
+    pub objective: Objective,
+    pub routing: Routing,
+    pub allow_fallbacks: bool,
+    pub only: Vec<String>,
+    pub ignore: Vec<String>,
+    pub regions: Vec<String>,
+    pub required_features: Vec<String>,
+    pub max_latency_ms: Option<u32>,
+    pub min_reputation: Option<f64>,
+    pub mode: Mode,
+    pub top_k: usize,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub payload: Payload,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProviderBody {
+    order: Option<Vec<String>>,
+    only: Option<Vec<String>>,
+    ignore: Option<Vec<String>>,
+    allow_fallbacks: Option<bool>,
+    sort: Option<String>,
+    max_price: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RequireBody {
+    features: Option<Vec<String>>,
+    regions: Option<Vec<String>>,
+    max_latency_ms: Option<u32>,
+    min_reputation: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuctionBody {
+    max_price: Option<Value>,
+    objective: Option<String>,
+    mode: Option<String>,
+    top_k: Option<usize>,
+    require: Option<RequireBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobBody {
+    category: String,
+    input: Value,
+    agent: Option<String>,
+    auction: Option<AuctionBody>,
+    provider: Option<ProviderBody>,
+}
+
+/// Parses a chat completion request body.
+pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> {
+    let model = match body.remove("model") {
+        Some(Value::String(model)) if !model.is_empty() && model.len() <= 200 => model,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "model",
+                "must be a non-empty string of at most 200 characters",
+            ));
+        }
+        None => {
+            return Err(ApiError::validation(
+                "model",
+                "is required (\"auction\", \"auction/<category>\" or an agent slug)",
+            ));
+        }
+    };
+    match body.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => {}
+        _ => return Err(ApiError::validation("messages", "must be a non-empty array")),
+    }
+    if body.get("stream").is_some_and(|s| s.as_bool() == Some(true)) {
+        return Err(ApiError::validation(
+            "stream",
+            "streaming is not supported yet; send stream: false",
+        ));
+    }
+    let fallbacks = match body.remove("models") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(value) => parse_body::<Vec<String>>(value)
+            .map_err(|_| ApiError::validation("models", "must be a list of agent slugs"))?,
+    };
+    let provider: ProviderBody = take_object(&mut body, "provider")?;
+    let auction: AuctionBody = take_object(&mut body, "auction")?;
+    let output_tokens = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
+        None | Some(Value::Null) => DEFAULT_OUTPUT_TOKENS,
+        Some(value) => {
+            value.as_u64().filter(|n| (1..=MAX_TOKENS_CEILING).contains(n)).ok_or_else(|| {
+                ApiError::validation(
+                    "max_tokens",
+                    format!("must be an integer from 1 to {MAX_TOKENS_CEILING}"),
+                )
+            })?
+        }
+    };
+    let input_tokens = estimate_tokens(body.get("messages").unwrap_or(&Value::Null));
+    let (category, target) = match model.strip_prefix("auction") {
+        Some("") => ("chat".to_owned(), Target::Category),
+        Some(rest) if rest.starts_with('/') => {
+            let category = rest[1..].to_owned();
+            if !registry::agents::CATEGORIES.contains(&category.as_str()) {
+                return Err(ApiError::validation(
+                    "model",
+                    format!("`{category}` is not a category"),
+                ));
+            }
+            (category, Target::Category)
+        }
+        _ => {
+            let mut slugs = vec![model.clone()];
+            slugs.extend(fallbacks);
+            ("chat".to_owned(), Target::Direct(slugs))
+        }
+    };
+    build(
+        JobKind::Chat,
+        category,
+        model,
+        target,
+        provider,
+        auction,
+        input_tokens,
+        output_tokens,
+        Payload::Chat(body),
+    )
+}
+
+/// Parses a `/v1/jobs` body.
+pub fn parse_job(value: Value) -> Result<JobRequest, ApiError> {
+    let body: JobBody = parse_body(value)?;
+    if !registry::agents::CATEGORIES.contains(&body.category.as_str()) {
+        return Err(ApiError::validation(
+            "category",
+            format!(
+                "`{}` is not one of: {}",
+                body.category,
+                registry::agents::CATEGORIES.join(", ")
+            ),
+        ));
+    }
+    let (requested_model, target) = match body.agent {
+        Some(slug) => (slug.clone(), Target::Direct(vec![slug])),
+        None => (format!("auction/{}", body.category), Target::Category),
+    };
+    let input_tokens = estimate_tokens(&body.input);
+    build(
+        JobKind::Json,
+        body.category,
+        requested_model,
+        target,
+        body.provider.unwrap_or_default(),
+        body.auction.unwrap_or_default(),
+        input_tokens,
+        0,
+        Payload::Json(body.input),
+    )
+}
+
+#[expect(clippy::too_many_arguments, reason = "one private assembly step shared by both routes")]
+fn build(
+    kind: JobKind,
+    category: String,
+    requested_model: String,
+    target: Target,
+    provider: ProviderBody,
+    auction: AuctionBody,
+    input_tokens: u64,
+    output_tokens: u64,
+    payload: Payload,
+) -> Result<JobRequest, ApiError> {
+    let auction_max = price("auction.max_price", auction.max_price)?;
+    let provider_max = price("provider.max_price", provider.max_price)?;
+    let max_price = match (auction_max, provider_max) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let objective = match auction.objective.as_deref() {
+        None | Some("balanced") => Objective::Balanced,
+        Some("cost") => Objective::Cost,
+        Some("quality") => Objective::Quality,
+        Some("latency") => Objective::Latency,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "auction.objective",
+                format!("`{other}` is not one of: balanced, cost, quality, latency"),
+            ));
+        }
+    };
+    let mode = match auction.mode.as_deref() {
+        None | Some("execute") => Mode::Execute,
+        Some("recommend") => Mode::Recommend,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "auction.mode",
+                format!("`{other}` is not one of: execute, recommend"),
+            ));
+        }
+    };
+    let top_k = auction.top_k.unwrap_or(5);
+    if !(1..=MAX_TOP_K).contains(&top_k) {
+        return Err(ApiError::validation(
+            "auction.top_k",
+            format!("must be from 1 to {MAX_TOP_K}"),
+        ));
+    }
+    let sort = match provider.sort.as_deref() {
+        None => None,
+        Some("price") => Some(SortBy::Price),
+        Some("latency") => Some(SortBy::Latency),
+        Some("throughput") | Some("reputation") => Some(SortBy::Reputation),
+        Some(other) => {
+            return Err(ApiError::validation(
+                "provider.sort",
+                format!("`{other}` is not one of: price, latency, reputation"),
+            ));
+        }
+    };
+    let routing = match (&target, provider.order, sort) {
+        (Target::Direct(slugs), _, _) => Routing::Order(slugs.clone()),
+        (_, Some(order), _) if !order.is_empty() => Routing::Order(order),
+        (_, _, Some(sort)) => Routing::Sort(sort),
+        _ => Routing::Auction,
+    };
+    let require = auction.require.unwrap_or_default();
+    if let Some(min) = require.min_reputation
+        && !(0.0..=1.0).contains(&min)
+    {
+        return Err(ApiError::validation("auction.require.min_reputation", "must be from 0 to 1"));
+    }
+    let mut only = provider.only.unwrap_or_default();
+    if let Target::Direct(slugs) = &target {
+        only.extend(slugs.iter().cloned());
+    }
+    if only.len() > 100 || provider.ignore.as_ref().is_some_and(|list| list.len() > 100) {
+        return Err(ApiError::validation("provider", "lists may name at most 100 agents"));
+    }
+    Ok(JobRequest {
+        kind,
+        category,
+        requested_model,
+        target,
+        max_price,
+        objective,
+        routing,
+        allow_fallbacks: provider.allow_fallbacks.unwrap_or(true),
+        only,
+        ignore: provider.ignore.unwrap_or_default(),
+        regions: require.regions.unwrap_or_default(),
+        required_features: require.features.unwrap_or_default(),
+        max_latency_ms: require.max_latency_ms,
+        min_reputation: require.min_reputation,
+        mode,
+        top_k,
+        input_tokens,
+        output_tokens,
+        payload,
+    })
+}
+
+fn take_object<T: serde::de::DeserializeOwned + Default>(
+    body: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<T, ApiError> {
+    match body.remove(field) {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(value) => serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            let message = err.into_inner().to_string();
+            let name = if path == "." { field.to_owned() } else { format!("{field}.{path}") };
+            ApiError::validation(name, message)
+        }),
+    }
+}
+
+fn price(field: &'static str, value: Option<Value>) -> Result<Option<MicroCredits>, ApiError> {
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text,
+        Some(Value::Number(number)) => number.to_string(),
+        Some(_) => return Err(ApiError::validation(field, "must be a decimal number of credits")),
+    };
+    let amount = MicroCredits::parse_decimal(&text)
+        .map_err(|e| ApiError::validation(field, e.to_string()))?;
+    if amount.is_negative() {
+        return Err(ApiError::validation(field, "must not be negative"));
+    }
+    Ok(Some(amount))
+}
+
+/// About four characters per token: what the auction ranks token prices on. Settlement uses
+/// the agent's reported usage when it gives one.
+fn estimate_tokens(value: &Value) -> u64 {
+    fn chars(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(chars).sum(),
+            Value::Object(map) => map.values().map(chars).sum(),
+            _ => 0,
+        }
+    }
+    (chars(value) as u64).div_ceil(4)
+}

@@ -1,0 +1,539 @@
+//! One job, end to end: candidates from the index, the auction, the hold, dispatch down the
+//! ranking, settlement, reputation and the records.
+//!
+//! Money: the hold covers the most any rank could cost (its price plus the call fee); only
+//! the agent that delivers is paid; if none delivers the hold is released and nothing moves.
+//! A `recommend` call is charged the call fee alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auction_engine::{
+    AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, Job, MicroCredits,
+    OwnerId, Ranked, settle_on_usage, sheet_price, split,
+};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use registry::agents::{Agent, AgentState, Visibility};
+use registry::jobs::{self, Attempt, AuctionEntry, JobOutcome, JobStatus, NewJob, Served};
+use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
+use registry::{RegistryError, UserId};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::jobs::dispatch::{Delivery, DispatchLimits, dispatch, outcome_word};
+use crate::jobs::record::audit_json;
+use crate::jobs::request::{JobRequest, Mode, Target};
+use crate::state::AppState;
+
+/// What a finished job hands back to the route that renders it.
+#[derive(Debug)]
+pub struct JobResult {
+    pub job_id: Uuid,
+    pub auction_id: Uuid,
+    pub candidates: usize,
+    pub delivered: Option<DeliveredJob>,
+    /// `recommend` mode: the shortlist.
+    pub shortlist: Option<Vec<Value>>,
+    /// What the caller was charged in total.
+    pub total_cost: MicroCredits,
+}
+
+#[derive(Debug)]
+pub struct DeliveredJob {
+    pub agent: Arc<Agent>,
+    pub output: Value,
+    /// The agent's price for this job (before usage scaling).
+    pub clearing_price: MicroCredits,
+    pub agent_cost: MicroCredits,
+    pub usage: Option<(u64, u64)>,
+}
+
+/// Runs a job for `caller`.
+pub async fn run_job(
+    state: &AppState,
+    caller: UserId,
+    request: JobRequest,
+) -> Result<JobResult, ApiError> {
+    let now = state.now();
+    let now_ms = now.timestamp_millis();
+    let snapshot = state.agent_index.snapshot(&state.db, now_ms).await?;
+
+    // The pool: the category's agents, or the named ones. Private agents exist for their
+    // owner only, so for anyone else they are not even candidates.
+    let visible =
+        |agent: &&Arc<Agent>| agent.visibility == Visibility::Public || agent.owner_id == caller;
+    let pool: Vec<Arc<Agent>> = match &request.target {
+        Target::Category => {
+            snapshot.in_category(&request.category).iter().filter(visible).cloned().collect()
+        }
+        Target::Direct(slugs) => {
+            let mut pool = Vec::new();
+            for (idx, slug) in slugs.iter().enumerate() {
+                match snapshot.by_slug(slug).filter(visible) {
+                    Some(agent) => pool.push(Arc::clone(agent)),
+                    None if idx == 0 => {
+                        return Err(ApiError::validation(
+                            "model",
+                            format!("no agent named `{slug}`"),
+                        ));
+                    }
+                    None => {
+                        return Err(ApiError::validation(
+                            "models",
+                            format!("no agent named `{slug}`"),
+                        ));
+                    }
+                }
+            }
+            pool
+        }
+    };
+
+    let owners: Vec<Uuid> = pool.iter().map(|a| a.owner_id.0).collect();
+    let owner_funds = ledger::available_balances(&state.db, &owners).await?;
+    let params = state.auction_parameters_for(&request.category);
+    let candidates: Vec<Candidate> = pool
+        .iter()
+        .map(|agent| {
+            let sheet_bid =
+                sheet_price(&agent.pricing, request.input_tokens, request.output_tokens)
+                    .unwrap_or(MicroCredits::ZERO);
+            let funds = owner_funds.get(&agent.owner_id.0).copied().unwrap_or(MicroCredits::ZERO);
+            // The owner pays the win fee out of the price first, then out of the wallet.
+            let can_pay = funds.checked_add(sheet_bid).is_some_and(|total| total >= params.win_fee);
+            Candidate {
+                agent_id: AgentId(agent.id.as_u128()),
+                owner_id: OwnerId(agent.owner_id.0.as_u128()),
+                slug: agent.slug.as_str().into(),
+                categories: agent.categories.clone(),
+                features: agent.features.clone(),
+                regions: agent.regions.clone(),
+                max_latency_ms: agent.max_latency_ms,
+                context_length: agent.context_length,
+                sheet: agent.pricing,
+                live_bid: None,
+                reputation: agent.reputation,
+                status: match agent.state {
+                    AgentState::Active => AgentStatus::Active,
+                    AgentState::Paused => AgentStatus::Paused,
+                },
+                owner_can_pay_win_fee: can_pay,
+            }
+        })
+        .collect();
+    let agents_by_id: HashMap<Uuid, Arc<Agent>> =
+        pool.iter().map(|a| (a.id, Arc::clone(a))).collect();
+
+    let mut rng = rand::rng();
+    let input = AuctionInput {
+        nonce: rng.next_u64(),
+        seed: rng.next_u64(),
+        now_ms,
+        job: Job {
+            category: request.category.clone(),
+            input_tokens: request.input_tokens,
+            output_tokens: request.output_tokens,
+            required_features: request.required_features.clone(),
+        },
+        constraints: Constraints {
+            max_price: request.max_price,
+            regions: request.regions.clone(),
+            max_latency_ms: request.max_latency_ms,
+            min_reputation: request.min_reputation,
+            only: request.only.clone(),
+            ignore: request.ignore.clone(),
+            objective: request.objective,
+            routing: request.routing.clone(),
+        },
+        candidates,
+        parameters: params,
+    };
+    let candidate_count = input.candidates.len();
+    let record = AuditRecord::new(input);
+    let job_id = Uuid::now_v7();
+    let auction_id = Uuid::now_v7();
+    let audit = audit_json(auction_id, job_id, &record, &agents_by_id);
+    let winner = record.outcome.winner();
+    jobs::open_job(
+        &state.db,
+        NewJob {
+            id: job_id,
+            caller,
+            kind: request.kind,
+            category: request.category.clone(),
+            requested_model: request.requested_model.clone(),
+            mode: request.mode.as_str().to_owned(),
+            auction_id,
+            created_at: now,
+        },
+        AuctionEntry {
+            id: auction_id,
+            category: request.category.clone(),
+            winner: winner.map(|w| Uuid::from_u128(w.agent_id.0)),
+            clearing_price: winner.map(|w| w.price),
+            record: audit.to_string(),
+        },
+    )
+    .await?;
+
+    let ranking = &record.outcome.ranking;
+    if ranking.is_empty() {
+        let (constraint, message) = match record.outcome.binding_exclusion() {
+            Some(reason) => (
+                reason.code(),
+                format!(
+                    "no eligible agent: the last candidates were excluded because {}",
+                    reason.describe()
+                ),
+            ),
+            None => ("category", format!("no agent serves `{}`", request.category)),
+        };
+        close_failed(state, job_id, &message, Vec::new()).await?;
+        state.metrics.job_finished(request.kind.as_str(), "no_eligible_agent");
+        return Err(ApiError::NoEligibleAgent {
+            constraint: constraint_param(constraint),
+            message,
+        });
+    }
+
+    let call_fee = record.input.parameters.call_fee;
+    let win_fee = record.input.parameters.win_fee;
+    if request.mode == Mode::Recommend {
+        return recommend(
+            state,
+            caller,
+            &request,
+            job_id,
+            auction_id,
+            candidate_count,
+            ranking,
+            call_fee,
+            now,
+        )
+        .await;
+    }
+
+    // Hold the most this job can cost: the dearest rank that may serve, plus the call fee.
+    let serving: &[Ranked] = if request.allow_fallbacks { ranking } else { &ranking[..1] };
+    let max_price = serving.iter().map(|r| r.price).max().unwrap_or(MicroCredits::ZERO);
+    let hold_amount = max_price
+        .checked_add(call_fee)
+        .ok_or_else(|| ApiError::internal(RegistryError::Overflow))?;
+    let hold = HoldRequest {
+        job_id,
+        payer: caller,
+        amount: hold_amount,
+        expires_at: now
+            + chrono::Duration::seconds(state.settings.raw.credits.hold_ttl_secs as i64),
+    };
+    if hold_amount > MicroCredits::ZERO
+        && let Err(err) = ledger::place_hold(&state.db, hold, Uuid::now_v7(), now).await
+    {
+        let message = err.to_string();
+        close_failed(state, job_id, &message, Vec::new()).await?;
+        state.metrics.job_finished(request.kind.as_str(), "insufficient_credits");
+        return Err(err.into());
+    }
+
+    let limits = DispatchLimits {
+        timeout: Duration::from_millis(state.settings.raw.dispatch.timeout_ms),
+        max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
+    };
+    let mut attempts = Vec::new();
+    for ranked in serving {
+        let agent_id = Uuid::from_u128(ranked.agent_id.0);
+        let Some(agent) = agents_by_id.get(&agent_id) else { continue };
+        let started_at = state.now();
+        let (delivery, elapsed) =
+            dispatch(&state.agent_client, agent, &request.payload, limits).await;
+        let latency_ms = elapsed.as_millis() as u64;
+        let (outcome, http_status, code) = match &delivery {
+            Delivery::Delivered { .. } => {
+                (auction_engine::reputation::Outcome::Success, None, None)
+            }
+            Delivery::Failed { outcome, http_status, code } => {
+                (*outcome, *http_status, Some(code.clone()))
+            }
+        };
+        let half_life = record.input.parameters.half_life_ms;
+        if let Err(err) = registry::agents::record_attempt(
+            &state.db,
+            agent_id,
+            outcome,
+            latency_ms as f64,
+            state.now().timestamp_millis(),
+            half_life,
+        )
+        .await
+        {
+            tracing::warn!(error = %err, agent = %agent.slug, "could not record reputation");
+        }
+        attempts.push(Attempt {
+            rank: ranked.rank as u32,
+            agent_id,
+            agent_slug: agent.slug.clone(),
+            price: ranked.price,
+            outcome: outcome_word(outcome).to_owned(),
+            http_status,
+            error_code: code,
+            latency_ms,
+            started_at,
+        });
+        if let Delivery::Delivered { output, usage } = delivery {
+            let cap = hold_amount.checked_sub(call_fee).unwrap_or(MicroCredits::ZERO);
+            let agent_cost = match usage {
+                Some((prompt, completion))
+                    if agent.pricing.per_million_input_tokens > MicroCredits::ZERO
+                        || agent.pricing.per_million_output_tokens > MicroCredits::ZERO =>
+                {
+                    let actual = sheet_price(&agent.pricing, prompt, completion)
+                        .unwrap_or(ranked.sheet_price);
+                    settle_on_usage(ranked.price, ranked.sheet_price, actual, cap)
+                }
+                _ => ranked.price.min(cap),
+            };
+            let total_cost =
+                settle(state, job_id, agent, agent_cost, call_fee, win_fee, now).await?;
+            state.observe_clearing_price(&request.category, ranked.price);
+            let served = Served { agent_id, agent_slug: agent.slug.clone(), owner: agent.owner_id };
+            jobs::close_job(
+                &state.db,
+                job_id,
+                JobOutcome {
+                    status: JobStatus::Delivered,
+                    served: Some(served),
+                    clearing_price: Some(ranked.price),
+                    agent_cost,
+                    call_fee,
+                    win_fee,
+                    total_cost,
+                    input_tokens: Some(usage.map_or(request.input_tokens, |u| u.0)),
+                    output_tokens: usage.map(|u| u.1),
+                    latency_ms: Some(latency_ms),
+                    output: Some(output.to_string()),
+                    error: None,
+                    attempts,
+                    finished_at: state.now(),
+                },
+            )
+            .await?;
+            state.metrics.job_finished(request.kind.as_str(), "delivered");
+            return Ok(JobResult {
+                job_id,
+                auction_id,
+                candidates: candidate_count,
+                delivered: Some(DeliveredJob {
+                    agent: Arc::clone(agent),
+                    output,
+                    clearing_price: ranked.price,
+                    agent_cost,
+                    usage,
+                }),
+                shortlist: None,
+                total_cost,
+            });
+        }
+    }
+
+    // Nobody delivered: nothing is charged.
+    if hold_amount > MicroCredits::ZERO {
+        ledger::release(&state.db, job_id, state.now()).await?;
+    }
+    let summary: Vec<Value> = attempts
+        .iter()
+        .map(|a| json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms}))
+        .collect();
+    let message = format!(
+        "all {} agent(s) failed: {}",
+        attempts.len(),
+        attempts
+            .iter()
+            .map(|a| format!(
+                "{} ({})",
+                a.agent_slug,
+                a.error_code.as_deref().unwrap_or(&a.outcome)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    close_failed(state, job_id, &message, attempts).await?;
+    state.metrics.job_finished(request.kind.as_str(), "all_failed");
+    Err(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) })
+}
+
+/// Captures a delivered job: caller pays `agent_cost + call_fee`, the owner gets
+/// `agent_cost - win_fee`, the platform both fees. Returns the caller's total.
+async fn settle(
+    state: &AppState,
+    job_id: Uuid,
+    agent: &Agent,
+    agent_cost: MicroCredits,
+    call_fee: MicroCredits,
+    win_fee: MicroCredits,
+    now: DateTime<Utc>,
+) -> Result<MicroCredits, ApiError> {
+    let parts = split(agent_cost, call_fee, win_fee)
+        .ok_or_else(|| ApiError::internal(RegistryError::Overflow))?;
+    if parts.caller_pays == MicroCredits::ZERO {
+        return Ok(MicroCredits::ZERO);
+    }
+    let capture = Capture {
+        job_id,
+        charge: parts.caller_pays,
+        payouts: vec![
+            Payout { payee: Payee::User(agent.owner_id), amount: parts.owner_receives },
+            Payout { payee: Payee::PlatformRevenue, amount: parts.platform_receives },
+        ],
+        memo: Some(format!("job served by {}", agent.slug)),
+    };
+    match ledger::capture(&state.db, capture, now).await {
+        Ok(_) => Ok(parts.caller_pays),
+        // The owner's wallet fell short of the win fee between the auction and now: the fee is
+        // waived down to what the price covers, so the caller is still charged what it agreed.
+        Err(RegistryError::AccountCannotCover { .. }) => {
+            let owner_share = parts.owner_receives.max(MicroCredits::ZERO);
+            let platform_share =
+                parts.caller_pays.checked_sub(owner_share).unwrap_or(MicroCredits::ZERO);
+            let capture = Capture {
+                job_id,
+                charge: parts.caller_pays,
+                payouts: vec![
+                    Payout { payee: Payee::User(agent.owner_id), amount: owner_share },
+                    Payout { payee: Payee::PlatformRevenue, amount: platform_share },
+                ],
+                memo: Some(format!("job served by {} (win fee reduced)", agent.slug)),
+            };
+            ledger::capture(&state.db, capture, now).await?;
+            Ok(parts.caller_pays)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "the recommendation's parts, named")]
+async fn recommend(
+    state: &AppState,
+    caller: UserId,
+    request: &JobRequest,
+    job_id: Uuid,
+    auction_id: Uuid,
+    candidate_count: usize,
+    ranking: &[Ranked],
+    call_fee: MicroCredits,
+    now: DateTime<Utc>,
+) -> Result<JobResult, ApiError> {
+    if call_fee > MicroCredits::ZERO {
+        let hold = HoldRequest {
+            job_id,
+            payer: caller,
+            amount: call_fee,
+            expires_at: now + chrono::Duration::minutes(5),
+        };
+        if let Err(err) = ledger::place_hold(&state.db, hold, Uuid::now_v7(), now).await {
+            close_failed(state, job_id, &err.to_string(), Vec::new()).await?;
+            return Err(err.into());
+        }
+        let capture = Capture {
+            job_id,
+            charge: call_fee,
+            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: call_fee }],
+            memo: Some("auction recommendation".into()),
+        };
+        ledger::capture(&state.db, capture, now).await?;
+    }
+    let shortlist: Vec<Value> = ranking
+        .iter()
+        .take(request.top_k)
+        .map(|r| {
+            json!({
+                "rank": r.rank,
+                "agent": r.slug.as_ref(),
+                "bid": r.bid.to_string(),
+                "price": r.price.to_string(),
+                "score": MicroCredits::from_micros(r.score).to_string(),
+                "reputation": r.quality.reliability_lower_bound,
+                "expected_latency_ms": r.quality.expected_latency_ms,
+            })
+        })
+        .collect();
+    jobs::close_job(
+        &state.db,
+        job_id,
+        JobOutcome {
+            status: JobStatus::Recommended,
+            served: None,
+            clearing_price: ranking.first().map(|r| r.price),
+            agent_cost: MicroCredits::ZERO,
+            call_fee,
+            win_fee: MicroCredits::ZERO,
+            total_cost: call_fee,
+            input_tokens: Some(request.input_tokens),
+            output_tokens: None,
+            latency_ms: None,
+            output: Some(Value::Array(shortlist.clone()).to_string()),
+            error: None,
+            attempts: Vec::new(),
+            finished_at: state.now(),
+        },
+    )
+    .await?;
+    state.metrics.job_finished(request.kind.as_str(), "recommended");
+    Ok(JobResult {
+        job_id,
+        auction_id,
+        candidates: candidate_count,
+        delivered: None,
+        shortlist: Some(shortlist),
+        total_cost: call_fee,
+    })
+}
+
+async fn close_failed(
+    state: &AppState,
+    job_id: Uuid,
+    message: &str,
+    attempts: Vec<Attempt>,
+) -> Result<(), ApiError> {
+    jobs::close_job(
+        &state.db,
+        job_id,
+        JobOutcome {
+            status: JobStatus::Failed,
+            served: None,
+            clearing_price: None,
+            agent_cost: MicroCredits::ZERO,
+            call_fee: MicroCredits::ZERO,
+            win_fee: MicroCredits::ZERO,
+            total_cost: MicroCredits::ZERO,
+            input_tokens: None,
+            output_tokens: None,
+            latency_ms: None,
+            output: None,
+            error: Some(message.to_owned()),
+            attempts,
+            finished_at: state.now(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The request field a caller would change to get past an exclusion.
+fn constraint_param(code: &str) -> String {
+    match code {
+        "max_price" => "auction.max_price",
+        "max_latency" => "auction.require.max_latency_ms",
+        "min_reputation" => "auction.require.min_reputation",
+        "region" => "auction.require.regions",
+        "missing_features" => "auction.require.features",
+        "not_in_only" => "provider.only",
+        "ignored" => "provider.ignore",
+        "context_length" => "max_tokens",
+        "category" => "model",
+        other => other,
+    }
+    .to_owned()
+}

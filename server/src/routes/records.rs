@@ -1,0 +1,216 @@
+//! The record: `GET /api/auctions/{id}` (the full audit, with attempts and settlement) and
+//! `GET /api/activity` (the caller's calls and the owner's wins, as JSON or CSV).
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use registry::jobs::{ActivityFilter, ActivityRole, Job};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::v1::attempt_json;
+use crate::state::AppState;
+
+/// `GET /api/auctions/{id}`.
+pub(crate) async fn auction(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound { what: "auction" })?;
+    let audit = registry::jobs::find_auction(&state.db, caller.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound { what: "auction" })?;
+    let mut record: Value = serde_json::from_str(&audit.record).map_err(ApiError::internal)?;
+    if let Some(job) = registry::jobs::find_job(&state.db, caller.user_id, audit.job_id).await? {
+        let attempts = registry::jobs::job_attempts(&state.db, job.id).await?;
+        record["attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());
+        record["settlement"] = json!({
+            "status": job.status,
+            "agent": job.served.as_ref().map(|s| s.agent_slug.clone()),
+            "clearing_price": job.clearing_price.map(|p| p.to_string()),
+            "agent_cost": job.agent_cost.to_string(),
+            "call_fee": job.call_fee.to_string(),
+            "win_fee": job.win_fee.to_string(),
+            "caller_paid": job.total_cost.to_string(),
+        });
+    }
+    record["created_at"] = json!(audit.created_at);
+    Ok(HttpResponse::Ok().json(record))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ActivityQuery {
+    role: Option<String>,
+    status: Option<String>,
+    category: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    format: Option<String>,
+}
+
+fn timestamp(field: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)).map_err(|_| {
+                ApiError::validation(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+            })
+        })
+        .transpose()
+}
+
+/// `GET /api/activity`.
+pub(crate) async fn activity(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ActivityQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let role = match query.role.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some("caller") => Some(ActivityRole::Caller),
+        Some("owner") => Some(ActivityRole::Owner),
+        Some(other) => {
+            return Err(ApiError::validation(
+                "role",
+                format!("`{other}` is not one of: caller, owner, all"),
+            ));
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 50,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::validation("limit", "must be an integer from 1 to 1000"))?,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::validation("cursor", "is not a cursor from a previous page"))
+        })
+        .transpose()?;
+    let csv = match query.format.as_deref() {
+        None | Some("") | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "format",
+                format!("`{other}` is not one of: json, csv"),
+            ));
+        }
+    };
+    let filter = ActivityFilter {
+        role,
+        status: query.status.clone().filter(|s| !s.is_empty()),
+        category: query.category.clone().filter(|s| !s.is_empty()),
+        since: timestamp("since", query.since.as_deref())?,
+        until: timestamp("until", query.until.as_deref())?,
+        before,
+        limit: limit + 1,
+    };
+    let mut jobs = registry::jobs::activity(&state.db, caller.user_id, filter).await?;
+    let has_more = jobs.len() as u64 > limit;
+    jobs.truncate(limit as usize);
+    let rows: Vec<ActivityRow> =
+        jobs.iter().map(|job| ActivityRow::new(job, caller.user_id.0)).collect();
+    if csv {
+        let mut text =
+            String::from("id,created_at,role,category,model,agent,status,amount,error\n");
+        for row in &rows {
+            let fields = [
+                row.id.clone(),
+                row.created_at.clone(),
+                row.role.to_owned(),
+                row.category.clone(),
+                row.model.clone(),
+                row.agent.clone().unwrap_or_default(),
+                row.status.clone(),
+                row.amount.clone(),
+                row.error.clone().unwrap_or_default(),
+            ];
+            text.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+            text.push('\n');
+        }
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header(("content-disposition", "attachment; filename=\"gavel-activity.csv\""))
+            .body(text));
+    }
+    let next_cursor = if has_more { jobs.last().map(|j| j.id.to_string()) } else { None };
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "id": row.id, "created_at": row.created_at, "role": row.role, "category": row.category,
+                "model": row.model, "agent": row.agent, "status": row.status, "amount": row.amount, "error": row.error,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(
+        json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor}),
+    ))
+}
+
+/// One line of activity. `amount` is what the user paid (as caller, negative) or earned (as
+/// owner, the price less the win fee).
+struct ActivityRow {
+    id: String,
+    created_at: String,
+    role: &'static str,
+    category: String,
+    model: String,
+    agent: Option<String>,
+    status: String,
+    amount: String,
+    error: Option<String>,
+}
+
+impl ActivityRow {
+    fn new(job: &Job, user: Uuid) -> ActivityRow {
+        let is_caller = job.caller.0 == user;
+        let is_owner = job.served.as_ref().is_some_and(|s| s.owner.0 == user);
+        let paid = job.total_cost.micros();
+        let earned = job.agent_cost.micros() - job.win_fee.micros();
+        let (role, amount) = match (is_caller, is_owner) {
+            (true, true) => ("caller+owner", earned - paid),
+            (true, false) => ("caller", -paid),
+            _ => ("owner", earned),
+        };
+        ActivityRow {
+            id: job.id.to_string(),
+            created_at: job.created_at.to_rfc3339(),
+            role,
+            category: job.category.clone(),
+            model: job.requested_model.clone(),
+            agent: job.served.as_ref().map(|s| s.agent_slug.clone()),
+            status: job.status.clone(),
+            amount: auction_engine::MicroCredits::from_micros(amount).to_string(),
+            error: job.error.clone(),
+        }
+    }
+}
+
+/// RFC 4180: quote a field with a comma, quote or line break, doubling inner quotes. A leading
+/// `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it as a formula.
+fn csv_field(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '@'])
+        || (field.starts_with('-') && field.parse::<f64>().is_err())
+    {
+        format!("'{field}")
+    } else {
+        field.to_owned()
+    };
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field
+    }
+}

@@ -15,4 +15,5 @@ mod helpers;
 mod jobs;
 mod keys;
 mod rate_limit;
+mod sdk;
 mod test_agent;

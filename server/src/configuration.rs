@@ -35,11 +35,23 @@ pub struct DispatchSettings {
     pub timeout_ms: u64,
     /// Largest agent response accepted, in bytes.
     pub max_response_bytes: usize,
+    /// How long live bidders have to answer; the job never waits longer for bids.
+    pub bid_deadline_ms: u64,
+    /// Consecutive failures that open an agent's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit keeps the agent out before it is tried again.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for DispatchSettings {
     fn default() -> DispatchSettings {
-        DispatchSettings { timeout_ms: 120_000, max_response_bytes: 8 * 1024 * 1024 }
+        DispatchSettings {
+            timeout_ms: 120_000,
+            max_response_bytes: 8 * 1024 * 1024,
+            bid_deadline_ms: 150,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::auth::JwtKeys;
 use crate::configuration::ResolvedSettings;
 use crate::egress::AgentClient;
 use crate::error::ApiError;
+use crate::jobs::breaker::Breakers;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub agent_index: AgentIndex,
     /// The SSRF-guarded client for every call to an agent URL.
     pub agent_client: AgentClient,
+    /// Per-agent circuit breakers (this instance's view).
+    pub breakers: Breakers,
     pub redis: Option<ConnectionManager>,
     pub jwt: JwtKeys,
     pub rate_limiter: RateLimiter,
@@ -51,6 +54,10 @@ impl AppState {
             db,
             agent_index: AgentIndex::new(),
             agent_client,
+            breakers: Breakers::new(
+                settings.raw.dispatch.breaker_failures,
+                std::time::Duration::from_millis(settings.raw.dispatch.breaker_cooldown_ms),
+            ),
             redis,
             jwt,
             rate_limiter,

@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::jobs::bids::{self, BidRequest};
+use crate::jobs::breaker::Circuit;
 use crate::jobs::dispatch::{Delivery, DispatchLimits, dispatch, outcome_word};
 use crate::jobs::record::audit_json;
 use crate::jobs::request::{JobRequest, Mode, Target};
@@ -51,12 +53,49 @@ pub struct DeliveredJob {
     pub usage: Option<(u64, u64)>,
 }
 
-/// Runs a job for `caller`.
+/// A job whose auction has run and whose hold is placed: ready to dispatch.
+#[derive(Debug)]
+pub struct HeldJob {
+    pub caller: UserId,
+    pub request: JobRequest,
+    pub job_id: Uuid,
+    pub auction_id: Uuid,
+    pub candidate_count: usize,
+    /// The ranks that may serve, in order.
+    pub serving: Vec<Ranked>,
+    pub agents: HashMap<Uuid, Arc<Agent>>,
+    pub hold_amount: MicroCredits,
+    pub call_fee: MicroCredits,
+    pub win_fee: MicroCredits,
+    pub half_life_ms: i64,
+    pub now: DateTime<Utc>,
+}
+
+/// After the auction: either a job to dispatch, or a finished recommendation.
+#[derive(Debug)]
+pub enum Prepared {
+    Held(Box<HeldJob>),
+    Recommended(JobResult),
+}
+
+/// Runs a job for `caller`, start to finish.
 pub async fn run_job(
     state: &AppState,
     caller: UserId,
     request: JobRequest,
 ) -> Result<JobResult, ApiError> {
+    match prepare(state, caller, request).await? {
+        Prepared::Recommended(result) => Ok(result),
+        Prepared::Held(job) => execute(state, *job).await,
+    }
+}
+
+/// Runs the auction, records it, and places the hold.
+pub async fn prepare(
+    state: &AppState,
+    caller: UserId,
+    request: JobRequest,
+) -> Result<Prepared, ApiError> {
     let now = state.now();
     let now_ms = now.timestamp_millis();
     let snapshot = state.agent_index.snapshot(&state.db, now_ms).await?;
@@ -92,6 +131,34 @@ pub async fn run_job(
         }
     };
 
+    let auction_id = Uuid::now_v7();
+    let clock = std::time::Instant::now();
+    let circuits: HashMap<Uuid, Circuit> =
+        pool.iter().map(|a| (a.id, state.breakers.circuit(a.id, clock))).collect();
+    // Live bids from the agents that could use them, under one deadline.
+    let bidders: Vec<Arc<Agent>> = pool
+        .iter()
+        .filter(|a| {
+            a.bid_url.is_some()
+                && a.state == AgentState::Active
+                && circuits.get(&a.id) != Some(&Circuit::Open)
+        })
+        .cloned()
+        .collect();
+    let live_bids = if bidders.is_empty() {
+        HashMap::new()
+    } else {
+        let request = BidRequest {
+            auction_id,
+            category: request.category.clone(),
+            input_tokens: request.input_tokens,
+            output_tokens: request.output_tokens,
+            reserve: request.max_price,
+        };
+        let deadline = Duration::from_millis(state.settings.raw.dispatch.bid_deadline_ms);
+        bids::collect(&state.agent_client, &bidders, &request, deadline).await
+    };
+
     let owners: Vec<Uuid> = pool.iter().map(|a| a.owner_id.0).collect();
     let owner_funds = ledger::available_balances(&state.db, &owners).await?;
     let params = state.auction_parameters_for(&request.category);
@@ -114,11 +181,12 @@ pub async fn run_job(
                 max_latency_ms: agent.max_latency_ms,
                 context_length: agent.context_length,
                 sheet: agent.pricing,
-                live_bid: None,
+                live_bid: live_bids.get(&agent.id).copied(),
                 reputation: agent.reputation,
-                status: match agent.state {
-                    AgentState::Active => AgentStatus::Active,
-                    AgentState::Paused => AgentStatus::Paused,
+                status: match (agent.state, circuits.get(&agent.id)) {
+                    (AgentState::Paused, _) => AgentStatus::Paused,
+                    (AgentState::Active, Some(Circuit::Open)) => AgentStatus::CircuitOpen,
+                    (AgentState::Active, _) => AgentStatus::Active,
                 },
                 owner_can_pay_win_fee: can_pay,
             }
@@ -154,7 +222,6 @@ pub async fn run_job(
     let candidate_count = input.candidates.len();
     let record = AuditRecord::new(input);
     let job_id = Uuid::now_v7();
-    let auction_id = Uuid::now_v7();
     let audit = audit_json(auction_id, job_id, &record, &agents_by_id);
     let winner = record.outcome.winner();
     jobs::open_job(
@@ -202,7 +269,7 @@ pub async fn run_job(
     let call_fee = record.input.parameters.call_fee;
     let win_fee = record.input.parameters.win_fee;
     if request.mode == Mode::Recommend {
-        return recommend(
+        let result = recommend(
             state,
             caller,
             &request,
@@ -213,7 +280,8 @@ pub async fn run_job(
             call_fee,
             now,
         )
-        .await;
+        .await?;
+        return Ok(Prepared::Recommended(result));
     }
 
     // Hold the most this job can cost: the dearest rank that may serve, plus the call fee.
@@ -226,8 +294,9 @@ pub async fn run_job(
         job_id,
         payer: caller,
         amount: hold_amount,
-        expires_at: now
-            + chrono::Duration::seconds(state.settings.raw.credits.hold_ttl_secs as i64),
+        // Long enough for every attempt to time out in turn: a hold must never be reaped
+        // while its job is still running.
+        expires_at: now + hold_lifetime(state, serving.len()),
     };
     if hold_amount > MicroCredits::ZERO
         && let Err(err) = ledger::place_hold(&state.db, hold, Uuid::now_v7(), now).await
@@ -238,12 +307,47 @@ pub async fn run_job(
         return Err(err.into());
     }
 
+    let serving = serving.to_vec();
+    let half_life_ms = record.input.parameters.half_life_ms;
+    Ok(Prepared::Held(Box::new(HeldJob {
+        caller,
+        request,
+        job_id,
+        auction_id,
+        candidate_count,
+        serving,
+        agents: agents_by_id,
+        hold_amount,
+        call_fee,
+        win_fee,
+        half_life_ms,
+        now,
+    })))
+}
+
+/// Dispatches a held job down its ranking until an agent delivers, then settles.
+async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> {
+    let HeldJob {
+        caller: _,
+        request,
+        job_id,
+        auction_id,
+        candidate_count,
+        serving,
+        agents,
+        hold_amount,
+        call_fee,
+        win_fee,
+        half_life_ms,
+        now,
+    } = job;
+    let agents_by_id = agents;
     let limits = DispatchLimits {
         timeout: Duration::from_millis(state.settings.raw.dispatch.timeout_ms),
         max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
     };
     let mut attempts = Vec::new();
-    for ranked in serving {
+    for ranked in &serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = agents_by_id.get(&agent_id) else { continue };
         let started_at = state.now();
@@ -258,7 +362,12 @@ pub async fn run_job(
                 (*outcome, *http_status, Some(code.clone()))
             }
         };
-        let half_life = record.input.parameters.half_life_ms;
+        state.breakers.record(
+            agent_id,
+            matches!(delivery, Delivery::Delivered { .. }),
+            std::time::Instant::now(),
+        );
+        let half_life = half_life_ms;
         if let Err(err) = registry::agents::record_attempt(
             &state.db,
             agent_id,
@@ -519,6 +628,20 @@ async fn close_failed(
     )
     .await?;
     Ok(())
+}
+
+/// How long a job's hold lives: the configured TTL, or longer when the fallback chain could
+/// take longer than that.
+fn hold_lifetime(state: &AppState, attempts: usize) -> chrono::Duration {
+    let configured = state.settings.raw.credits.hold_ttl_secs.saturating_mul(1000);
+    let worst_case = state
+        .settings
+        .raw
+        .dispatch
+        .timeout_ms
+        .saturating_mul(attempts as u64)
+        .saturating_add(60_000);
+    chrono::Duration::milliseconds(configured.max(worst_case).min(i64::MAX as u64) as i64)
 }
 
 /// The request field a caller would change to get past an exclusion.

@@ -422,6 +422,16 @@ fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
+/// `active`, `paused`, or `circuit_open` while this instance's breaker keeps it out.
+pub(crate) fn status_word(state: &AppState, agent: &Agent) -> &'static str {
+    let circuit = state.breakers.circuit(agent.id, std::time::Instant::now());
+    match (agent.state, circuit) {
+        (AgentState::Paused, _) => "paused",
+        (AgentState::Active, crate::jobs::breaker::Circuit::Open) => "circuit_open",
+        (AgentState::Active, _) => "active",
+    }
+}
+
 /// An agent as `viewer` sees it. Endpoints and upstream details are the owner's business;
 /// the upstream key itself is never rendered, for anyone.
 pub(crate) fn agent_json(state: &AppState, agent: &Agent, viewer: Option<UserId>) -> Value {
@@ -441,7 +451,7 @@ pub(crate) fn agent_json(state: &AppState, agent: &Agent, viewer: Option<UserId>
         "features": agent.features,
         "context_length": agent.context_length,
         "visibility": agent.visibility.as_str(),
-        "status": agent.state.as_str(),
+        "status": status_word(state, agent),
         "live_bidding": agent.bid_url.is_some(),
         "pricing": pricing_json(&agent.pricing),
         "price_version": agent.price_version,

@@ -43,7 +43,7 @@ pub(crate) async fn list(
             "pricing": pricing_json(&agent.pricing),
             "context_length": agent.context_length,
             "features": agent.features,
-            "status": agent.state.as_str(),
+            "status": crate::routes::agents::status_word(&state, agent),
             "reputation": reputation_json(agent, &params, now.timestamp_millis()),
         }));
     }

@@ -15,5 +15,6 @@ mod helpers;
 mod jobs;
 mod keys;
 mod rate_limit;
+mod realtime;
 mod sdk;
 mod test_agent;

@@ -41,6 +41,10 @@ pub struct DispatchSettings {
     pub breaker_failures: u32,
     /// How long an open circuit keeps the agent out before it is tried again.
     pub breaker_cooldown_ms: u64,
+    /// While a streaming caller waits for the first byte, a `: keep-alive` comment this often.
+    pub keepalive_ms: u64,
+    /// A stream that sends nothing for this long is cut.
+    pub stream_idle_ms: u64,
 }
 
 impl Default for DispatchSettings {
@@ -51,6 +55,8 @@ impl Default for DispatchSettings {
             bid_deadline_ms: 150,
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
+            keepalive_ms: 2_000,
+            stream_idle_ms: 30_000,
         }
     }
 }

@@ -133,8 +133,22 @@ impl Application {
         self.state.clone()
     }
 
+    /// A handle to stop the server (gracefully, with `stop(true)`), for tests and embedders.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGINT/SIGTERM, or the handle). A graceful stop takes no new
+    /// connections, lets in-flight requests finish and settle (up to 30 s), then waits for
+    /// streaming relays to settle too.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let state = self.state.clone();
+        self.server.await?;
+        state.relays.close();
+        if tokio::time::timeout(Duration::from_secs(30), state.relays.wait()).await.is_err() {
+            tracing::warn!("some streams were still running at shutdown; their holds will expire");
+        }
+        Ok(())
     }
 }
 

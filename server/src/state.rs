@@ -12,6 +12,8 @@ use registry::{DatabaseConnection, UserId};
 
 use crate::auth::JwtKeys;
 use crate::configuration::ResolvedSettings;
+use tokio_util::task::TaskTracker;
+
 use crate::egress::AgentClient;
 use crate::error::ApiError;
 use crate::jobs::breaker::Breakers;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub agent_client: AgentClient,
     /// Per-agent circuit breakers (this instance's view).
     pub breakers: Breakers,
+    /// Streaming relays in flight: a graceful shutdown waits for them to settle.
+    pub relays: TaskTracker,
     pub redis: Option<ConnectionManager>,
     pub jwt: JwtKeys,
     pub rate_limiter: RateLimiter,
@@ -54,6 +58,7 @@ impl AppState {
             db,
             agent_index: AgentIndex::new(),
             agent_client,
+            relays: TaskTracker::new(),
             breakers: Breakers::new(
                 settings.raw.dispatch.breaker_failures,
                 std::time::Duration::from_millis(settings.raw.dispatch.breaker_cooldown_ms),

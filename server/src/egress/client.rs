@@ -148,6 +148,34 @@ impl AgentClient {
     }
 }
 
+impl AgentClient {
+    /// POSTs JSON and returns the response as soon as its head has arrived, for streaming. The
+    /// first-byte deadline bounds the wait for the head; reading the body is the caller's
+    /// business (with its own idle timeouts). A redirect is an error, as for `post_json`.
+    pub async fn post_stream(&self, call: AgentCall<'_>) -> Result<reqwest::Response, CallError> {
+        let url = self.resolver.policy().check_url(call.url).map_err(CallError::Blocked)?;
+        let mut request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(reqwest::header::ACCEPT, HeaderValue::from_static("text/event-stream"))
+            .timeout(call.total_timeout)
+            .body(call.body);
+        if let Some(token) = call.bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = match tokio::time::timeout(call.first_byte_timeout, request.send()).await {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Err(err)) => return Err(classify(&err)),
+            Ok(Ok(response)) => response,
+        };
+        if response.status().is_redirection() {
+            return Err(CallError::Redirect(response.status().as_u16()));
+        }
+        Ok(response)
+    }
+}
+
 /// Finds the egress refusal inside a reqwest error (the resolver's), else a category.
 fn classify(err: &reqwest::Error) -> CallError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);

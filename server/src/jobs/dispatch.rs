@@ -86,6 +86,43 @@ pub async fn dispatch(
     (delivery, started.elapsed())
 }
 
+/// The URL and body of a call to `agent`. Streaming chat calls ask for a usage chunk.
+pub fn upstream_request(
+    agent: &Agent,
+    payload: &Payload,
+    stream: bool,
+) -> Option<(String, Vec<u8>)> {
+    let (url, body) = match (agent.kind, payload) {
+        (AgentKind::OpenAiChat, Payload::Chat(body)) => {
+            let mut body = body.clone();
+            body.insert(
+                "model".into(),
+                Value::String(agent.upstream_model.clone().unwrap_or_default()),
+            );
+            body.insert("stream".into(), Value::Bool(stream));
+            if stream {
+                body.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+            } else {
+                body.remove("stream_options");
+            }
+            (
+                format!("{}/chat/completions", agent.endpoint.trim_end_matches('/')),
+                Value::Object(body),
+            )
+        }
+        (AgentKind::Json, Payload::Chat(body)) => {
+            (agent.endpoint.clone(), Value::Object(body.clone()))
+        }
+        (_, Payload::Json(input)) => (agent.endpoint.clone(), input.clone()),
+    };
+    serde_json::to_vec(&body).ok().map(|bytes| (url, bytes))
+}
+
+/// The attempt timeout for `agent`: its declared latency ceiling, never above the default.
+pub fn attempt_timeout(agent: &Agent, default: Duration) -> Duration {
+    agent.max_latency_ms.map_or(default, |ms| Duration::from_millis(u64::from(ms)).min(default))
+}
+
 fn judge(kind: AgentKind, payload: &Payload, body: &[u8], status: u16) -> Delivery {
     let Ok(output) = serde_json::from_slice::<Value>(body) else {
         return failed(AttemptOutcome::InvalidOutput, Some(status), "invalid_json");

@@ -7,3 +7,4 @@ pub mod dispatch;
 pub mod record;
 pub mod request;
 pub mod service;
+pub mod stream;

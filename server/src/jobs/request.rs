@@ -73,6 +73,8 @@ pub struct JobRequest {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub payload: Payload,
+    /// Relay the answer as server-sent events.
+    pub stream: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,12 +138,11 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
         Some(Value::Array(messages)) if !messages.is_empty() => {}
         _ => return Err(ApiError::validation("messages", "must be a non-empty array")),
     }
-    if body.get("stream").is_some_and(|s| s.as_bool() == Some(true)) {
-        return Err(ApiError::validation(
-            "stream",
-            "streaming is not supported yet; send stream: false",
-        ));
-    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => return Err(ApiError::validation("stream", "must be true or false")),
+    };
     let fallbacks = match body.remove("models") {
         None | Some(Value::Null) => Vec::new(),
         Some(value) => parse_body::<Vec<String>>(value)
@@ -179,7 +180,7 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
             ("chat".to_owned(), Target::Direct(slugs))
         }
     };
-    build(
+    let mut job = build(
         JobKind::Chat,
         category,
         model,
@@ -189,7 +190,9 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
         input_tokens,
         output_tokens,
         Payload::Chat(body),
-    )
+    )?;
+    job.stream = stream;
+    Ok(job)
 }
 
 /// Parses a `/v1/jobs` body.
@@ -321,6 +324,7 @@ fn build(
         input_tokens,
         output_tokens,
         payload,
+        stream: false,
     })
 }
 

@@ -475,7 +475,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
 
 /// Captures a delivered job: caller pays `agent_cost + call_fee`, the owner gets
 /// `agent_cost - win_fee`, the platform both fees. Returns the caller's total.
-async fn settle(
+pub(crate) async fn settle(
     state: &AppState,
     job_id: Uuid,
     agent: &Agent,
@@ -600,7 +600,7 @@ async fn recommend(
     })
 }
 
-async fn close_failed(
+pub(crate) async fn close_failed(
     state: &AppState,
     job_id: Uuid,
     message: &str,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::request::{self, JobRequest};
-use crate::jobs::service::{JobResult, run_job};
+use crate::jobs::service::{self, JobResult, Prepared, run_job};
 use crate::state::AppState;
 
 /// A response ready to send or store.
@@ -42,6 +42,9 @@ pub(crate) async fn chat_completions(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        return stream(caller, state, &req, body).await;
+    }
     let runner = state.clone();
     idempotent(&state, caller, &req, &body, |body| async move {
         let state = runner;
@@ -62,6 +65,33 @@ pub(crate) async fn chat_completions(
         })
     })
     .await
+}
+
+/// `stream: true`: the auction and the hold as usual, then an SSE relay.
+async fn stream(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: &HttpRequest,
+    body: Value,
+) -> Result<HttpResponse, ApiError> {
+    if req.headers().contains_key("idempotency-key") {
+        return Err(ApiError::validation("Idempotency-Key", "is not supported with stream: true"));
+    }
+    let Value::Object(map) = body else {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    };
+    let job = request::parse_chat(map)?;
+    let model = job.requested_model.clone();
+    match service::prepare(&state, caller.user_id, job).await? {
+        Prepared::Recommended(result) => Ok(Rendered {
+            status: StatusCode::OK,
+            body: recommendation_json(&result, &model),
+            auction_id: result.auction_id,
+            job_id: result.job_id,
+        }
+        .into_response()),
+        Prepared::Held(job) => crate::jobs::stream::respond(state, *job).await,
+    }
 }
 
 /// `POST /v1/jobs`.

@@ -17,4 +17,5 @@ mod keys;
 mod rate_limit;
 mod realtime;
 mod sdk;
+mod streaming;
 mod test_agent;

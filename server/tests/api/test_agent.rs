@@ -26,6 +26,15 @@ pub(crate) enum Behaviour {
     Slow(Duration),
     /// A 200 whose body is `n` bytes.
     Big(usize),
+    /// An SSE chat stream: waits `first_after`, then sends `pieces` `gap` apart; then, unless
+    /// `cut`, a usage chunk and `[DONE]`. The connection closes at the end either way.
+    Stream {
+        pieces: Vec<String>,
+        first_after: Duration,
+        gap: Duration,
+        cut: bool,
+        usage: Option<(u64, u64)>,
+    },
 }
 
 /// One request as the agent saw it.
@@ -95,6 +104,11 @@ async fn serve(
     loop {
         let Some(request) = read_request(&mut socket, &mut buffer).await else { return };
         requests.fetch_add(1, Ordering::SeqCst);
+        if let Behaviour::Stream { pieces, first_after, gap, cut, usage } = &behaviour {
+            *last.lock().unwrap() = Some(request);
+            stream(&mut socket, pieces, *first_after, *gap, *cut, *usage).await;
+            return;
+        }
         let response = match &behaviour {
             Behaviour::Json(status, body) => http_response(*status, "application/json", body, None),
             Behaviour::Chat { content, prompt_tokens, completion_tokens } => {
@@ -125,12 +139,49 @@ async fn serve(
                 http_response(200, "application/json", "{}", None)
             }
             Behaviour::Big(n) => http_response(200, "application/json", &"x".repeat(*n), None),
+            Behaviour::Stream { .. } => unreachable!("handled above"),
         };
         *last.lock().unwrap() = Some(request);
         if socket.write_all(response.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+async fn stream(
+    socket: &mut TcpStream,
+    pieces: &[String],
+    first_after: Duration,
+    gap: Duration,
+    cut: bool,
+    usage: Option<(u64, u64)>,
+) {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    tokio::time::sleep(first_after).await;
+    for (idx, piece) in pieces.iter().enumerate() {
+        if idx > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let chunk = serde_json::json!({
+            "id": "upstream", "object": "chat.completion.chunk", "model": "upstream-model",
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}],
+        });
+        if socket.write_all(format!("data: {chunk}\n\n").as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    if !cut {
+        if let Some((prompt, completion)) = usage {
+            let chunk = serde_json::json!({"id": "upstream", "object": "chat.completion.chunk", "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
+            let _ = socket.write_all(format!("data: {chunk}\n\n").as_bytes()).await;
+        }
+        let _ = socket.write_all(b"data: [DONE]\n\n").await;
+    }
+    let _ = socket.shutdown().await;
 }
 
 /// Reads one HTTP/1.1 request (head and `content-length` body).

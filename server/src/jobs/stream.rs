@@ -1,0 +1,621 @@
+//! Streaming: `stream: true` on `/v1/chat/completions`, relayed as server-sent events.
+//!
+//! * The winner's chunks pass through as they arrive (each event's `id` and `model` rewritten
+//!   to Gavel's), never buffered.
+//! * Until the first chunk, a `: keep-alive` comment goes out every `dispatch.keepalive_ms`;
+//!   a failure before the first chunk falls back to the next agent. If nothing has been sent
+//!   yet, a total failure is a plain JSON error with a real status; after the first keep-alive
+//!   it is an SSE error event.
+//! * The stream always ends with a usage chunk (tokens and `cost`) and `data: [DONE]`.
+//! * An agent that cuts its stream is a failed delivery: the caller gets an error chunk
+//!   (`finish_reason: "error"`) and pays the per-token price of what was delivered, nothing
+//!   else (no per-call price, no fees); the agent's reputation takes the failure.
+//! * A caller that disconnects stops the upstream call; the job is settled on what was
+//!   delivered, at the agent's prices and with the fees.
+//!
+//! The relay runs as a tracked task, so a graceful shutdown waits for it to settle.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use auction_engine::reputation::Outcome as AttemptOutcome;
+use auction_engine::{MicroCredits, PriceSheet, Ranked, settle_on_usage, sheet_price};
+use registry::agents::Agent;
+use registry::jobs::{self, Attempt, JobOutcome, JobStatus, Served};
+use registry::ledger;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::egress::AgentCall;
+use crate::error::ApiError;
+use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
+use crate::jobs::service::{HeldJob, close_failed, settle};
+use crate::state::AppState;
+
+/// Starts relaying a held job; answers once it is known whether the caller gets a stream or
+/// a plain error.
+pub async fn respond(state: web::Data<AppState>, job: HeldJob) -> Result<HttpResponse, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let auction_id = job.auction_id;
+    let job_id = job.job_id;
+    let relay_state = state.clone();
+    state
+        .relays
+        .spawn(async move { relay(relay_state, job, Sink { tx, ready: Some(ready_tx) }).await });
+    match ready_rx.await {
+        Ok(Ok(())) => {
+            let body = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+            });
+            Ok(HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header(("cache-control", "no-cache"))
+                .insert_header(("x-accel-buffering", "no"))
+                .insert_header(("x-gavel-auction-id", auction_id.to_string()))
+                .insert_header(("x-gavel-job-id", job_id.to_string()))
+                .streaming(body))
+        }
+        Ok(Err(err)) => Err(err),
+        Err(_) => {
+            Err(ApiError::internal(anyhow::anyhow!("the stream relay stopped before answering")))
+        }
+    }
+}
+
+/// The caller's side: commits to an SSE response on first use.
+struct Sink {
+    tx: mpsc::Sender<Bytes>,
+    ready: Option<oneshot::Sender<Result<(), ApiError>>>,
+}
+
+impl Sink {
+    /// Sends bytes; `false` once the caller is gone.
+    async fn send(&mut self, bytes: impl Into<Bytes>) -> bool {
+        if let Some(ready) = self.ready.take()
+            && ready.send(Ok(())).is_err()
+        {
+            return false;
+        }
+        self.tx.send(bytes.into()).await.is_ok()
+    }
+
+    async fn event(&mut self, value: &Value) -> bool {
+        self.send(format!("data: {value}\n\n")).await
+    }
+
+    /// Answers with a plain error if nothing was sent yet; otherwise as an SSE error event.
+    async fn fail(&mut self, err: ApiError) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(err));
+            return;
+        }
+        let event = json!({"error": {"message": err.to_string(), "type": "server_error", "code": err.code()}});
+        let _ = self.event(&event).await;
+        let _ = self.send("data: [DONE]\n\n").await;
+    }
+}
+
+/// What reading an upstream stream came to.
+enum Ending {
+    /// `[DONE]` (or a clean end after content).
+    Finished,
+    /// The agent broke off after the first chunk.
+    Cut(String),
+    /// The caller went away.
+    CallerGone,
+}
+
+/// What one attempt came to.
+enum AttemptEnd {
+    /// Failed before its first chunk: try the next agent.
+    Failed(AttemptOutcome, Option<u16>, String),
+    /// It streamed; how it ended, and what was delivered.
+    Streamed { ending: Ending, delivered: Delivered },
+    /// The caller left before anything was delivered.
+    CallerGone,
+}
+
+#[derive(Default)]
+struct Delivered {
+    content: String,
+    usage: Option<(u64, u64)>,
+    bytes: usize,
+}
+
+async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
+    let keepalive = Duration::from_millis(state.settings.raw.dispatch.keepalive_ms.max(10));
+    let default_timeout = Duration::from_millis(state.settings.raw.dispatch.timeout_ms);
+    let mut attempts: Vec<Attempt> = Vec::new();
+    for ranked in &job.serving {
+        let agent_id = Uuid::from_u128(ranked.agent_id.0);
+        let Some(agent) = job.agents.get(&agent_id).cloned() else { continue };
+        let started = Instant::now();
+        let started_at = state.now();
+        let end = attempt(
+            &state,
+            &job,
+            &agent,
+            attempt_timeout(&agent, default_timeout),
+            keepalive,
+            &mut sink,
+        )
+        .await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let record =
+            |outcome: AttemptOutcome, http_status: Option<u16>, code: Option<String>| Attempt {
+                rank: ranked.rank as u32,
+                agent_id,
+                agent_slug: agent.slug.clone(),
+                price: ranked.price,
+                outcome: outcome_word(outcome).to_owned(),
+                http_status,
+                error_code: code,
+                latency_ms,
+                started_at,
+            };
+        match end {
+            AttemptEnd::Failed(outcome, http_status, code) => {
+                note_outcome(&state, &job, agent_id, outcome, latency_ms).await;
+                attempts.push(record(outcome, http_status, Some(code)));
+            }
+            AttemptEnd::CallerGone => {
+                attempts.push(record(
+                    AttemptOutcome::Error,
+                    None,
+                    Some("caller_disconnected".into()),
+                ));
+                abandon(&state, &job, "the caller disconnected before the first chunk", attempts)
+                    .await;
+                return;
+            }
+            AttemptEnd::Streamed { ending, delivered } => {
+                let outcome = match ending {
+                    Ending::Finished => AttemptOutcome::Success,
+                    Ending::Cut(_) => AttemptOutcome::Error,
+                    // Not the agent's fault: its reputation is left alone.
+                    Ending::CallerGone => AttemptOutcome::Success,
+                };
+                if !matches!(ending, Ending::CallerGone) {
+                    note_outcome(&state, &job, agent_id, outcome, latency_ms).await;
+                }
+                let code = match &ending {
+                    Ending::Cut(code) => Some(code.clone()),
+                    Ending::CallerGone => Some("caller_disconnected".into()),
+                    Ending::Finished => None,
+                };
+                attempts.push(record(outcome, None, code));
+                finish(
+                    &state, &job, ranked, &agent, ending, delivered, latency_ms, attempts,
+                    &mut sink,
+                )
+                .await;
+                return;
+            }
+        }
+    }
+    // Nobody delivered: nothing is charged.
+    let message = format!(
+        "all {} agent(s) failed: {}",
+        attempts.len(),
+        attempts
+            .iter()
+            .map(|a| format!(
+                "{} ({})",
+                a.agent_slug,
+                a.error_code.as_deref().unwrap_or(&a.outcome)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let summary: Vec<Value> = attempts
+        .iter()
+        .map(|a| json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms}))
+        .collect();
+    abandon(&state, &job, &message, attempts).await;
+    state.metrics.job_finished("chat", "all_failed");
+    sink.fail(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) }).await;
+}
+
+/// Releases the hold and records the job as failed.
+async fn abandon(state: &AppState, job: &HeldJob, message: &str, attempts: Vec<Attempt>) {
+    if job.hold_amount > MicroCredits::ZERO
+        && let Err(err) = ledger::release(&state.db, job.job_id, state.now()).await
+    {
+        tracing::error!(error = %err, job = %job.job_id, "could not release a hold; the reaper will");
+    }
+    if let Err(err) = close_failed(state, job.job_id, message, attempts).await {
+        tracing::error!(error = ?err, job = %job.job_id, "could not record a failed job");
+    }
+}
+
+async fn note_outcome(
+    state: &AppState,
+    job: &HeldJob,
+    agent: Uuid,
+    outcome: AttemptOutcome,
+    latency_ms: u64,
+) {
+    state.breakers.record(agent, outcome == AttemptOutcome::Success, Instant::now());
+    let now_ms = state.now().timestamp_millis();
+    if let Err(err) = registry::agents::record_attempt(
+        &state.db,
+        agent,
+        outcome,
+        latency_ms as f64,
+        now_ms,
+        job.half_life_ms,
+    )
+    .await
+    {
+        tracing::warn!(error = %err, "could not record reputation");
+    }
+}
+
+/// Calls one agent and relays its stream. Keep-alives go out while waiting for the first chunk.
+async fn attempt(
+    state: &AppState,
+    job: &HeldJob,
+    agent: &Agent,
+    timeout: Duration,
+    keepalive: Duration,
+    sink: &mut Sink,
+) -> AttemptEnd {
+    let Some((url, body)) = upstream_request(agent, &job.request.payload, true) else {
+        return AttemptEnd::Failed(AttemptOutcome::Error, None, "encode_failed".into());
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let call = AgentCall {
+        url: &url,
+        body,
+        bearer: agent.upstream_api_key.as_ref().map(|k| k.expose()),
+        first_byte_timeout: timeout,
+        // The whole stream may last long; idleness is bounded chunk by chunk below.
+        total_timeout: Duration::from_secs(3600),
+        max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
+    };
+    let open = state.agent_client.post_stream(call);
+    let response = match wait(open, deadline, keepalive, sink).await {
+        Waited::Ready(Ok(response)) => response,
+        Waited::Ready(Err(err)) => {
+            let outcome = if matches!(err, crate::egress::CallError::Timeout) {
+                AttemptOutcome::Timeout
+            } else {
+                AttemptOutcome::Error
+            };
+            return AttemptEnd::Failed(outcome, None, err.code().to_owned());
+        }
+        Waited::Deadline => {
+            return AttemptEnd::Failed(AttemptOutcome::Timeout, None, "timeout".into());
+        }
+        Waited::CallerGone => return AttemptEnd::CallerGone,
+    };
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return AttemptEnd::Failed(AttemptOutcome::Error, Some(status), format!("http_{status}"));
+    }
+    let mut reader = EventReader {
+        response,
+        buffer: Vec::new(),
+        idle: Duration::from_millis(state.settings.raw.dispatch.stream_idle_ms),
+    };
+    let rewrite = Rewrite { id: job.job_id.to_string(), model: agent.slug.clone() };
+    let mut delivered = Delivered::default();
+    let max_bytes = state.settings.raw.dispatch.max_response_bytes;
+
+    // Wait for the first content chunk (keep-alives meanwhile); failures here fall back.
+    loop {
+        let next = match wait(reader.next_event(), deadline, keepalive, sink).await {
+            Waited::Ready(next) => next,
+            Waited::Deadline => {
+                return AttemptEnd::Failed(AttemptOutcome::Timeout, Some(status), "timeout".into());
+            }
+            Waited::CallerGone => return AttemptEnd::CallerGone,
+        };
+        match next {
+            Err(code) => return AttemptEnd::Failed(AttemptOutcome::Error, Some(status), code),
+            Ok(None) | Ok(Some(UpstreamEvent::Done)) => {
+                return AttemptEnd::Failed(
+                    AttemptOutcome::InvalidOutput,
+                    Some(status),
+                    "empty_stream".into(),
+                );
+            }
+            Ok(Some(UpstreamEvent::Data(value))) => {
+                match classify_chunk(value, &rewrite, &mut delivered) {
+                    Chunk::Forward(chunk) => {
+                        delivered.bytes += chunk.len();
+                        if !sink.send(chunk).await {
+                            return AttemptEnd::Streamed { ending: Ending::CallerGone, delivered };
+                        }
+                        break;
+                    }
+                    Chunk::Skip => {}
+                    Chunk::Error => {
+                        return AttemptEnd::Failed(
+                            AttemptOutcome::Error,
+                            Some(status),
+                            "agent_error_event".into(),
+                        );
+                    }
+                    Chunk::Invalid => {
+                        return AttemptEnd::Failed(
+                            AttemptOutcome::InvalidOutput,
+                            Some(status),
+                            "invalid_chunk".into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Relay the rest as it comes; no fallback from here on.
+    loop {
+        let ending = match reader.next_event().await {
+            Err(code) => Some(Ending::Cut(code)),
+            Ok(None) => Some(Ending::Cut("stream_ended_without_done".into())),
+            Ok(Some(UpstreamEvent::Done)) => Some(Ending::Finished),
+            Ok(Some(UpstreamEvent::Data(value))) => {
+                match classify_chunk(value, &rewrite, &mut delivered) {
+                    Chunk::Forward(chunk) => {
+                        delivered.bytes += chunk.len();
+                        if delivered.bytes > max_bytes {
+                            Some(Ending::Cut("response_too_large".into()))
+                        } else if !sink.send(chunk).await {
+                            Some(Ending::CallerGone)
+                        } else {
+                            None
+                        }
+                    }
+                    Chunk::Skip => None,
+                    Chunk::Error => Some(Ending::Cut("agent_error_event".into())),
+                    Chunk::Invalid => Some(Ending::Cut("invalid_chunk".into())),
+                }
+            }
+        };
+        if let Some(ending) = ending {
+            return AttemptEnd::Streamed { ending, delivered };
+        }
+    }
+}
+
+/// Settles, sends the closing chunks, and records the job.
+#[expect(clippy::too_many_arguments, reason = "the relay's state at the end, named")]
+async fn finish(
+    state: &AppState,
+    job: &HeldJob,
+    ranked: &Ranked,
+    agent: &Arc<Agent>,
+    ending: Ending,
+    delivered: Delivered,
+    latency_ms: u64,
+    attempts: Vec<Attempt>,
+    sink: &mut Sink,
+) {
+    let prompt = delivered.usage.map_or(job.request.input_tokens, |u| u.0);
+    let completion =
+        delivered.usage.map_or_else(|| (delivered.content.len() as u64).div_ceil(4), |u| u.1);
+    let cap = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
+    let (agent_cost, call_fee, win_fee) = match ending {
+        // A cut stream: the per-token price of what was delivered, nothing else.
+        Ending::Cut(_) => {
+            let tokens_only = PriceSheet { per_call: MicroCredits::ZERO, ..agent.pricing };
+            let actual =
+                sheet_price(&tokens_only, prompt, completion).unwrap_or(MicroCredits::ZERO);
+            (
+                settle_on_usage(ranked.price, ranked.sheet_price, actual, cap),
+                MicroCredits::ZERO,
+                MicroCredits::ZERO,
+            )
+        }
+        Ending::Finished | Ending::CallerGone => {
+            let token_priced = agent.pricing.per_million_input_tokens > MicroCredits::ZERO
+                || agent.pricing.per_million_output_tokens > MicroCredits::ZERO;
+            let cost = if token_priced {
+                let actual =
+                    sheet_price(&agent.pricing, prompt, completion).unwrap_or(ranked.sheet_price);
+                settle_on_usage(ranked.price, ranked.sheet_price, actual, cap)
+            } else {
+                ranked.price.min(cap)
+            };
+            (cost, job.call_fee, job.win_fee)
+        }
+    };
+    let total_cost =
+        match settle(state, job.job_id, agent, agent_cost, call_fee, win_fee, job.now).await {
+            Ok(total) => total,
+            Err(err) => {
+                tracing::error!(error = ?err, job = %job.job_id, "stream settlement failed");
+                MicroCredits::ZERO
+            }
+        };
+    // Whatever was held and not captured goes back (a zero-cost ending captured nothing).
+    if total_cost == MicroCredits::ZERO && job.hold_amount > MicroCredits::ZERO {
+        let _ = ledger::release(&state.db, job.job_id, state.now()).await;
+    }
+
+    let model = agent.slug.clone();
+    let id = job.job_id.to_string();
+    if let Ending::Cut(code) = &ending {
+        let error_chunk = json!({
+            "id": id, "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+            "error": {"message": "the agent's stream broke off", "code": code},
+        });
+        let _ = sink.event(&error_chunk).await;
+    }
+    let usage_chunk = json!({
+        "id": id, "object": "chat.completion.chunk", "model": model, "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion, "cost": total_cost.to_string()},
+    });
+    let _ = sink.event(&usage_chunk).await;
+    let _ = sink.send("data: [DONE]\n\n").await;
+
+    let (status, error) = match &ending {
+        Ending::Finished => (JobStatus::Delivered, None),
+        Ending::Cut(code) => {
+            (JobStatus::Failed, Some(format!("the agent's stream broke off ({code})")))
+        }
+        Ending::CallerGone => (JobStatus::Delivered, Some("the caller disconnected".to_owned())),
+    };
+    if matches!(ending, Ending::Finished) {
+        state.observe_clearing_price(&job.request.category, ranked.price);
+    }
+    state.metrics.job_finished(
+        "chat",
+        if matches!(ending, Ending::Cut(_)) { "stream_cut" } else { "delivered" },
+    );
+    let outcome = JobOutcome {
+        status,
+        served: Some(Served {
+            agent_id: agent.id,
+            agent_slug: agent.slug.clone(),
+            owner: agent.owner_id,
+        }),
+        clearing_price: Some(ranked.price),
+        agent_cost,
+        call_fee,
+        win_fee,
+        total_cost,
+        input_tokens: Some(prompt),
+        output_tokens: Some(completion),
+        latency_ms: Some(latency_ms),
+        output: Some(json!({"content": delivered.content}).to_string()),
+        error,
+        attempts,
+        finished_at: state.now(),
+    };
+    if let Err(err) = jobs::close_job(&state.db, job.job_id, outcome).await {
+        tracing::error!(error = %err, job = %job.job_id, "could not record a streamed job");
+    }
+}
+
+enum Waited<T> {
+    Ready(T),
+    Deadline,
+    CallerGone,
+}
+
+/// Awaits `future` until `deadline`, sending a keep-alive comment every `keepalive`.
+async fn wait<F: std::future::Future>(
+    future: F,
+    deadline: tokio::time::Instant,
+    keepalive: Duration,
+    sink: &mut Sink,
+) -> Waited<F::Output> {
+    tokio::pin!(future);
+    loop {
+        let tick = tokio::time::sleep(keepalive);
+        tokio::select! {
+            value = &mut future => return Waited::Ready(value),
+            () = tokio::time::sleep_until(deadline) => return Waited::Deadline,
+            () = tick => {
+                if !sink.send(": keep-alive\n\n").await {
+                    return Waited::CallerGone;
+                }
+            }
+        }
+    }
+}
+
+struct Rewrite {
+    id: String,
+    model: String,
+}
+
+enum Chunk {
+    Forward(String),
+    Skip,
+    Error,
+    Invalid,
+}
+
+/// Decides what to do with one upstream `data:` payload.
+fn classify_chunk(value: Value, rewrite: &Rewrite, delivered: &mut Delivered) -> Chunk {
+    let Value::Object(mut chunk) = value else { return Chunk::Invalid };
+    if chunk.contains_key("error") {
+        return Chunk::Error;
+    }
+    if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+        let prompt = usage.get("prompt_tokens").and_then(Value::as_u64);
+        let completion = usage.get("completion_tokens").and_then(Value::as_u64);
+        if let (Some(prompt), Some(completion)) = (prompt, completion) {
+            delivered.usage = Some((prompt, completion));
+        }
+    }
+    let choices = chunk.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
+    if choices.is_empty() {
+        // A usage-only chunk: folded into Gavel's own closing usage chunk.
+        return Chunk::Skip;
+    }
+    for choice in &choices {
+        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+            delivered.content.push_str(text);
+        }
+    }
+    chunk.remove("usage");
+    chunk.insert("id".into(), Value::String(rewrite.id.clone()));
+    chunk.insert("model".into(), Value::String(rewrite.model.clone()));
+    Chunk::Forward(format!("data: {}\n\n", Value::Object(chunk)))
+}
+
+enum UpstreamEvent {
+    Data(Value),
+    Done,
+}
+
+/// Splits an upstream SSE body into `data:` payloads.
+struct EventReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    idle: Duration,
+}
+
+impl EventReader {
+    /// The next data event; `Ok(None)` at the end of the body; `Err(code)` on a broken body.
+    async fn next_event(&mut self) -> Result<Option<UpstreamEvent>, String> {
+        loop {
+            if let Some((end, len)) = find_event_end(&self.buffer) {
+                let raw: Vec<u8> = self.buffer.drain(..end + len).collect();
+                let text = String::from_utf8_lossy(&raw[..end]).into_owned();
+                let data: Vec<&str> = text
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(|payload| payload.strip_prefix(' ').unwrap_or(payload))
+                    .collect();
+                if data.is_empty() {
+                    continue; // a comment or another field
+                }
+                let payload = data.join("\n");
+                if payload.trim() == "[DONE]" {
+                    return Ok(Some(UpstreamEvent::Done));
+                }
+                return match serde_json::from_str(&payload) {
+                    Ok(value) => Ok(Some(UpstreamEvent::Data(value))),
+                    Err(_) => Err("invalid_chunk".into()),
+                };
+            }
+            match tokio::time::timeout(self.idle, self.response.chunk()).await {
+                Err(_) => return Err("stream_idle_timeout".into()),
+                Ok(Err(_)) => return Err("stream_broken".into()),
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+            }
+        }
+    }
+}
+
+/// Where the first event in `buffer` ends: (index of the blank line, its length).
+fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}

@@ -22,6 +22,10 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 
 pub(crate) struct TestApp {
     pub(crate) address: String,
+    /// Stops the server (`stop(true)` is graceful).
+    pub(crate) handle: actix_web::dev::ServerHandle,
+    /// Resolves when the server has stopped and its streams have settled.
+    pub(crate) stopped: tokio::task::JoinHandle<std::io::Result<()>>,
     pub(crate) client: reqwest::Client,
     pub(crate) state: web::Data<AppState>,
     _data_dir: tempfile::TempDir,
@@ -82,9 +86,12 @@ async fn spawn(
     let app = Application::build_with_lookup(settings.resolve().unwrap(), lookup).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
-    tokio::spawn(app.run_until_stopped());
+    let handle = app.handle();
+    let stopped = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        handle,
+        stopped,
         client: reqwest::Client::new(),
         state,
         _data_dir: data_dir,

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod jobs;
 mod keys;
+mod lifecycle;
 mod rate_limit;
 mod realtime;
 mod sdk;

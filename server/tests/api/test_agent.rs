@@ -47,6 +47,7 @@ pub(crate) struct SeenRequest {
 pub(crate) struct TestAgent {
     pub(crate) url: String,
     connections: Arc<AtomicUsize>,
+    pieces_sent: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     last: Arc<Mutex<Option<SeenRequest>>>,
 }
@@ -60,21 +61,29 @@ impl TestAgent {
         let last = Arc::new(Mutex::new(None));
         let (connections_seen, requests_seen, last_seen) =
             (Arc::clone(&connections), Arc::clone(&requests), Arc::clone(&last));
+        let pieces_sent = Arc::new(AtomicUsize::new(0));
+        let pieces_seen = Arc::clone(&pieces_sent);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 connections_seen.fetch_add(1, Ordering::SeqCst);
                 let behaviour = behaviour.clone();
                 let requests = Arc::clone(&requests_seen);
                 let last = Arc::clone(&last_seen);
-                tokio::spawn(serve(socket, behaviour, requests, last));
+                let pieces = Arc::clone(&pieces_seen);
+                tokio::spawn(serve(socket, behaviour, requests, last, pieces));
             }
         });
-        TestAgent { url, connections, requests, last }
+        TestAgent { url, connections, pieces_sent, requests, last }
     }
 
     /// Connections accepted so far.
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Stream pieces written so far (a stream stops when its reader goes away).
+    pub(crate) fn pieces_sent(&self) -> usize {
+        self.pieces_sent.load(Ordering::SeqCst)
     }
 
     /// Requests received so far.
@@ -99,6 +108,7 @@ async fn serve(
     behaviour: Behaviour,
     requests: Arc<AtomicUsize>,
     last: Arc<Mutex<Option<SeenRequest>>>,
+    pieces_sent: Arc<AtomicUsize>,
 ) {
     let mut buffer = Vec::new();
     loop {
@@ -106,7 +116,7 @@ async fn serve(
         requests.fetch_add(1, Ordering::SeqCst);
         if let Behaviour::Stream { pieces, first_after, gap, cut, usage } = &behaviour {
             *last.lock().unwrap() = Some(request);
-            stream(&mut socket, pieces, *first_after, *gap, *cut, *usage).await;
+            stream(&mut socket, pieces, *first_after, *gap, *cut, *usage, &pieces_sent).await;
             return;
         }
         let response = match &behaviour {
@@ -155,6 +165,7 @@ async fn stream(
     gap: Duration,
     cut: bool,
     usage: Option<(u64, u64)>,
+    sent: &AtomicUsize,
 ) {
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
     if socket.write_all(head.as_bytes()).await.is_err() {
@@ -172,6 +183,7 @@ async fn stream(
         if socket.write_all(format!("data: {chunk}\n\n").as_bytes()).await.is_err() {
             return;
         }
+        sent.fetch_add(1, Ordering::SeqCst);
     }
     if !cut {
         if let Some((prompt, completion)) = usage {

@@ -1,0 +1,133 @@
+//! A caller that disconnects mid-stream, and a graceful shutdown with jobs in flight: in both,
+//! the upstream call stops or finishes and the money settles.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestUser, json_body, spawn_app_with};
+use crate::test_agent::{Behaviour, TestAgent};
+
+async fn app() -> TestApp {
+    spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await
+}
+
+async fn register(app: &TestApp, owner: &TestUser, agent: &TestAgent, pricing: Value) {
+    let body = json!({"name": "a", "kind": "openai-chat", "categories": ["chat"], "endpoint": agent.url, "upstream_model": "m", "pricing": pricing});
+    assert_eq!(app.post_json("/api/agents", &body, Some(&owner.token)).await.status(), 201);
+}
+
+async fn held(app: &TestApp, user: &TestUser) -> (String, String) {
+    let credits = json_body(app.get("/api/credits", Some(&user.token)).await).await;
+    (credits["balance"].as_str().unwrap().to_owned(), credits["held"].as_str().unwrap().to_owned())
+}
+
+/// Polls `condition` every 20 ms for up to `limit`: for work that finishes on another task.
+async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_caller_that_disconnects_stops_the_upstream_call_and_the_job_settles() {
+    let app = app().await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let pieces: Vec<String> = (0..50).map(|i| format!("w{i:02} ")).collect();
+    let agent = TestAgent::start(Behaviour::Stream {
+        pieces,
+        first_after: Duration::ZERO,
+        gap: Duration::from_millis(50),
+        cut: false,
+        usage: None,
+    })
+    .await;
+    // 1 credit per call, 1 per output token: the full answer would be far more than what is read.
+    register(
+        &app,
+        &owner,
+        &agent,
+        json!({"per_call": "1", "per_million_output_tokens": "1000000"}),
+    )
+    .await;
+
+    let body = json!({"model": "auction", "stream": true, "max_tokens": 60, "messages": [{"role": "user", "content": "go"}]});
+    let mut response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
+    assert_eq!(response.status(), 200);
+    let job_id = response.headers()["x-gavel-job-id"].to_str().unwrap().to_owned();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("w00"));
+    drop(response);
+
+    let settled =
+        eventually(Duration::from_secs(5), || async { held(&app, &caller).await.1 == "0" }).await;
+    assert!(settled, "the hold was settled after the caller left");
+    // A write into a socket the peer has just closed can still succeed once; after that the
+    // agent's writes fail and it stops: the count settles far below the 50 pieces.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_then = agent.pieces_sent();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.pieces_sent(), sent_then, "the upstream call was stopped");
+    assert!(sent_then < 25, "{sent_then} pieces went out");
+    let job = json_body(app.get(&format!("/v1/jobs/{job_id}"), Some(&caller.token)).await).await;
+    assert_eq!(job["error"], "the caller disconnected");
+    let balance: f64 = held(&app, &caller).await.0.parse().unwrap();
+    assert!(
+        balance > 100.0 - 1.0 - 1.0 - 50.0 && balance < 100.0,
+        "charged for what was delivered only: {balance}"
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_finishes_and_settles_the_jobs_in_flight() {
+    let app = app().await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let slow = TestAgent::start(Behaviour::Stream {
+        pieces: vec!["still ".into(), "here".into()],
+        first_after: Duration::from_millis(400),
+        gap: Duration::from_millis(200),
+        cut: false,
+        usage: Some((3, 2)),
+    })
+    .await;
+    register(&app, &owner, &slow, json!({"per_call": "1"})).await;
+    let body = json!({"model": "auction", "stream": true, "messages": [{"role": "user", "content": "go"}], "auction": {"max_price": "1"}});
+    let request = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&caller.token)
+        .json(&body)
+        .send();
+    let in_flight = tokio::spawn(async move {
+        let response = request.await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    });
+    assert!(eventually(Duration::from_secs(5), || async { slow.requests() == 1 }).await);
+
+    app.handle.stop(true).await;
+    let (status, text) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("still ") && text.contains("here") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    let health = app.url("/healthz");
+    let client = app.client.clone();
+    app.stopped.await.unwrap().unwrap();
+    // The server is gone, but the money settled before it went.
+    let balance =
+        registry::ledger::balance(&app.state.db, registry::UserId(caller.id)).await.unwrap();
+    assert_eq!((balance.balance.to_string(), balance.held.to_string()), ("98".into(), "0".into()));
+    assert!(client.get(health).send().await.is_err(), "no new connections after the stop");
+}

@@ -24,6 +24,9 @@ pub enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Serve with three sample agents on loopback, registered and funded, and print how to
+    /// call them.
+    Demo,
     /// Operator tasks.
     Admin {
         #[command(subcommand)]

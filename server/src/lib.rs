@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cli;
 pub mod configuration;
+pub mod demo;
 pub mod egress;
 pub mod error;
 pub mod jobs;

@@ -30,6 +30,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("gavel listening on http://{}:{}", settings.bind.ip(), app.port());
             app.run_until_stopped().await?;
         }
+        Command::Demo => server::demo::run(settings).await?,
         Command::Migrate => {
             connect_and_migrate(&settings).await?;
             tracing::info!("migrations applied");

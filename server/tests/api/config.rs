@@ -129,3 +129,67 @@ mod reqwest {
         })
     }
 }
+
+/// `gavel demo` brings up sample agents and prints a working quickstart: follow it.
+#[test]
+fn demo_serves_a_real_auction_from_its_printed_quickstart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = gavel()
+        .current_dir(dir.path())
+        .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut base, mut key) = (None, None);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("Gavel demo is running at ") {
+                base = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(idx) = line.find("gvl_") {
+                key.get_or_insert_with(|| {
+                    line[idx..].split_whitespace().next().unwrap_or_default().to_owned()
+                });
+            }
+            if base.is_some() && key.is_some() {
+                let _ =
+                    sender.send((base.take().unwrap_or_default(), key.clone().unwrap_or_default()));
+            }
+        }
+    });
+    let (base, key) = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo printed its address and key");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (chat, ocr) = runtime.block_on(async {
+        let client = ::reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+        let ask = serde_json::json!({"model": "auction", "messages": [{"role": "user", "content": "Hello!"}], "auction": {"max_price": "0.01"}});
+        let chat: serde_json::Value =
+            client.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&ask).send().await.unwrap().json().await.unwrap();
+        let job = serde_json::json!({"category": "ocr", "input": {"image_url": "https://example.com/scan.png"}});
+        let ocr: serde_json::Value = client.post(format!("{base}/v1/jobs")).bearer_auth(&key).json(&job).send().await.unwrap().json().await.unwrap();
+        (chat, ocr)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        chat["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("you said \"Hello!\""),
+        "{chat}"
+    );
+    assert!(
+        ["acme/swift-chat", "globex/deep-chat"]
+            .contains(&chat["model"].as_str().unwrap_or_default()),
+        "{chat}"
+    );
+    assert_eq!(chat["auction"]["candidates"], 2);
+    assert_eq!(ocr["status"], "delivered", "{ocr}");
+    assert_eq!(ocr["agent"], "globex/paper-ocr");
+    assert!(ocr["output"]["text"].as_str().unwrap_or_default().contains("scan.png"));
+}

@@ -6,13 +6,14 @@ use auction_engine::MicroCredits;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Condition;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
 use crate::database::begin_write;
 use crate::entity::{auctions, job_attempts, jobs};
+use crate::ledger::{self, Capture, HoldRequest};
 use crate::{RegistryError, UserId};
 
 /// What kind of request a job came from.
@@ -196,7 +197,41 @@ pub async fn open_job(
     job: NewJob,
     auction: AuctionEntry,
 ) -> Result<(), RegistryError> {
+    open_job_with_hold(db, job, auction, None).await
+}
+
+/// Opens a job, its auction record and (if any) its hold in one transaction: a job never
+/// exists without its hold, nor a hold without its job. `InsufficientCredits` writes nothing.
+pub async fn open_job_with_hold(
+    db: &DatabaseConnection,
+    job: NewJob,
+    auction: AuctionEntry,
+    hold: Option<(HoldRequest, Uuid)>,
+) -> Result<(), RegistryError> {
+    let now = job.created_at;
     let txn = begin_write(db).await?;
+    let result = async {
+        insert_job(&txn, job, auction).await?;
+        if let Some((request, hold_id)) = &hold {
+            ledger::place_hold_in(&txn, request, *hold_id, now).await?;
+        }
+        Ok::<(), RegistryError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(txn.commit().await?),
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+async fn insert_job(
+    txn: &DatabaseTransaction,
+    job: NewJob,
+    auction: AuctionEntry,
+) -> Result<(), RegistryError> {
     jobs::ActiveModel {
         id: Set(job.id),
         caller_id: Set(job.caller.0),
@@ -222,7 +257,7 @@ pub async fn open_job(
         created_at: Set(job.created_at),
         finished_at: Set(None),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     auctions::ActiveModel {
         id: Set(auction.id),
@@ -234,10 +269,74 @@ pub async fn open_job(
         record: Set(auction.record),
         created_at: Set(job.created_at),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
-    txn.commit().await?;
     Ok(())
+}
+
+/// What happens to a job's hold when it ends.
+#[derive(Clone, Debug)]
+pub enum Settlement {
+    Capture(Capture),
+    Release,
+    /// No hold was placed.
+    Nothing,
+}
+
+/// One attempt's effect on an agent's reputation.
+#[derive(Clone, Copy, Debug)]
+pub struct ReputationUpdate {
+    pub agent: Uuid,
+    pub outcome: auction_engine::reputation::Outcome,
+    pub latency_ms: f64,
+    pub now_ms: i64,
+    pub half_life_ms: i64,
+}
+
+/// Ends a job in one transaction: the reputation of every agent tried, the settlement of its
+/// hold, and the job's record with its attempts. Either all of it is written or none.
+pub async fn finish_job(
+    db: &DatabaseConnection,
+    job_id: Uuid,
+    outcome: JobOutcome,
+    settlement: Settlement,
+    mut reputation: Vec<ReputationUpdate>,
+) -> Result<(), RegistryError> {
+    // Rows are locked in one order everywhere (agents by id, then the hold and accounts), so
+    // concurrent finishes cannot deadlock on Postgres.
+    reputation.sort_by_key(|update| update.agent);
+    let txn = begin_write(db).await?;
+    let result = async {
+        for update in &reputation {
+            crate::agents::record_attempt_in(
+                &txn,
+                update.agent,
+                update.outcome,
+                update.latency_ms,
+                update.now_ms,
+                update.half_life_ms,
+            )
+            .await?;
+        }
+        match settlement {
+            Settlement::Capture(capture) => {
+                ledger::capture_in(&txn, capture, outcome.finished_at).await?;
+            }
+            Settlement::Release => {
+                ledger::release_in(&txn, job_id, outcome.finished_at).await?;
+            }
+            Settlement::Nothing => {}
+        }
+        close_job_in(&txn, job_id, outcome).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(txn.commit().await?),
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
 }
 
 /// Records how a job ended and every attempt, in one transaction.
@@ -246,8 +345,15 @@ pub async fn close_job(
     job_id: Uuid,
     outcome: JobOutcome,
 ) -> Result<(), RegistryError> {
+    finish_job(db, job_id, outcome, Settlement::Nothing, Vec::new()).await
+}
+
+async fn close_job_in(
+    txn: &DatabaseTransaction,
+    job_id: Uuid,
+    outcome: JobOutcome,
+) -> Result<(), RegistryError> {
     let to_i64 = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    let txn = begin_write(db).await?;
     jobs::ActiveModel {
         id: Set(job_id),
         status: Set(outcome.status.as_str().to_owned()),
@@ -267,7 +373,7 @@ pub async fn close_job(
         finished_at: Set(Some(outcome.finished_at)),
         ..Default::default()
     }
-    .update(&txn)
+    .update(txn)
     .await?;
     let rows: Vec<job_attempts::ActiveModel> = outcome
         .attempts
@@ -287,9 +393,8 @@ pub async fn close_job(
         })
         .collect();
     if !rows.is_empty() {
-        job_attempts::Entity::insert_many(rows).exec(&txn).await?;
+        job_attempts::Entity::insert_many(rows).exec(txn).await?;
     }
-    txn.commit().await?;
     Ok(())
 }
 

@@ -294,17 +294,33 @@ pub async fn place_hold(
     hold_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
+    let txn = begin_write(db).await?;
+    match place_hold_in(&txn, &request, hold_id, now).await {
+        Ok(()) => Ok(txn.commit().await?),
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+/// `place_hold` inside the caller's transaction (so a job's records and its hold are
+/// written together). On error the caller must roll back.
+pub async fn place_hold_in(
+    txn: &DatabaseTransaction,
+    request: &HoldRequest,
+    hold_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), RegistryError> {
     if request.amount.micros() <= 0 {
         return Err(RegistryError::invalid("amount", "a hold must be positive"));
     }
-    let txn = begin_write(db).await?;
     let posting =
         Posting { account: request.payer.0, balance_delta: 0, held_delta: request.amount.micros() };
-    if let Err(err) = apply_postings(&txn, vec![posting]).await {
-        txn.rollback().await?;
+    if let Err(err) = apply_postings(txn, vec![posting]).await {
         return Err(match err {
             RegistryError::AccountCannotCover { .. } => {
-                let available = balance(db, request.payer).await?.available;
+                let available = balance(txn, request.payer).await?.available;
                 RegistryError::InsufficientCredits { requested: request.amount, available }
             }
             other => other,
@@ -320,19 +336,17 @@ pub async fn place_hold(
         created_at: Set(now),
         settled_at: Set(None),
     }
-    .insert(&txn)
+    .insert(txn)
     .await;
-    if let Err(err) = inserted {
-        txn.rollback().await?;
-        return Err(match err.sql_err() {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(err) => Err(match err.sql_err() {
             Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
                 RegistryError::HoldExists { job_id: request.job_id }
             }
             _ => RegistryError::Database(err),
-        });
+        }),
     }
-    txn.commit().await?;
-    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,6 +375,25 @@ pub async fn capture(
     capture: Capture,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
+    let txn = begin_write(db).await?;
+    match capture_in(&txn, capture, now).await {
+        Ok(applied) => {
+            txn.commit().await?;
+            Ok(applied)
+        }
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+/// `capture` inside the caller's transaction. On error the caller must roll back.
+pub async fn capture_in(
+    txn: &DatabaseTransaction,
+    capture: Capture,
+    now: DateTime<Utc>,
+) -> Result<Applied, RegistryError> {
     let mut payout_total = MicroCredits::ZERO;
     for payout in &capture.payouts {
         payout_total = payout_total.checked_add(payout.amount).ok_or(RegistryError::Overflow)?;
@@ -374,21 +407,16 @@ pub async fn capture(
     if capture.charge.is_negative() {
         return Err(RegistryError::Unbalanced("charge is negative".into()));
     }
-
-    let txn = begin_write(db).await?;
-    let Some(hold) = claim_hold(&txn, capture.job_id, HoldStatus::Captured, now).await? else {
-        txn.rollback().await?;
+    let Some(hold) = claim_hold(txn, capture.job_id, HoldStatus::Captured, now).await? else {
         return Ok(Applied::AlreadyDone);
     };
     if capture.charge.micros() > hold.amount {
-        txn.rollback().await?;
         return Err(RegistryError::Unbalanced(format!(
             "charge {} exceeds the hold of {}",
             capture.charge,
             MicroCredits::from_micros(hold.amount)
         )));
     }
-
     let mut postings = vec![Posting {
         account: hold.account_id,
         balance_delta: -capture.charge.micros(),
@@ -403,12 +431,9 @@ pub async fn capture(
         postings.push(Posting { account, balance_delta: payout.amount.micros(), held_delta: 0 });
         legs.push((account, payout.amount.micros()));
     }
-    if let Err(err) = apply_postings(&txn, postings).await {
-        txn.rollback().await?;
-        return Err(err);
-    }
+    apply_postings(txn, postings).await?;
     write_transfer(
-        &txn,
+        txn,
         "capture",
         &format!("capture:{}", capture.job_id),
         Some(capture.job_id),
@@ -417,7 +442,6 @@ pub async fn capture(
         now,
     )
     .await?;
-    txn.commit().await?;
     Ok(Applied::Done)
 }
 
@@ -464,16 +488,41 @@ async fn end_hold(
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
     let txn = begin_write(db).await?;
-    let Some(hold) = claim_hold(&txn, job_id, status, now).await? else {
-        txn.rollback().await?;
+    match end_hold_in(&txn, job_id, status, now).await {
+        Ok(applied) => {
+            txn.commit().await?;
+            Ok(applied)
+        }
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+/// `release` inside the caller's transaction. On error the caller must roll back.
+pub async fn release_in(
+    txn: &DatabaseTransaction,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Applied, RegistryError> {
+    end_hold_in(txn, job_id, HoldStatus::Released, now).await
+}
+
+async fn end_hold_in(
+    txn: &DatabaseTransaction,
+    job_id: Uuid,
+    status: HoldStatus,
+    now: DateTime<Utc>,
+) -> Result<Applied, RegistryError> {
+    let Some(hold) = claim_hold(txn, job_id, status, now).await? else {
         return Ok(Applied::AlreadyDone);
     };
     apply_postings(
-        &txn,
+        txn,
         vec![Posting { account: hold.account_id, balance_delta: 0, held_delta: -hold.amount }],
     )
     .await?;
-    txn.commit().await?;
     Ok(Applied::Done)
 }
 

@@ -13,5 +13,5 @@ pub use index::{AgentIndex, REPUTATION_REFRESH_MS, Snapshot};
 pub use store::{
     Agent, PRICE_CHANGES_PER_HOUR, RawAgentPatch, agents_generation, delete_agent,
     find_visible_agent, list_own_agents, load_agent, load_live_agents, price_version,
-    record_attempt, register_agent, update_agent,
+    record_attempt, record_attempt_in, register_agent, update_agent,
 };

@@ -492,14 +492,32 @@ pub async fn record_attempt(
     half_life_ms: i64,
 ) -> Result<ReputationStats, RegistryError> {
     let txn = begin_write(db).await?;
+    match record_attempt_in(&txn, agent, outcome, latency_ms, now_ms, half_life_ms).await {
+        Ok(stats) => {
+            txn.commit().await?;
+            Ok(stats)
+        }
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+/// `record_attempt` inside the caller's transaction.
+pub async fn record_attempt_in(
+    txn: &DatabaseTransaction,
+    agent: Uuid,
+    outcome: auction_engine::reputation::Outcome,
+    latency_ms: f64,
+    now_ms: i64,
+    half_life_ms: i64,
+) -> Result<ReputationStats, RegistryError> {
     let mut query = agent_reputation::Entity::find_by_id(agent);
-    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         query = query.lock_exclusive();
     }
-    let Some(row) = query.one(&txn).await? else {
-        txn.rollback().await?;
-        return Err(RegistryError::NotFound { what: "agent" });
-    };
+    let row = query.one(txn).await?.ok_or(RegistryError::NotFound { what: "agent" })?;
     let after = reputation_stats(row).record(outcome, latency_ms, now_ms, half_life_ms);
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     agent_reputation::ActiveModel {
@@ -514,9 +532,8 @@ pub async fn record_attempt(
         total_timeouts: Set(count(after.total_timeouts)),
         total_invalid: Set(count(after.total_invalid)),
     }
-    .update(&txn)
+    .update(txn)
     .await?;
-    txn.commit().await?;
     Ok(after)
 }
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auction_engine::reputation::Outcome as AttemptOutcome;
 use auction_engine::{
     AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, Job, MicroCredits,
     OwnerId, Ranked, settle_on_usage, sheet_price, split,
@@ -16,7 +17,10 @@ use auction_engine::{
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use registry::agents::{Agent, AgentState, Visibility};
-use registry::jobs::{self, Attempt, AuctionEntry, JobOutcome, JobStatus, NewJob, Served};
+use registry::jobs::{
+    self, Attempt, AuctionEntry, JobOutcome, JobStatus, NewJob, ReputationUpdate, Served,
+    Settlement,
+};
 use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
 use serde_json::{Value, json};
@@ -224,27 +228,23 @@ pub async fn prepare(
     let job_id = Uuid::now_v7();
     let audit = audit_json(auction_id, job_id, &record, &agents_by_id);
     let winner = record.outcome.winner();
-    jobs::open_job(
-        &state.db,
-        NewJob {
-            id: job_id,
-            caller,
-            kind: request.kind,
-            category: request.category.clone(),
-            requested_model: request.requested_model.clone(),
-            mode: request.mode.as_str().to_owned(),
-            auction_id,
-            created_at: now,
-        },
-        AuctionEntry {
-            id: auction_id,
-            category: request.category.clone(),
-            winner: winner.map(|w| Uuid::from_u128(w.agent_id.0)),
-            clearing_price: winner.map(|w| w.price),
-            record: audit.to_string(),
-        },
-    )
-    .await?;
+    let new_job = NewJob {
+        id: job_id,
+        caller,
+        kind: request.kind,
+        category: request.category.clone(),
+        requested_model: request.requested_model.clone(),
+        mode: request.mode.as_str().to_owned(),
+        auction_id,
+        created_at: now,
+    };
+    let auction_entry = AuctionEntry {
+        id: auction_id,
+        category: request.category.clone(),
+        winner: winner.map(|w| Uuid::from_u128(w.agent_id.0)),
+        clearing_price: winner.map(|w| w.price),
+        record: audit.to_string(),
+    };
 
     let ranking = &record.outcome.ranking;
     if ranking.is_empty() {
@@ -258,7 +258,15 @@ pub async fn prepare(
             ),
             None => ("category", format!("no agent serves `{}`", request.category)),
         };
-        close_failed(state, job_id, &message, Vec::new()).await?;
+        jobs::open_job(&state.db, new_job, auction_entry).await?;
+        conclude(
+            state,
+            job_id,
+            failed_outcome(state, &message, Vec::new()),
+            Conclusion::Nothing,
+            Vec::new(),
+        )
+        .await?;
         state.metrics.job_finished(request.kind.as_str(), "no_eligible_agent");
         return Err(ApiError::NoEligibleAgent {
             constraint: constraint_param(constraint),
@@ -268,46 +276,53 @@ pub async fn prepare(
 
     let call_fee = record.input.parameters.call_fee;
     let win_fee = record.input.parameters.win_fee;
-    if request.mode == Mode::Recommend {
-        let result = recommend(
-            state,
-            caller,
-            &request,
-            job_id,
-            auction_id,
-            candidate_count,
-            ranking,
-            call_fee,
-            now,
-        )
-        .await?;
-        return Ok(Prepared::Recommended(result));
-    }
-
-    // Hold the most this job can cost: the dearest rank that may serve, plus the call fee.
-    let serving: &[Ranked] = if request.allow_fallbacks { ranking } else { &ranking[..1] };
-    let max_price = serving.iter().map(|r| r.price).max().unwrap_or(MicroCredits::ZERO);
+    // Hold the most this job can cost: the dearest rank that may serve plus the call fee (a
+    // recommendation costs the call fee alone).
+    let serving: Vec<Ranked> =
+        if request.allow_fallbacks { ranking.clone() } else { ranking[..1].to_vec() };
+    let max_price = match request.mode {
+        Mode::Recommend => MicroCredits::ZERO,
+        Mode::Execute => serving.iter().map(|r| r.price).max().unwrap_or(MicroCredits::ZERO),
+    };
     let hold_amount = max_price
         .checked_add(call_fee)
         .ok_or_else(|| ApiError::internal(RegistryError::Overflow))?;
-    let hold = HoldRequest {
-        job_id,
-        payer: caller,
-        amount: hold_amount,
-        // Long enough for every attempt to time out in turn: a hold must never be reaped
-        // while its job is still running.
-        expires_at: now + hold_lifetime(state, serving.len()),
-    };
-    if hold_amount > MicroCredits::ZERO
-        && let Err(err) = ledger::place_hold(&state.db, hold, Uuid::now_v7(), now).await
+    let hold = (hold_amount > MicroCredits::ZERO).then(|| {
+        let request = HoldRequest {
+            job_id,
+            payer: caller,
+            amount: hold_amount,
+            // Long enough for every attempt to time out in turn: a hold must never be reaped
+            // while its job is still running.
+            expires_at: now + hold_lifetime(state, serving.len()),
+        };
+        (request, Uuid::now_v7())
+    });
+    // The job, its auction record and its hold are written together.
+    if let Err(err) =
+        jobs::open_job_with_hold(&state.db, new_job.clone(), auction_entry.clone(), hold).await
     {
-        let message = err.to_string();
-        close_failed(state, job_id, &message, Vec::new()).await?;
-        state.metrics.job_finished(request.kind.as_str(), "insufficient_credits");
+        if matches!(err, RegistryError::InsufficientCredits { .. }) {
+            jobs::open_job(&state.db, new_job, auction_entry).await?;
+            conclude(
+                state,
+                job_id,
+                failed_outcome(state, &err.to_string(), Vec::new()),
+                Conclusion::Nothing,
+                Vec::new(),
+            )
+            .await?;
+            state.metrics.job_finished(request.kind.as_str(), "insufficient_credits");
+        }
         return Err(err.into());
     }
 
-    let serving = serving.to_vec();
+    if request.mode == Mode::Recommend {
+        let result =
+            recommend(state, &request, job_id, auction_id, candidate_count, ranking, call_fee)
+                .await?;
+        return Ok(Prepared::Recommended(result));
+    }
     let half_life_ms = record.input.parameters.half_life_ms;
     Ok(Prepared::Held(Box::new(HeldJob {
         caller,
@@ -327,59 +342,31 @@ pub async fn prepare(
 
 /// Dispatches a held job down its ranking until an agent delivers, then settles.
 async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> {
-    let HeldJob {
-        caller: _,
-        request,
-        job_id,
-        auction_id,
-        candidate_count,
-        serving,
-        agents,
-        hold_amount,
-        call_fee,
-        win_fee,
-        half_life_ms,
-        now,
-    } = job;
-    let agents_by_id = agents;
     let limits = DispatchLimits {
         timeout: Duration::from_millis(state.settings.raw.dispatch.timeout_ms),
         max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
     };
     let mut attempts = Vec::new();
-    for ranked in &serving {
+    let mut reputation = Vec::new();
+    for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
-        let Some(agent) = agents_by_id.get(&agent_id) else { continue };
+        let Some(agent) = job.agents.get(&agent_id) else { continue };
         let started_at = state.now();
         let (delivery, elapsed) =
-            dispatch(&state.agent_client, agent, &request.payload, limits).await;
+            dispatch(&state.agent_client, agent, &job.request.payload, limits).await;
         let latency_ms = elapsed.as_millis() as u64;
         let (outcome, http_status, code) = match &delivery {
-            Delivery::Delivered { .. } => {
-                (auction_engine::reputation::Outcome::Success, None, None)
-            }
+            Delivery::Delivered { .. } => (AttemptOutcome::Success, None, None),
             Delivery::Failed { outcome, http_status, code } => {
                 (*outcome, *http_status, Some(code.clone()))
             }
         };
         state.breakers.record(
             agent_id,
-            matches!(delivery, Delivery::Delivered { .. }),
+            outcome == AttemptOutcome::Success,
             std::time::Instant::now(),
         );
-        let half_life = half_life_ms;
-        if let Err(err) = registry::agents::record_attempt(
-            &state.db,
-            agent_id,
-            outcome,
-            latency_ms as f64,
-            state.now().timestamp_millis(),
-            half_life,
-        )
-        .await
-        {
-            tracing::warn!(error = %err, agent = %agent.slug, "could not record reputation");
-        }
+        reputation.push(reputation_update(state, &job, agent_id, outcome, latency_ms));
         attempts.push(Attempt {
             rank: ranked.rank as u32,
             agent_id,
@@ -392,48 +379,45 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             started_at,
         });
         if let Delivery::Delivered { output, usage } = delivery {
-            let cap = hold_amount.checked_sub(call_fee).unwrap_or(MicroCredits::ZERO);
+            let cap = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
+            let token_priced = agent.pricing.per_million_input_tokens > MicroCredits::ZERO
+                || agent.pricing.per_million_output_tokens > MicroCredits::ZERO;
             let agent_cost = match usage {
-                Some((prompt, completion))
-                    if agent.pricing.per_million_input_tokens > MicroCredits::ZERO
-                        || agent.pricing.per_million_output_tokens > MicroCredits::ZERO =>
-                {
+                Some((prompt, completion)) if token_priced => {
                     let actual = sheet_price(&agent.pricing, prompt, completion)
                         .unwrap_or(ranked.sheet_price);
                     settle_on_usage(ranked.price, ranked.sheet_price, actual, cap)
                 }
                 _ => ranked.price.min(cap),
             };
-            let total_cost =
-                settle(state, job_id, agent, agent_cost, call_fee, win_fee, now).await?;
-            state.observe_clearing_price(&request.category, ranked.price);
-            let served = Served { agent_id, agent_slug: agent.slug.clone(), owner: agent.owner_id };
-            jobs::close_job(
-                &state.db,
-                job_id,
-                JobOutcome {
-                    status: JobStatus::Delivered,
-                    served: Some(served),
-                    clearing_price: Some(ranked.price),
-                    agent_cost,
-                    call_fee,
-                    win_fee,
-                    total_cost,
-                    input_tokens: Some(usage.map_or(request.input_tokens, |u| u.0)),
-                    output_tokens: usage.map(|u| u.1),
-                    latency_ms: Some(latency_ms),
-                    output: Some(output.to_string()),
-                    error: None,
-                    attempts,
-                    finished_at: state.now(),
-                },
-            )
-            .await?;
-            state.metrics.job_finished(request.kind.as_str(), "delivered");
+            let outcome = JobOutcome {
+                status: JobStatus::Delivered,
+                served: Some(Served {
+                    agent_id,
+                    agent_slug: agent.slug.clone(),
+                    owner: agent.owner_id,
+                }),
+                clearing_price: Some(ranked.price),
+                agent_cost,
+                call_fee: job.call_fee,
+                win_fee: job.win_fee,
+                total_cost: MicroCredits::ZERO,
+                input_tokens: Some(usage.map_or(job.request.input_tokens, |u| u.0)),
+                output_tokens: usage.map(|u| u.1),
+                latency_ms: Some(latency_ms),
+                output: Some(output.to_string()),
+                error: None,
+                attempts,
+                finished_at: state.now(),
+            };
+            let charge = Conclusion::Charge { agent, held: job.hold_amount > MicroCredits::ZERO };
+            let total_cost = conclude(state, job.job_id, outcome, charge, reputation).await?;
+            state.observe_clearing_price(&job.request.category, ranked.price);
+            state.metrics.job_finished(job.request.kind.as_str(), "delivered");
             return Ok(JobResult {
-                job_id,
-                auction_id,
-                candidates: candidate_count,
+                job_id: job.job_id,
+                auction_id: job.auction_id,
+                candidates: job.candidate_count,
                 delivered: Some(DeliveredJob {
                     agent: Arc::clone(agent),
                     output,
@@ -448,14 +432,25 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     }
 
     // Nobody delivered: nothing is charged.
-    if hold_amount > MicroCredits::ZERO {
-        ledger::release(&state.db, job_id, state.now()).await?;
-    }
     let summary: Vec<Value> = attempts
         .iter()
         .map(|a| json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms}))
         .collect();
-    let message = format!(
+    let message = failure_message(&attempts);
+    let release = if job.hold_amount > MicroCredits::ZERO {
+        Conclusion::Release
+    } else {
+        Conclusion::Nothing
+    };
+    conclude(state, job.job_id, failed_outcome(state, &message, attempts), release, reputation)
+        .await?;
+    state.metrics.job_finished(job.request.kind.as_str(), "all_failed");
+    Err(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) })
+}
+
+/// "all 2 agent(s) failed: a/x (http_500), b/y (timeout)".
+pub(crate) fn failure_message(attempts: &[Attempt]) -> String {
+    format!(
         "all {} agent(s) failed: {}",
         attempts.len(),
         attempts
@@ -467,92 +462,135 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             ))
             .collect::<Vec<_>>()
             .join(", ")
-    );
-    close_failed(state, job_id, &message, attempts).await?;
-    state.metrics.job_finished(request.kind.as_str(), "all_failed");
-    Err(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) })
+    )
 }
 
-/// Captures a delivered job: caller pays `agent_cost + call_fee`, the owner gets
-/// `agent_cost - win_fee`, the platform both fees. Returns the caller's total.
-pub(crate) async fn settle(
+/// One attempt's reputation update, written when the job concludes.
+pub(crate) fn reputation_update(
+    state: &AppState,
+    job: &HeldJob,
+    agent: Uuid,
+    outcome: AttemptOutcome,
+    latency_ms: u64,
+) -> ReputationUpdate {
+    ReputationUpdate {
+        agent,
+        outcome,
+        latency_ms: latency_ms as f64,
+        now_ms: state.now().timestamp_millis(),
+        half_life_ms: job.half_life_ms,
+    }
+}
+
+/// A failed job's outcome: nothing charged.
+pub(crate) fn failed_outcome(
+    state: &AppState,
+    message: &str,
+    attempts: Vec<Attempt>,
+) -> JobOutcome {
+    JobOutcome {
+        status: JobStatus::Failed,
+        served: None,
+        clearing_price: None,
+        agent_cost: MicroCredits::ZERO,
+        call_fee: MicroCredits::ZERO,
+        win_fee: MicroCredits::ZERO,
+        total_cost: MicroCredits::ZERO,
+        input_tokens: None,
+        output_tokens: None,
+        latency_ms: None,
+        output: None,
+        error: Some(message.to_owned()),
+        attempts,
+        finished_at: state.now(),
+    }
+}
+
+/// How a job's money ends.
+pub(crate) enum Conclusion<'a> {
+    /// The agent delivered: charge `outcome.agent_cost` with `outcome.call_fee` and
+    /// `outcome.win_fee`. `held` says whether a hold exists to capture from.
+    Charge { agent: &'a Agent, held: bool },
+    /// Nobody delivered: free the hold.
+    Release,
+    /// There is no hold.
+    Nothing,
+}
+
+/// Ends a job: reputation, settlement and record in one transaction. A delivered job's caller
+/// pays `agent_cost + call_fee`, the owner receives `agent_cost - win_fee`, the platform both
+/// fees. Returns what the caller paid.
+pub(crate) async fn conclude(
     state: &AppState,
     job_id: Uuid,
-    agent: &Agent,
-    agent_cost: MicroCredits,
-    call_fee: MicroCredits,
-    win_fee: MicroCredits,
-    now: DateTime<Utc>,
+    mut outcome: JobOutcome,
+    conclusion: Conclusion<'_>,
+    reputation: Vec<ReputationUpdate>,
 ) -> Result<MicroCredits, ApiError> {
-    let parts = split(agent_cost, call_fee, win_fee)
+    let (agent, held) = match conclusion {
+        Conclusion::Release => {
+            jobs::finish_job(&state.db, job_id, outcome, Settlement::Release, reputation).await?;
+            return Ok(MicroCredits::ZERO);
+        }
+        Conclusion::Nothing => {
+            jobs::finish_job(&state.db, job_id, outcome, Settlement::Nothing, reputation).await?;
+            return Ok(MicroCredits::ZERO);
+        }
+        Conclusion::Charge { agent, held } => (agent, held),
+    };
+    let parts = split(outcome.agent_cost, outcome.call_fee, outcome.win_fee)
         .ok_or_else(|| ApiError::internal(RegistryError::Overflow))?;
+    outcome.total_cost = parts.caller_pays;
     if parts.caller_pays == MicroCredits::ZERO {
+        let settlement = if held { Settlement::Release } else { Settlement::Nothing };
+        jobs::finish_job(&state.db, job_id, outcome, settlement, reputation).await?;
         return Ok(MicroCredits::ZERO);
     }
-    let capture = Capture {
+    let capture = |owner_share: MicroCredits, note: &str| Capture {
         job_id,
         charge: parts.caller_pays,
         payouts: vec![
-            Payout { payee: Payee::User(agent.owner_id), amount: parts.owner_receives },
-            Payout { payee: Payee::PlatformRevenue, amount: parts.platform_receives },
+            Payout { payee: Payee::User(agent.owner_id), amount: owner_share },
+            Payout {
+                payee: Payee::PlatformRevenue,
+                amount: parts.caller_pays.checked_sub(owner_share).unwrap_or(MicroCredits::ZERO),
+            },
         ],
-        memo: Some(format!("job served by {}", agent.slug)),
+        memo: Some(format!("job served by {}{note}", agent.slug)),
     };
-    match ledger::capture(&state.db, capture, now).await {
-        Ok(_) => Ok(parts.caller_pays),
+    let full = capture(parts.owner_receives, "");
+    match jobs::finish_job(
+        &state.db,
+        job_id,
+        outcome.clone(),
+        Settlement::Capture(full),
+        reputation.clone(),
+    )
+    .await
+    {
+        Ok(()) => Ok(parts.caller_pays),
         // The owner's wallet fell short of the win fee between the auction and now: the fee is
-        // waived down to what the price covers, so the caller is still charged what it agreed.
+        // waived down to what the price covers, so the caller still pays what it agreed.
         Err(RegistryError::AccountCannotCover { .. }) => {
-            let owner_share = parts.owner_receives.max(MicroCredits::ZERO);
-            let platform_share =
-                parts.caller_pays.checked_sub(owner_share).unwrap_or(MicroCredits::ZERO);
-            let capture = Capture {
-                job_id,
-                charge: parts.caller_pays,
-                payouts: vec![
-                    Payout { payee: Payee::User(agent.owner_id), amount: owner_share },
-                    Payout { payee: Payee::PlatformRevenue, amount: platform_share },
-                ],
-                memo: Some(format!("job served by {} (win fee reduced)", agent.slug)),
-            };
-            ledger::capture(&state.db, capture, now).await?;
+            let reduced =
+                capture(parts.owner_receives.max(MicroCredits::ZERO), " (win fee reduced)");
+            jobs::finish_job(&state.db, job_id, outcome, Settlement::Capture(reduced), reputation)
+                .await?;
             Ok(parts.caller_pays)
         }
         Err(err) => Err(err.into()),
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "the recommendation's parts, named")]
 async fn recommend(
     state: &AppState,
-    caller: UserId,
     request: &JobRequest,
     job_id: Uuid,
     auction_id: Uuid,
     candidate_count: usize,
     ranking: &[Ranked],
     call_fee: MicroCredits,
-    now: DateTime<Utc>,
 ) -> Result<JobResult, ApiError> {
-    if call_fee > MicroCredits::ZERO {
-        let hold = HoldRequest {
-            job_id,
-            payer: caller,
-            amount: call_fee,
-            expires_at: now + chrono::Duration::minutes(5),
-        };
-        if let Err(err) = ledger::place_hold(&state.db, hold, Uuid::now_v7(), now).await {
-            close_failed(state, job_id, &err.to_string(), Vec::new()).await?;
-            return Err(err.into());
-        }
-        let capture = Capture {
-            job_id,
-            charge: call_fee,
-            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: call_fee }],
-            memo: Some("auction recommendation".into()),
-        };
-        ledger::capture(&state.db, capture, now).await?;
-    }
     let shortlist: Vec<Value> = ranking
         .iter()
         .take(request.top_k)
@@ -568,27 +606,33 @@ async fn recommend(
             })
         })
         .collect();
-    jobs::close_job(
-        &state.db,
-        job_id,
-        JobOutcome {
-            status: JobStatus::Recommended,
-            served: None,
-            clearing_price: ranking.first().map(|r| r.price),
-            agent_cost: MicroCredits::ZERO,
-            call_fee,
-            win_fee: MicroCredits::ZERO,
-            total_cost: call_fee,
-            input_tokens: Some(request.input_tokens),
-            output_tokens: None,
-            latency_ms: None,
-            output: Some(Value::Array(shortlist.clone()).to_string()),
-            error: None,
-            attempts: Vec::new(),
-            finished_at: state.now(),
-        },
-    )
-    .await?;
+    let outcome = JobOutcome {
+        status: JobStatus::Recommended,
+        served: None,
+        clearing_price: ranking.first().map(|r| r.price),
+        agent_cost: MicroCredits::ZERO,
+        call_fee,
+        win_fee: MicroCredits::ZERO,
+        total_cost: call_fee,
+        input_tokens: Some(request.input_tokens),
+        output_tokens: None,
+        latency_ms: None,
+        output: Some(Value::Array(shortlist.clone()).to_string()),
+        error: None,
+        attempts: Vec::new(),
+        finished_at: state.now(),
+    };
+    let settlement = if call_fee > MicroCredits::ZERO {
+        Settlement::Capture(Capture {
+            job_id,
+            charge: call_fee,
+            payouts: vec![Payout { payee: Payee::PlatformRevenue, amount: call_fee }],
+            memo: Some("auction recommendation".into()),
+        })
+    } else {
+        Settlement::Nothing
+    };
+    jobs::finish_job(&state.db, job_id, outcome, settlement, Vec::new()).await?;
     state.metrics.job_finished(request.kind.as_str(), "recommended");
     Ok(JobResult {
         job_id,
@@ -598,36 +642,6 @@ async fn recommend(
         shortlist: Some(shortlist),
         total_cost: call_fee,
     })
-}
-
-pub(crate) async fn close_failed(
-    state: &AppState,
-    job_id: Uuid,
-    message: &str,
-    attempts: Vec<Attempt>,
-) -> Result<(), ApiError> {
-    jobs::close_job(
-        &state.db,
-        job_id,
-        JobOutcome {
-            status: JobStatus::Failed,
-            served: None,
-            clearing_price: None,
-            agent_cost: MicroCredits::ZERO,
-            call_fee: MicroCredits::ZERO,
-            win_fee: MicroCredits::ZERO,
-            total_cost: MicroCredits::ZERO,
-            input_tokens: None,
-            output_tokens: None,
-            latency_ms: None,
-            output: None,
-            error: Some(message.to_owned()),
-            attempts,
-            finished_at: state.now(),
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// How long a job's hold lives: the configured TTL, or longer when the fallback chain could

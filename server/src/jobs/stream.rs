@@ -24,8 +24,7 @@ use actix_web::{HttpResponse, web};
 use auction_engine::reputation::Outcome as AttemptOutcome;
 use auction_engine::{MicroCredits, PriceSheet, Ranked, settle_on_usage, sheet_price};
 use registry::agents::Agent;
-use registry::jobs::{self, Attempt, JobOutcome, JobStatus, Served};
-use registry::ledger;
+use registry::jobs::{Attempt, JobOutcome, JobStatus, ReputationUpdate, Served};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -33,7 +32,9 @@ use uuid::Uuid;
 use crate::egress::AgentCall;
 use crate::error::ApiError;
 use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
-use crate::jobs::service::{HeldJob, close_failed, settle};
+use crate::jobs::service::{
+    Conclusion, HeldJob, conclude, failed_outcome, failure_message, reputation_update,
+};
 use crate::state::AppState;
 
 /// Starts relaying a held job; answers once it is known whether the caller gets a stream or
@@ -131,6 +132,7 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
     let keepalive = Duration::from_millis(state.settings.raw.dispatch.keepalive_ms.max(10));
     let default_timeout = Duration::from_millis(state.settings.raw.dispatch.timeout_ms);
     let mut attempts: Vec<Attempt> = Vec::new();
+    let mut reputation: Vec<ReputationUpdate> = Vec::new();
     for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = job.agents.get(&agent_id).cloned() else { continue };
@@ -160,7 +162,8 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
             };
         match end {
             AttemptEnd::Failed(outcome, http_status, code) => {
-                note_outcome(&state, &job, agent_id, outcome, latency_ms).await;
+                state.breakers.record(agent_id, false, Instant::now());
+                reputation.push(reputation_update(&state, &job, agent_id, outcome, latency_ms));
                 attempts.push(record(outcome, http_status, Some(code)));
             }
             AttemptEnd::CallerGone => {
@@ -169,8 +172,8 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
                     None,
                     Some("caller_disconnected".into()),
                 ));
-                abandon(&state, &job, "the caller disconnected before the first chunk", attempts)
-                    .await;
+                let message = "the caller disconnected before the first chunk";
+                abandon(&state, &job, message, attempts, reputation).await;
                 return;
             }
             AttemptEnd::Streamed { ending, delivered } => {
@@ -181,7 +184,12 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
                     Ending::CallerGone => AttemptOutcome::Success,
                 };
                 if !matches!(ending, Ending::CallerGone) {
-                    note_outcome(&state, &job, agent_id, outcome, latency_ms).await;
+                    state.breakers.record(
+                        agent_id,
+                        outcome == AttemptOutcome::Success,
+                        Instant::now(),
+                    );
+                    reputation.push(reputation_update(&state, &job, agent_id, outcome, latency_ms));
                 }
                 let code = match &ending {
                     Ending::Cut(code) => Some(code.clone()),
@@ -189,70 +197,47 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
                     Ending::Finished => None,
                 };
                 attempts.push(record(outcome, None, code));
-                finish(
-                    &state, &job, ranked, &agent, ending, delivered, latency_ms, attempts,
-                    &mut sink,
-                )
-                .await;
+                let done = Finished {
+                    ranked,
+                    agent: &agent,
+                    ending,
+                    delivered,
+                    latency_ms,
+                    attempts,
+                    reputation,
+                };
+                finish(&state, &job, done, &mut sink).await;
                 return;
             }
         }
     }
     // Nobody delivered: nothing is charged.
-    let message = format!(
-        "all {} agent(s) failed: {}",
-        attempts.len(),
-        attempts
-            .iter()
-            .map(|a| format!(
-                "{} ({})",
-                a.agent_slug,
-                a.error_code.as_deref().unwrap_or(&a.outcome)
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let message = failure_message(&attempts);
     let summary: Vec<Value> = attempts
         .iter()
         .map(|a| json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms}))
         .collect();
-    abandon(&state, &job, &message, attempts).await;
+    abandon(&state, &job, &message, attempts, reputation).await;
     state.metrics.job_finished("chat", "all_failed");
     sink.fail(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) }).await;
 }
 
-/// Releases the hold and records the job as failed.
-async fn abandon(state: &AppState, job: &HeldJob, message: &str, attempts: Vec<Attempt>) {
-    if job.hold_amount > MicroCredits::ZERO
-        && let Err(err) = ledger::release(&state.db, job.job_id, state.now()).await
-    {
-        tracing::error!(error = %err, job = %job.job_id, "could not release a hold; the reaper will");
-    }
-    if let Err(err) = close_failed(state, job.job_id, message, attempts).await {
-        tracing::error!(error = ?err, job = %job.job_id, "could not record a failed job");
-    }
-}
-
-async fn note_outcome(
+/// Releases the hold and records the job as failed, with the reputation of those tried.
+async fn abandon(
     state: &AppState,
     job: &HeldJob,
-    agent: Uuid,
-    outcome: AttemptOutcome,
-    latency_ms: u64,
+    message: &str,
+    attempts: Vec<Attempt>,
+    reputation: Vec<ReputationUpdate>,
 ) {
-    state.breakers.record(agent, outcome == AttemptOutcome::Success, Instant::now());
-    let now_ms = state.now().timestamp_millis();
-    if let Err(err) = registry::agents::record_attempt(
-        &state.db,
-        agent,
-        outcome,
-        latency_ms as f64,
-        now_ms,
-        job.half_life_ms,
-    )
-    .await
-    {
-        tracing::warn!(error = %err, "could not record reputation");
+    let release = if job.hold_amount > MicroCredits::ZERO {
+        Conclusion::Release
+    } else {
+        Conclusion::Nothing
+    };
+    let outcome = failed_outcome(state, message, attempts);
+    if let Err(err) = conclude(state, job.job_id, outcome, release, reputation).await {
+        tracing::error!(error = ?err, job = %job.job_id, "could not conclude a failed stream; the reaper will free its hold");
     }
 }
 
@@ -384,19 +369,20 @@ async fn attempt(
     }
 }
 
-/// Settles, sends the closing chunks, and records the job.
-#[expect(clippy::too_many_arguments, reason = "the relay's state at the end, named")]
-async fn finish(
-    state: &AppState,
-    job: &HeldJob,
-    ranked: &Ranked,
-    agent: &Arc<Agent>,
+/// How a relayed stream ended, for `finish`.
+struct Finished<'a> {
+    ranked: &'a Ranked,
+    agent: &'a Arc<Agent>,
     ending: Ending,
     delivered: Delivered,
     latency_ms: u64,
     attempts: Vec<Attempt>,
-    sink: &mut Sink,
-) {
+    reputation: Vec<ReputationUpdate>,
+}
+
+/// Settles and records the job, then sends the closing chunks.
+async fn finish(state: &AppState, job: &HeldJob, done: Finished<'_>, sink: &mut Sink) {
+    let Finished { ranked, agent, ending, delivered, latency_ms, attempts, reputation } = done;
     let prompt = delivered.usage.map_or(job.request.input_tokens, |u| u.0);
     let completion =
         delivered.usage.map_or_else(|| (delivered.content.len() as u64).div_ceil(4), |u| u.1);
@@ -426,18 +412,46 @@ async fn finish(
             (cost, job.call_fee, job.win_fee)
         }
     };
-    let total_cost =
-        match settle(state, job.job_id, agent, agent_cost, call_fee, win_fee, job.now).await {
-            Ok(total) => total,
-            Err(err) => {
-                tracing::error!(error = ?err, job = %job.job_id, "stream settlement failed");
-                MicroCredits::ZERO
-            }
-        };
-    // Whatever was held and not captured goes back (a zero-cost ending captured nothing).
-    if total_cost == MicroCredits::ZERO && job.hold_amount > MicroCredits::ZERO {
-        let _ = ledger::release(&state.db, job.job_id, state.now()).await;
+    let (status, error) = match &ending {
+        Ending::Finished => (JobStatus::Delivered, None),
+        Ending::Cut(code) => {
+            (JobStatus::Failed, Some(format!("the agent's stream broke off ({code})")))
+        }
+        Ending::CallerGone => (JobStatus::Delivered, Some("the caller disconnected".to_owned())),
+    };
+    let outcome = JobOutcome {
+        status,
+        served: Some(Served {
+            agent_id: agent.id,
+            agent_slug: agent.slug.clone(),
+            owner: agent.owner_id,
+        }),
+        clearing_price: Some(ranked.price),
+        agent_cost,
+        call_fee,
+        win_fee,
+        total_cost: MicroCredits::ZERO,
+        input_tokens: Some(prompt),
+        output_tokens: Some(completion),
+        latency_ms: Some(latency_ms),
+        output: Some(json!({"content": delivered.content}).to_string()),
+        error,
+        attempts,
+        finished_at: state.now(),
+    };
+    let charge = Conclusion::Charge { agent, held: job.hold_amount > MicroCredits::ZERO };
+    let total_cost = match conclude(state, job.job_id, outcome, charge, reputation).await {
+        Ok(total) => total,
+        Err(err) => {
+            tracing::error!(error = ?err, job = %job.job_id, "stream settlement failed; the reaper will free its hold");
+            MicroCredits::ZERO
+        }
+    };
+    if matches!(ending, Ending::Finished) {
+        state.observe_clearing_price(&job.request.category, ranked.price);
     }
+    let cut = matches!(ending, Ending::Cut(_));
+    state.metrics.job_finished("chat", if cut { "stream_cut" } else { "delivered" });
 
     let model = agent.slug.clone();
     let id = job.job_id.to_string();
@@ -455,44 +469,6 @@ async fn finish(
     });
     let _ = sink.event(&usage_chunk).await;
     let _ = sink.send("data: [DONE]\n\n").await;
-
-    let (status, error) = match &ending {
-        Ending::Finished => (JobStatus::Delivered, None),
-        Ending::Cut(code) => {
-            (JobStatus::Failed, Some(format!("the agent's stream broke off ({code})")))
-        }
-        Ending::CallerGone => (JobStatus::Delivered, Some("the caller disconnected".to_owned())),
-    };
-    if matches!(ending, Ending::Finished) {
-        state.observe_clearing_price(&job.request.category, ranked.price);
-    }
-    state.metrics.job_finished(
-        "chat",
-        if matches!(ending, Ending::Cut(_)) { "stream_cut" } else { "delivered" },
-    );
-    let outcome = JobOutcome {
-        status,
-        served: Some(Served {
-            agent_id: agent.id,
-            agent_slug: agent.slug.clone(),
-            owner: agent.owner_id,
-        }),
-        clearing_price: Some(ranked.price),
-        agent_cost,
-        call_fee,
-        win_fee,
-        total_cost,
-        input_tokens: Some(prompt),
-        output_tokens: Some(completion),
-        latency_ms: Some(latency_ms),
-        output: Some(json!({"content": delivered.content}).to_string()),
-        error,
-        attempts,
-        finished_at: state.now(),
-    };
-    if let Err(err) = jobs::close_job(&state.db, job.job_id, outcome).await {
-        tracing::error!(error = %err, job = %job.job_id, "could not record a streamed job");
-    }
 }
 
 enum Waited<T> {

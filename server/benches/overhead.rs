@@ -1,0 +1,308 @@
+//! The overhead benchmark (DESIGN §9): a zero-delay mock agent, called directly and through
+//! Gavel (API-key auth, a 10-agent auction, the hold, dispatch, settlement on every request),
+//! at concurrency 1 (p50, p99) and 64 (throughput, p99), plus Gavel's idle RSS.
+//!
+//! Run with `scripts/bench`, which builds the release binary first. Gavel runs as its own
+//! process (`GAVEL_BIN`, default `target/release/gavel`) on SQLite in a temporary directory;
+//! the load generator and the mock agent run here. Everything shares the machine's cores, so
+//! quote medians and ratios from one run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const SEQUENTIAL: usize = 2_000;
+const CONCURRENT: usize = 64;
+const CONCURRENT_TOTAL: usize = 20_000;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let agent = start_mock_agent().await;
+    let data = tempfile::tempdir().unwrap();
+    let bin = std::env::var("GAVEL_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gavel").to_owned()
+    });
+    let env = [
+        ("GAVEL__SERVER__BIND", "127.0.0.1:0".to_owned()),
+        ("GAVEL__SERVER__DATA_DIR", data.path().display().to_string()),
+        ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
+        ("GAVEL__RATE_LIMIT__PER_SECOND", "1000000".to_owned()),
+        ("GAVEL__RATE_LIMIT__BURST", "1000000".to_owned()),
+        ("RUST_LOG", "warn,gavel=info".to_owned()),
+    ];
+    let mut gavel = Command::new(&bin)
+        .envs(env.clone())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/bench (it builds target/release/gavel)");
+    let base = read_address(gavel.stderr.take().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss_kib = rss_kib(gavel.id());
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let caller = signup(&client, &base, "caller").await;
+    for i in 0..10 {
+        let owner = signup(&client, &base, &format!("owner{i}")).await;
+        let body = json!({
+            "name": format!("mock{i}"), "kind": "openai-chat", "categories": ["chat"], "endpoint": agent,
+            "upstream_model": "mock", "pricing": {"per_call": format!("1.00{}", i + 1)},
+        });
+        let response = client
+            .post(format!("{base}/api/agents"))
+            .bearer_auth(&owner.1)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+    let status = Command::new(&bin)
+        .envs(env.clone())
+        .args(["admin", "grant", "--email", &caller.0, "--credits", "1000000"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let key: Value = client
+        .post(format!("{base}/api/keys"))
+        .bearer_auth(&caller.1)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+
+    let direct_url = format!("{agent}/v1/chat/completions");
+    let gavel_url = format!("{base}/v1/chat/completions");
+    let direct_body =
+        json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16});
+    let gavel_body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, "auction": {"max_price": "2"}});
+
+    // Warm both paths (connections, caches, the index).
+    sequential(&client, &direct_url, &direct_body, None, 200).await;
+    sequential(&client, &gavel_url, &gavel_body, Some(&key), 200).await;
+
+    let direct_c1 = sequential(&client, &direct_url, &direct_body, None, SEQUENTIAL).await;
+    let gavel_c1 = sequential(&client, &gavel_url, &gavel_body, Some(&key), SEQUENTIAL).await;
+    let direct_c64 = concurrent(&client, &direct_url, &direct_body, None).await;
+    let gavel_c64 = concurrent(&client, &gavel_url, &gavel_body, Some(&key)).await;
+
+    // Every Gavel request above was a settled job: check the ledger agrees.
+    let activity: Value = client
+        .get(format!("{base}/api/activity?role=caller&status=delivered&limit=1"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let busy_rss_kib = rss_kib(gavel.id());
+    let _ = gavel.kill();
+    let _ = gavel.wait();
+
+    let p = |v: &[Duration], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "\nGavel overhead benchmark ({} sequential, {} at concurrency {})",
+        SEQUENTIAL, CONCURRENT_TOTAL, CONCURRENT
+    );
+    println!("| path | c=1 p50 | c=1 p99 | c=64 throughput | c=64 p99 |");
+    println!("|---|---|---|---|---|");
+    for (name, c1, c64) in [
+        ("direct to mock agent", &direct_c1, &direct_c64),
+        ("through Gavel (10-agent auction)", &gavel_c1, &gavel_c64),
+    ] {
+        println!(
+            "| {name} | {:.0} us | {:.0} us | {:.0} req/s | {:.0} us |",
+            us(p(c1, 0.5)),
+            us(p(c1, 0.99)),
+            c64.0,
+            us(p(&c64.1, 0.99))
+        );
+    }
+    println!(
+        "| overhead | {:.0} us | {:.0} us | | |",
+        us(p(&gavel_c1, 0.5)) - us(p(&direct_c1, 0.5)),
+        us(p(&gavel_c1, 0.99)) - us(p(&direct_c1, 0.99))
+    );
+    println!(
+        "\nidle RSS {:.1} MiB, after the run {:.1} MiB",
+        idle_rss_kib as f64 / 1024.0,
+        busy_rss_kib as f64 / 1024.0
+    );
+    println!("latest settled job: {}", activity["data"][0]["id"]);
+}
+
+async fn signup(client: &reqwest::Client, base: &str, name: &str) -> (String, String) {
+    let email = format!("{name}-{}@bench.example.com", std::process::id());
+    let body = json!({"email": email, "password": "benchmark password 1"});
+    let response: Value = client
+        .post(format!("{base}/api/auth/signup"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (email, response["access_token"].as_str().unwrap().to_owned())
+}
+
+/// `n` requests one after another; sorted latencies.
+async fn sequential(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    key: Option<&str>,
+    n: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let mut request = client.post(url).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        response.bytes().await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    latencies
+}
+
+/// `CONCURRENT_TOTAL` requests over `CONCURRENT` workers; (requests per second, sorted latencies).
+async fn concurrent(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> (f64, Vec<Duration>) {
+    let started = Instant::now();
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let (client, url, body, key, counter) = (
+                client.clone(),
+                url.to_owned(),
+                body.clone(),
+                key.map(str::to_owned),
+                Arc::clone(&counter),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CONCURRENT_TOTAL
+                {
+                    let begun = Instant::now();
+                    let mut request = client.post(&url).json(&body);
+                    if let Some(key) = &key {
+                        request = request.bearer_auth(key);
+                    }
+                    let response = request.send().await.unwrap();
+                    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+                    response.bytes().await.unwrap();
+                    latencies.push(begun.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(CONCURRENT_TOTAL);
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (throughput, all)
+}
+
+fn read_address(stderr: std::process::ChildStderr) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(idx) = line.find("listening on http://") {
+                let _ = sender.send(line[idx + "listening on ".len()..].trim().to_owned());
+            }
+        }
+    });
+    receiver.recv_timeout(Duration::from_secs(60)).expect("gavel started")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A zero-delay OpenAI-compatible agent: the same tiny completion for every request, on
+/// keep-alive connections.
+async fn start_mock_agent() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = json!({
+        "id": "mock", "object": "chat.completion", "created": 1, "model": "mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+    .to_string();
+    let response: Arc<[u8]> = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+    .into();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let response = Arc::clone(&response);
+            tokio::spawn(async move {
+                let mut buffer = Vec::with_capacity(8192);
+                let mut chunk = [0_u8; 8192];
+                loop {
+                    // One request: the head, then content-length bytes of body.
+                    let request_end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if buffer.len() >= end + 4 + length {
+                                break end + 4 + length;
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buffer.drain(..request_end);
+                    if socket.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}

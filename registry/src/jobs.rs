@@ -398,6 +398,28 @@ async fn close_job_in(
     Ok(())
 }
 
+/// Marks jobs still `running` that were opened before `opened_before` as failed: a server
+/// stopped in the middle of them (their holds expire and are voided by the ledger's reaper).
+/// Returns how many it marked.
+pub async fn fail_abandoned_jobs(
+    db: &DatabaseConnection,
+    opened_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, RegistryError> {
+    let result = jobs::Entity::update_many()
+        .col_expr(jobs::Column::Status, sea_orm::sea_query::Expr::value(JobStatus::Failed.as_str()))
+        .col_expr(
+            jobs::Column::Error,
+            sea_orm::sea_query::Expr::value("abandoned: the server stopped during the job"),
+        )
+        .col_expr(jobs::Column::FinishedAt, sea_orm::sea_query::Expr::value(now))
+        .filter(jobs::Column::Status.eq(JobStatus::Running.as_str()))
+        .filter(jobs::Column::CreatedAt.lt(opened_before))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
 /// The caller's job.
 pub async fn find_job(
     db: &DatabaseConnection,

@@ -212,7 +212,8 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Background upkeep: voids expired holds and forgets idle rate-limit buckets.
+/// Background upkeep: voids expired holds, marks abandoned jobs failed, forgets idle
+/// rate-limit buckets.
 fn spawn_workers(state: web::Data<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -225,6 +226,14 @@ fn spawn_workers(state: web::Data<AppState>) {
                     tracing::info!(voided, "voided expired holds");
                 }
                 Err(err) => tracing::warn!(error = %err, "hold reaper failed"),
+            }
+            // No job runs longer than its hold: one still "running" long after any hold could
+            // have expired was cut off by a crash.
+            let cutoff = state.now() - chrono::Duration::hours(6);
+            match registry::jobs::fail_abandoned_jobs(&state.db, cutoff, state.now()).await {
+                Ok(0) => {}
+                Ok(marked) => tracing::warn!(marked, "marked abandoned jobs as failed"),
+                Err(err) => tracing::warn!(error = %err, "abandoned-job sweep failed"),
             }
             state.rate_limiter.forget_idle();
         }

@@ -426,3 +426,64 @@ async fn random_concurrent_traffic_keeps_the_ledger_balanced() {
         assert!(platform.micros() > 0, "{backend}: some traffic was captured");
     }
 }
+
+#[tokio::test]
+async fn a_job_cut_off_by_a_crash_is_marked_failed_and_its_hold_voided() {
+    use registry::jobs::{self, AuctionEntry, JobKind, NewJob};
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let caller = user(&db).await;
+        ledger::ensure_monthly_grant(&db, caller, credits(100), Utc::now()).await.unwrap();
+        let opened = Utc::now() - Duration::hours(7);
+        let job_id = Uuid::now_v7();
+        let job = NewJob {
+            id: job_id,
+            caller,
+            kind: JobKind::Chat,
+            category: "chat".into(),
+            requested_model: "auction".into(),
+            mode: "execute".into(),
+            auction_id: Uuid::now_v7(),
+            created_at: opened,
+        };
+        let auction = AuctionEntry {
+            id: job.auction_id,
+            category: "chat".into(),
+            winner: None,
+            clearing_price: None,
+            record: "{}".into(),
+        };
+        let hold = HoldRequest {
+            job_id,
+            payer: caller,
+            amount: credits(5),
+            expires_at: opened + Duration::minutes(15),
+        };
+        jobs::open_job_with_hold(&db, job, auction, Some((hold, Uuid::now_v7()))).await.unwrap();
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(5), "{backend}");
+
+        // The sweep the server runs: holds first, then jobs.
+        assert_eq!(ledger::reap_expired_holds(&db, Utc::now(), 100).await.unwrap(), 1, "{backend}");
+        assert_eq!(
+            jobs::fail_abandoned_jobs(&db, Utc::now() - Duration::hours(6), Utc::now())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            jobs::fail_abandoned_jobs(&db, Utc::now() - Duration::hours(6), Utc::now())
+                .await
+                .unwrap(),
+            0
+        );
+        let job = jobs::find_job(&db, caller, job_id).await.unwrap().unwrap();
+        assert_eq!(job.status, "failed", "{backend}");
+        let balance = ledger::balance(&db, caller).await.unwrap();
+        assert_eq!(
+            (balance.balance, balance.held),
+            (credits(100), MicroCredits::ZERO),
+            "{backend}: nothing charged"
+        );
+        assert_ledger_consistent(&db).await;
+    }
+}

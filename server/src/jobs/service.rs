@@ -294,7 +294,7 @@ pub async fn prepare(
             amount: hold_amount,
             // Long enough for every attempt to time out in turn: a hold must never be reaped
             // while its job is still running.
-            expires_at: now + hold_lifetime(state, serving.len()),
+            expires_at: now + hold_lifetime(state, serving.len(), request.stream),
         };
         (request, Uuid::now_v7())
     });
@@ -646,14 +646,17 @@ async fn recommend(
 
 /// How long a job's hold lives: the configured TTL, or longer when the fallback chain could
 /// take longer than that.
-fn hold_lifetime(state: &AppState, attempts: usize) -> chrono::Duration {
+fn hold_lifetime(state: &AppState, attempts: usize, stream: bool) -> chrono::Duration {
     let configured = state.settings.raw.credits.hold_ttl_secs.saturating_mul(1000);
+    // A stream may run for up to `stream::MAX_STREAM` once it has started.
+    let streaming = if stream { crate::jobs::stream::MAX_STREAM.as_millis() as u64 } else { 0 };
     let worst_case = state
         .settings
         .raw
         .dispatch
         .timeout_ms
         .saturating_mul(attempts as u64)
+        .saturating_add(streaming)
         .saturating_add(60_000);
     chrono::Duration::milliseconds(configured.max(worst_case).min(i64::MAX as u64) as i64)
 }

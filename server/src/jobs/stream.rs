@@ -37,6 +37,9 @@ use crate::jobs::service::{
 };
 use crate::state::AppState;
 
+/// The longest a relayed stream may last once started; its hold lives at least this long.
+pub const MAX_STREAM: Duration = Duration::from_secs(3600);
+
 /// Starts relaying a held job; answers once it is known whether the caller gets a stream or
 /// a plain error.
 pub async fn respond(state: web::Data<AppState>, job: HeldJob) -> Result<HttpResponse, ApiError> {
@@ -260,7 +263,7 @@ async fn attempt(
         bearer: agent.upstream_api_key.as_ref().map(|k| k.expose()),
         first_byte_timeout: timeout,
         // The whole stream may last long; idleness is bounded chunk by chunk below.
-        total_timeout: Duration::from_secs(3600),
+        total_timeout: MAX_STREAM,
         max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
     };
     let open = state.agent_client.post_stream(call);

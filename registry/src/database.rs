@@ -6,11 +6,12 @@
 //! (read committed), which is enough because every money-moving statement is a conditional
 //! update on the rows it changes.
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
@@ -58,11 +59,32 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Database
     Database::connect(options).await
 }
 
-/// Begins a transaction that will write. On SQLite it takes the write lock at once.
-pub(crate) async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    })
-    .await
+/// This process's queue for the SQLite write lock. SQLite lets one writer in at a time; a
+/// connection that finds the lock taken sleeps in SQLite's busy handler (1 ms, 2 ms, 5 ms...
+/// up to 100 ms) instead of being woken when it frees up. Queueing writers here first hands
+/// the lock over at once, in arrival order. Other processes on the same file still queue on
+/// SQLite's busy timeout.
+static SQLITE_WRITE_GATE: LazyLock<Arc<tokio::sync::Mutex<()>>> =
+    LazyLock::new(|| Arc::new(tokio::sync::Mutex::new(())));
+
+/// Held for the life of a write transaction (on SQLite; nothing on Postgres). Keep it in scope
+/// until after `commit` or `rollback`.
+pub(crate) type WriteGate = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+/// Begins a transaction that will write. On SQLite it waits its turn at this process's write
+/// gate, then takes the database's write lock at once (`BEGIN IMMEDIATE`).
+pub(crate) async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<(DatabaseTransaction, WriteGate), DbErr> {
+    let gate = match db.get_database_backend() {
+        DbBackend::Sqlite => Some(Arc::clone(&SQLITE_WRITE_GATE).lock_owned().await),
+        _ => None,
+    };
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await?;
+    Ok((txn, gate))
 }

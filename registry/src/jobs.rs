@@ -209,7 +209,7 @@ pub async fn open_job_with_hold(
     hold: Option<(HoldRequest, Uuid)>,
 ) -> Result<(), RegistryError> {
     let now = job.created_at;
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     let result = async {
         insert_job(&txn, job, auction).await?;
         if let Some((request, hold_id)) = &hold {
@@ -305,7 +305,7 @@ pub async fn finish_job(
     // Rows are locked in one order everywhere (agents by id, then the hold and accounts), so
     // concurrent finishes cannot deadlock on Postgres.
     reputation.sort_by_key(|update| update.agent);
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     let result = async {
         for update in &reputation {
             crate::agents::record_attempt_in(

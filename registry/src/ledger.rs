@@ -181,7 +181,7 @@ pub async fn ensure_monthly_grant(
         return Ok(Applied::AlreadyDone);
     }
 
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     // The conditional update is the once-per-month guard: of N concurrent first requests,
     // exactly one sees its row change.
     let result = accounts::Entity::update_many()
@@ -253,7 +253,7 @@ pub async fn admin_grant(
         return Err(RegistryError::invalid("credits", "must be positive"));
     }
     let key = format!("admin_grant:{transfer_id}");
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     if transfers::Entity::find()
         .filter(transfers::Column::IdempotencyKey.eq(key.as_str()))
         .one(&txn)
@@ -294,7 +294,7 @@ pub async fn place_hold(
     hold_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     match place_hold_in(&txn, &request, hold_id, now).await {
         Ok(()) => Ok(txn.commit().await?),
         Err(err) => {
@@ -375,7 +375,7 @@ pub async fn capture(
     capture: Capture,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     match capture_in(&txn, capture, now).await {
         Ok(applied) => {
             txn.commit().await?;
@@ -487,7 +487,7 @@ async fn end_hold(
     status: HoldStatus,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     match end_hold_in(&txn, job_id, status, now).await {
         Ok(applied) => {
             txn.commit().await?;

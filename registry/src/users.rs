@@ -80,7 +80,7 @@ pub async fn create_user(
         handle = Handle::from_email(&new_user.email, Some(suffix));
     }
 
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     let row = users::ActiveModel {
         id: Set(id),
         email: Set(new_user.email.as_str().to_owned()),

@@ -165,7 +165,7 @@ pub async fn register_agent(
         .ok_or(RegistryError::NotFound { what: "user" })?
         .handle;
     let slug = format!("{handle}/{}", spec.name.as_str());
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     let row = agents::ActiveModel {
         id: Set(id),
         owner_id: Set(owner.0),
@@ -373,7 +373,7 @@ pub async fn update_agent(
     let pricing = patch.pricing.map(|p| parse_pricing(p, Some(current.pricing))).transpose()?;
     let price_changed = pricing.is_some_and(|p| p != current.pricing);
 
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     let mut row = agents::ActiveModel { id: Set(id), updated_at: Set(now), ..Default::default() };
     if let Some(description) = description {
         row.description = Set(description);
@@ -448,7 +448,7 @@ pub async fn delete_agent(
     now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
     load_for_write(db, owner, id).await?;
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     agents::Entity::update_many()
         .col_expr(agents::Column::DeletedAt, Expr::value(now))
         .col_expr(agents::Column::UpdatedAt, Expr::value(now))
@@ -491,7 +491,7 @@ pub async fn record_attempt(
     now_ms: i64,
     half_life_ms: i64,
 ) -> Result<ReputationStats, RegistryError> {
-    let txn = begin_write(db).await?;
+    let (txn, _gate) = begin_write(db).await?;
     match record_attempt_in(&txn, agent, outcome, latency_ms, now_ms, half_life_ms).await {
         Ok(stats) => {
             txn.commit().await?;

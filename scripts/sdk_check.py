@@ -45,4 +45,20 @@ try:
 except openai.AuthenticationError as err:
     seen["auth_error"] = err.status_code
 
+# Streaming through the SDK: a named agent, chunks as they come, a final usage chunk.
+stream_model = os.environ.get("GAVEL_STREAM_MODEL")
+if stream_model:
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(
+        model=stream_model,
+        messages=[{"role": "user", "content": "Stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.usage is not None:
+            usage = {"completion_tokens": chunk.usage.completion_tokens, "cost": (chunk.usage.model_extra or {}).get("cost")}
+    seen["stream"] = {"text": "".join(pieces), "usage": usage}
+
 print(json.dumps(seen))

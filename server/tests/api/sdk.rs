@@ -41,6 +41,24 @@ async fn the_openai_python_sdk_works_unchanged() {
             .as_str()
             .unwrap()
             .to_owned();
+    // A dear streaming agent: priced out of the capped auction above, called by name below.
+    let streamer = TestAgent::start(Behaviour::Stream {
+        pieces: vec!["streamed ".into(), "through ".into(), "the SDK".into()],
+        first_after: std::time::Duration::ZERO,
+        gap: std::time::Duration::from_millis(10),
+        cut: false,
+        usage: Some((4, 6)),
+    })
+    .await;
+    let body = json!({
+        "name": "sdk-streamer", "kind": "openai-chat", "categories": ["chat"], "endpoint": streamer.url,
+        "upstream_model": "s", "pricing": {"per_call": "50"},
+    });
+    let stream_slug = json_body(app.post_json("/api/agents", &body, Some(&owner.token)).await)
+        .await["slug"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, key) = app.create_key(&caller, "sdk").await;
 
     let base_url = format!("{}/v1", app.address);
@@ -50,6 +68,7 @@ async fn the_openai_python_sdk_works_unchanged() {
             .arg(script)
             .env("GAVEL_BASE_URL", base_url)
             .env("GAVEL_API_KEY", key)
+            .env("GAVEL_STREAM_MODEL", stream_slug)
             .output()
             .unwrap()
     })
@@ -70,4 +89,10 @@ async fn the_openai_python_sdk_works_unchanged() {
     assert_eq!(seen["error"]["class"], "UnprocessableEntityError");
     assert_eq!(seen["error"]["code"], "no_eligible_agent");
     assert_eq!(seen["auth_error"], 401);
+    assert_eq!(seen["stream"]["text"], "streamed through the SDK");
+    assert_eq!(seen["stream"]["usage"]["completion_tokens"], 6);
+    assert_eq!(
+        seen["stream"]["usage"]["cost"], "51",
+        "a named agent's posted price plus the call fee"
+    );
 }

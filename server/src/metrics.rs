@@ -3,7 +3,6 @@
 //! Labels are low-cardinality on purpose: the matched route pattern (`/api/keys/{id}`), never
 //! the raw path, and the status code.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -94,8 +93,7 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let state =
-        req.app_data::<web::Data<AppState>>().map(|data| Arc::clone(&data.clone().into_inner()));
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let response = next.call(req).await?;

@@ -14,7 +14,6 @@ use auction_engine::{
     AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, Job, MicroCredits,
     OwnerId, Ranked, settle_on_usage, sheet_price, split,
 };
-use chrono::{DateTime, Utc};
 use rand::RngCore;
 use registry::agents::{Agent, AgentState, Visibility};
 use registry::jobs::{
@@ -60,7 +59,6 @@ pub struct DeliveredJob {
 /// A job whose auction has run and whose hold is placed: ready to dispatch.
 #[derive(Debug)]
 pub struct HeldJob {
-    pub caller: UserId,
     pub request: JobRequest,
     pub job_id: Uuid,
     pub auction_id: Uuid,
@@ -72,7 +70,6 @@ pub struct HeldJob {
     pub call_fee: MicroCredits,
     pub win_fee: MicroCredits,
     pub half_life_ms: i64,
-    pub now: DateTime<Utc>,
 }
 
 /// After the auction: either a job to dispatch, or a finished recommendation.
@@ -325,7 +322,6 @@ pub async fn prepare(
     }
     let half_life_ms = record.input.parameters.half_life_ms;
     Ok(Prepared::Held(Box::new(HeldJob {
-        caller,
         request,
         job_id,
         auction_id,
@@ -336,7 +332,6 @@ pub async fn prepare(
         call_fee,
         win_fee,
         half_life_ms,
-        now,
     })))
 }
 
@@ -379,17 +374,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             started_at,
         });
         if let Delivery::Delivered { output, usage } = delivery {
-            let cap = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
-            let token_priced = agent.pricing.per_million_input_tokens > MicroCredits::ZERO
-                || agent.pricing.per_million_output_tokens > MicroCredits::ZERO;
-            let agent_cost = match usage {
-                Some((prompt, completion)) if token_priced => {
-                    let actual = sheet_price(&agent.pricing, prompt, completion)
-                        .unwrap_or(ranked.sheet_price);
-                    settle_on_usage(ranked.price, ranked.sheet_price, actual, cap)
-                }
-                _ => ranked.price.min(cap),
-            };
+            let agent_cost = delivered_cost(&job, agent, ranked, usage);
             let outcome = JobOutcome {
                 status: JobStatus::Delivered,
                 served: Some(Served {
@@ -432,10 +417,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     }
 
     // Nobody delivered: nothing is charged.
-    let summary: Vec<Value> = attempts
-        .iter()
-        .map(|a| json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms}))
-        .collect();
+    let summary = attempts_summary(&attempts);
     let message = failure_message(&attempts);
     let release = if job.hold_amount > MicroCredits::ZERO {
         Conclusion::Release
@@ -445,7 +427,39 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     conclude(state, job.job_id, failed_outcome(state, &message, attempts), release, reputation)
         .await?;
     state.metrics.job_finished(job.request.kind.as_str(), "all_failed");
-    Err(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) })
+    Err(ApiError::UpstreamFailed { message, attempts: summary })
+}
+
+/// What the caller pays an agent that delivered: its price, scaled by the usage it reported
+/// against the sheet's estimate (`settle_on_usage`), never above the hold less the call fee. A
+/// flat-priced sheet costs the same at any usage, so its scaling is exactly 1.
+pub(crate) fn delivered_cost(
+    job: &HeldJob,
+    agent: &Agent,
+    ranked: &Ranked,
+    usage: Option<(u64, u64)>,
+) -> MicroCredits {
+    let cap = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
+    match usage {
+        Some((prompt, completion)) => {
+            let actual =
+                sheet_price(&agent.pricing, prompt, completion).unwrap_or(ranked.sheet_price);
+            settle_on_usage(ranked.price, ranked.sheet_price, actual, cap)
+        }
+        None => ranked.price.min(cap),
+    }
+}
+
+/// The attempts as the 502 body lists them.
+pub(crate) fn attempts_summary(attempts: &[Attempt]) -> Value {
+    Value::Array(
+        attempts
+            .iter()
+            .map(|a| {
+                json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms})
+            })
+            .collect(),
+    )
 }
 
 /// "all 2 agent(s) failed: a/x (http_500), b/y (timeout)".
@@ -559,6 +573,12 @@ pub(crate) async fn conclude(
         memo: Some(format!("job served by {}{note}", agent.slug)),
     };
     let full = capture(parts.owner_receives, "");
+    // Only a negative owner share (a win fee above the price) can fail for want of funds; any
+    // other capture is covered by the hold, so the common path keeps no copy for a retry.
+    if !parts.owner_receives.is_negative() {
+        jobs::finish_job(&state.db, job_id, outcome, Settlement::Capture(full), reputation).await?;
+        return Ok(parts.caller_pays);
+    }
     match jobs::finish_job(
         &state.db,
         job_id,
@@ -572,8 +592,7 @@ pub(crate) async fn conclude(
         // The owner's wallet fell short of the win fee between the auction and now: the fee is
         // waived down to what the price covers, so the caller still pays what it agreed.
         Err(RegistryError::AccountCannotCover { .. }) => {
-            let reduced =
-                capture(parts.owner_receives.max(MicroCredits::ZERO), " (win fee reduced)");
+            let reduced = capture(MicroCredits::ZERO, " (win fee reduced)");
             jobs::finish_job(&state.db, job_id, outcome, Settlement::Capture(reduced), reputation)
                 .await?;
             Ok(parts.caller_pays)

@@ -33,7 +33,8 @@ use crate::egress::AgentCall;
 use crate::error::ApiError;
 use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
 use crate::jobs::service::{
-    Conclusion, HeldJob, conclude, failed_outcome, failure_message, reputation_update,
+    Conclusion, HeldJob, attempts_summary, conclude, delivered_cost, failed_outcome,
+    failure_message, reputation_update,
 };
 use crate::state::AppState;
 
@@ -216,13 +217,10 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
     }
     // Nobody delivered: nothing is charged.
     let message = failure_message(&attempts);
-    let summary: Vec<Value> = attempts
-        .iter()
-        .map(|a| json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms}))
-        .collect();
+    let summary = attempts_summary(&attempts);
     abandon(&state, &job, &message, attempts, reputation).await;
     state.metrics.job_finished("chat", "all_failed");
-    sink.fail(ApiError::UpstreamFailed { message, attempts: Value::Array(summary) }).await;
+    sink.fail(ApiError::UpstreamFailed { message, attempts: summary }).await;
 }
 
 /// Releases the hold and records the job as failed, with the reputation of those tried.
@@ -402,18 +400,11 @@ async fn finish(state: &AppState, job: &HeldJob, done: Finished<'_>, sink: &mut 
                 MicroCredits::ZERO,
             )
         }
-        Ending::Finished | Ending::CallerGone => {
-            let token_priced = agent.pricing.per_million_input_tokens > MicroCredits::ZERO
-                || agent.pricing.per_million_output_tokens > MicroCredits::ZERO;
-            let cost = if token_priced {
-                let actual =
-                    sheet_price(&agent.pricing, prompt, completion).unwrap_or(ranked.sheet_price);
-                settle_on_usage(ranked.price, ranked.sheet_price, actual, cap)
-            } else {
-                ranked.price.min(cap)
-            };
-            (cost, job.call_fee, job.win_fee)
-        }
+        Ending::Finished | Ending::CallerGone => (
+            delivered_cost(job, agent, ranked, Some((prompt, completion))),
+            job.call_fee,
+            job.win_fee,
+        ),
     };
     let (status, error) = match &ending {
         Ending::Finished => (JobStatus::Delivered, None),

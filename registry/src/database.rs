@@ -88,3 +88,21 @@ pub(crate) async fn begin_write(
         .await?;
     Ok((txn, gate))
 }
+
+/// Runs `work` in a write transaction: commits on `Ok`, rolls back on `Err`.
+pub(crate) async fn in_write_txn<T>(
+    db: &DatabaseConnection,
+    work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, crate::RegistryError>,
+) -> Result<T, crate::RegistryError> {
+    let (txn, _gate) = begin_write(db).await?;
+    match work(&txn).await {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}

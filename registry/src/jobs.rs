@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::database::begin_write;
+use crate::database::in_write_txn;
 use crate::entity::{auctions, job_attempts, jobs};
 use crate::ledger::{self, Capture, HoldRequest};
 use crate::{RegistryError, UserId};
@@ -209,22 +209,14 @@ pub async fn open_job_with_hold(
     hold: Option<(HoldRequest, Uuid)>,
 ) -> Result<(), RegistryError> {
     let now = job.created_at;
-    let (txn, _gate) = begin_write(db).await?;
-    let result = async {
-        insert_job(&txn, job, auction).await?;
+    in_write_txn(db, async |txn| {
+        insert_job(txn, job, auction).await?;
         if let Some((request, hold_id)) = &hold {
-            ledger::place_hold_in(&txn, request, *hold_id, now).await?;
+            ledger::place_hold_in(txn, request, *hold_id, now).await?;
         }
-        Ok::<(), RegistryError>(())
-    }
-    .await;
-    match result {
-        Ok(()) => Ok(txn.commit().await?),
-        Err(err) => {
-            txn.rollback().await?;
-            Err(err)
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 async fn insert_job(
@@ -305,11 +297,10 @@ pub async fn finish_job(
     // Rows are locked in one order everywhere (agents by id, then the hold and accounts), so
     // concurrent finishes cannot deadlock on Postgres.
     reputation.sort_by_key(|update| update.agent);
-    let (txn, _gate) = begin_write(db).await?;
-    let result = async {
+    in_write_txn(db, async |txn| {
         for update in &reputation {
             crate::agents::record_attempt_in(
-                &txn,
+                txn,
                 update.agent,
                 update.outcome,
                 update.latency_ms,
@@ -320,23 +311,16 @@ pub async fn finish_job(
         }
         match settlement {
             Settlement::Capture(capture) => {
-                ledger::capture_in(&txn, capture, outcome.finished_at).await?;
+                ledger::capture_in(txn, capture, outcome.finished_at).await?;
             }
             Settlement::Release => {
-                ledger::release_in(&txn, job_id, outcome.finished_at).await?;
+                ledger::release_in(txn, job_id, outcome.finished_at).await?;
             }
             Settlement::Nothing => {}
         }
-        close_job_in(&txn, job_id, outcome).await
-    }
-    .await;
-    match result {
-        Ok(()) => Ok(txn.commit().await?),
-        Err(err) => {
-            txn.rollback().await?;
-            Err(err)
-        }
-    }
+        close_job_in(txn, job_id, outcome).await
+    })
+    .await
 }
 
 /// Records how a job ended and every attempt, in one transaction.

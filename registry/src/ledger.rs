@@ -33,7 +33,7 @@ use uuid::{Uuid, uuid};
 
 use auction_engine::MicroCredits;
 
-use crate::database::begin_write;
+use crate::database::{begin_write, in_write_txn};
 use crate::entity::{accounts, holds, ledger_entries, transfers};
 use crate::{RegistryError, UserId};
 
@@ -294,14 +294,7 @@ pub async fn place_hold(
     hold_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
-    let (txn, _gate) = begin_write(db).await?;
-    match place_hold_in(&txn, &request, hold_id, now).await {
-        Ok(()) => Ok(txn.commit().await?),
-        Err(err) => {
-            txn.rollback().await?;
-            Err(err)
-        }
-    }
+    in_write_txn(db, async |txn| place_hold_in(txn, &request, hold_id, now).await).await
 }
 
 /// `place_hold` inside the caller's transaction (so a job's records and its hold are
@@ -375,17 +368,7 @@ pub async fn capture(
     capture: Capture,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
-    let (txn, _gate) = begin_write(db).await?;
-    match capture_in(&txn, capture, now).await {
-        Ok(applied) => {
-            txn.commit().await?;
-            Ok(applied)
-        }
-        Err(err) => {
-            txn.rollback().await?;
-            Err(err)
-        }
-    }
+    in_write_txn(db, async |txn| capture_in(txn, capture, now).await).await
 }
 
 /// `capture` inside the caller's transaction. On error the caller must roll back.
@@ -487,17 +470,7 @@ async fn end_hold(
     status: HoldStatus,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
-    let (txn, _gate) = begin_write(db).await?;
-    match end_hold_in(&txn, job_id, status, now).await {
-        Ok(applied) => {
-            txn.commit().await?;
-            Ok(applied)
-        }
-        Err(err) => {
-            txn.rollback().await?;
-            Err(err)
-        }
-    }
+    in_write_txn(db, async |txn| end_hold_in(txn, job_id, status, now).await).await
 }
 
 /// `release` inside the caller's transaction. On error the caller must roll back.

@@ -19,7 +19,7 @@ use crate::agents::domain::{
     AgentKind, AgentSpec, AgentState, Secret, Visibility, parse_categories, parse_context,
     parse_labels, parse_latency, parse_pricing, parse_secret, parse_text, parse_url,
 };
-use crate::database::begin_write;
+use crate::database::{begin_write, in_write_txn};
 use crate::entity::{
     agent_categories, agent_price_versions, agent_reputation, agents, registry_state, users,
 };
@@ -265,35 +265,48 @@ pub async fn list_own_agents(
         .order_by_desc(agents::Column::Id)
         .all(db)
         .await?;
-    let mut agents = Vec::with_capacity(rows.len());
-    for row in rows {
-        if let Some(agent) = load_agent(db, row.id).await? {
-            agents.push(agent);
-        }
-    }
-    Ok(agents)
+    with_details(db, rows, Scope::TheseRows).await
 }
 
 /// Every live (not deleted) agent with categories and reputation, in three queries: what the
 /// candidate index loads.
 pub async fn load_live_agents(db: &DatabaseConnection) -> Result<Vec<Agent>, RegistryError> {
     let rows = agents::Entity::find().filter(agents::Column::DeletedAt.is_null()).all(db).await?;
+    with_details(db, rows, Scope::Everything).await
+}
+
+/// Which detail rows `with_details` reads.
+enum Scope {
+    /// Only those of the given rows (a few agents).
+    TheseRows,
+    /// All of them (the index loads every live agent: no id list to send).
+    Everything,
+}
+
+/// Joins categories and reputation onto agent rows: two more queries for any number of rows.
+async fn with_details(
+    db: &DatabaseConnection,
+    rows: Vec<agents::Model>,
+    scope: Scope,
+) -> Result<Vec<Agent>, RegistryError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut category_query = agent_categories::Entity::find();
+    let mut reputation_query = agent_reputation::Entity::find();
+    if let Scope::TheseRows = scope {
+        let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+        category_query =
+            category_query.filter(agent_categories::Column::AgentId.is_in(ids.iter().copied()));
+        reputation_query = reputation_query.filter(agent_reputation::Column::AgentId.is_in(ids));
+    }
     let mut categories: std::collections::HashMap<Uuid, Vec<String>> =
         std::collections::HashMap::new();
-    for row in agent_categories::Entity::find()
-        .order_by_asc(agent_categories::Column::Category)
-        .all(db)
-        .await?
-    {
+    for row in category_query.order_by_asc(agent_categories::Column::Category).all(db).await? {
         categories.entry(row.agent_id).or_default().push(row.category);
     }
     let mut reputations: std::collections::HashMap<Uuid, agent_reputation::Model> =
-        agent_reputation::Entity::find()
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|r| (r.agent_id, r))
-            .collect();
+        reputation_query.all(db).await?.into_iter().map(|r| (r.agent_id, r)).collect();
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -317,7 +330,7 @@ pub(crate) async fn load_reputations(
 
 /// Loads an agent for a write by `owner`: `NotFound` if it does not exist for them,
 /// `Forbidden` if it is someone else's public agent.
-async fn load_for_write(
+pub async fn load_for_write(
     db: &impl ConnectionTrait,
     owner: UserId,
     id: Uuid,
@@ -491,17 +504,10 @@ pub async fn record_attempt(
     now_ms: i64,
     half_life_ms: i64,
 ) -> Result<ReputationStats, RegistryError> {
-    let (txn, _gate) = begin_write(db).await?;
-    match record_attempt_in(&txn, agent, outcome, latency_ms, now_ms, half_life_ms).await {
-        Ok(stats) => {
-            txn.commit().await?;
-            Ok(stats)
-        }
-        Err(err) => {
-            txn.rollback().await?;
-            Err(err)
-        }
-    }
+    in_write_txn(db, async |txn| {
+        record_attempt_in(txn, agent, outcome, latency_ms, now_ms, half_life_ms).await
+    })
+    .await
 }
 
 /// `record_attempt` inside the caller's transaction.

@@ -255,7 +255,7 @@ impl Settings {
             });
         }
         for cidr in &self.egress.allow_cidrs {
-            if !looks_like_cidr(cidr) {
+            if cidr.parse::<ipnet::IpNet>().is_err() {
                 return Err(ConfigError::Invalid {
                     key: "egress.allow_cidrs",
                     message: format!("`{cidr}` is not a CIDR like 127.0.0.0/8"),
@@ -263,20 +263,6 @@ impl Settings {
             }
         }
         Ok(ResolvedSettings { raw: self, bind, database_url, monthly_grant, call_fee, win_fee })
-    }
-}
-
-fn looks_like_cidr(text: &str) -> bool {
-    let Some((addr, len)) = text.split_once('/') else {
-        return false;
-    };
-    let Ok(len) = len.parse::<u8>() else {
-        return false;
-    };
-    match addr.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => len <= 32,
-        Ok(std::net::IpAddr::V6(_)) => len <= 128,
-        Err(_) => false,
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::routes::parse_body;
+use crate::routes::{decimal_text, parse_body};
 
 /// Largest `max_tokens` a caller may ask for.
 pub const MAX_TOKENS_CEILING: u64 = 1_000_000;
@@ -344,12 +344,7 @@ fn take_object<T: serde::de::DeserializeOwned + Default>(
 }
 
 fn price(field: &'static str, value: Option<Value>) -> Result<Option<MicroCredits>, ApiError> {
-    let text = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(text)) => text,
-        Some(Value::Number(number)) => number.to_string(),
-        Some(_) => return Err(ApiError::validation(field, "must be a decimal number of credits")),
-    };
+    let Some(text) = decimal_text(field, value)? else { return Ok(None) };
     let amount = MicroCredits::parse_decimal(&text)
         .map_err(|e| ApiError::validation(field, e.to_string()))?;
     if amount.is_negative() {

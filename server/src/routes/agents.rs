@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, MaybeCaller};
 use crate::error::ApiError;
-use crate::routes::parse_body;
+use crate::routes::{decimal_text, page_limit, parse_body};
 use crate::state::AppState;
 
-const MAX_PAGE: usize = 100;
-const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: u64 = 100;
+const DEFAULT_PAGE: u64 = 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,26 +94,14 @@ pub(crate) struct DiscoveryQuery {
     cursor: Option<String>,
 }
 
-/// A price as text: `"0.5"` or `0.5` both mean half a credit.
-fn price_text(field: &'static str, value: Option<Value>) -> Result<Option<String>, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(Value::Number(number)) => Ok(Some(number.to_string())),
-        Some(_) => {
-            Err(ApiError::validation(field, "must be a decimal number of credits, e.g. \"0.5\""))
-        }
-    }
-}
-
 fn raw_pricing(body: PricingBody) -> Result<RawPricing, ApiError> {
     Ok(RawPricing {
-        per_call: price_text("pricing.per_call", body.per_call)?,
-        per_million_input_tokens: price_text(
+        per_call: decimal_text("pricing.per_call", body.per_call)?,
+        per_million_input_tokens: decimal_text(
             "pricing.per_million_input_tokens",
             body.per_million_input_tokens,
         )?,
-        per_million_output_tokens: price_text(
+        per_million_output_tokens: decimal_text(
             "pricing.per_million_output_tokens",
             body.per_million_output_tokens,
         )?,
@@ -212,8 +200,9 @@ pub(crate) async fn update(
             "cannot be changed; register a new agent instead",
         ));
     }
-    // Ownership before the URL checks, so that a stranger learns nothing from them.
-    agents::find_visible_agent(&state.db, Some(caller.user_id), id).await?;
+    // The write check (404, or 403 for another owner's public agent) comes before the URL
+    // checks, so that a stranger learns nothing from them.
+    agents::load_for_write(&state.db, caller.user_id, id).await?;
     if let Some(endpoint) = &body.endpoint {
         vet(&state, "endpoint", endpoint).await?;
     }
@@ -279,14 +268,7 @@ pub(crate) async fn discover(
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let viewer = caller.0.map(|c| c.user_id);
-    let limit = match query.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
-        Some(text) => {
-            text.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                ApiError::validation("limit", format!("must be an integer from 1 to {MAX_PAGE}"))
-            })?
-        }
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)? as usize;
     let sort = match query.sort.as_deref() {
         None | Some("") | Some("newest") => Sort::Newest,
         Some("price") => Sort::Price,

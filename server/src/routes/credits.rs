@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::routes::page_limit;
 use crate::state::AppState;
 
 /// Largest page of ledger entries.
@@ -45,14 +46,7 @@ pub(crate) async fn ledger(
             ApiError::validation("cursor", "is not a cursor from a previous page")
         })?),
     };
-    let limit = match query.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
-        Some(text) => {
-            text.parse::<u64>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                ApiError::validation("limit", format!("must be an integer from 1 to {MAX_PAGE}"))
-            })?
-        }
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let page = registry::ledger::entries(&state.db, caller.user_id, before, limit).await?;
     let data: Vec<_> = page
         .entries

@@ -14,6 +14,7 @@ pub(crate) mod v1;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -126,6 +127,32 @@ pub fn parse_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
         };
         ApiError::validation(field, inner)
     })
+}
+
+/// A `limit` query parameter: absent or empty means `default`, else an integer from 1 to `max`.
+pub(crate) fn page_limit(text: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
+    match text {
+        None | Some("") => Ok(default),
+        Some(text) => text.parse::<u64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+            ApiError::validation("limit", format!("must be an integer from 1 to {max}"))
+        }),
+    }
+}
+
+/// An amount of credits sent as a JSON string (`"0.5"`) or number (`0.5`), as decimal text for
+/// `MicroCredits::parse_decimal`. Absent or `null` is `None`.
+pub(crate) fn decimal_text(
+    field: &'static str,
+    value: Option<Value>,
+) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(Value::Number(number)) => Ok(Some(number.to_string())),
+        Some(_) => {
+            Err(ApiError::validation(field, "must be a decimal number of credits, e.g. \"0.5\""))
+        }
+    }
 }
 
 /// serde reports a missing or unknown field at the parent's path; the name is in the message

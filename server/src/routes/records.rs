@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::routes::page_limit;
 use crate::routes::v1::attempt_json;
 use crate::state::AppState;
 
@@ -80,14 +81,7 @@ pub(crate) async fn activity(
             ));
         }
     };
-    let limit = match query.limit.as_deref() {
-        None | Some("") => 50,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::validation("limit", "must be an integer from 1 to 1000"))?,
-    };
+    let limit = page_limit(query.limit.as_deref(), 50, 1000)?;
     let before = query
         .cursor
         .as_deref()

@@ -46,7 +46,7 @@ pub(crate) async fn chat_completions(
         return stream(caller, state, &req, body).await;
     }
     let runner = state.clone();
-    idempotent(&state, caller, &req, &body, |body| async move {
+    idempotent(&state, caller, &req, body, |body| async move {
         let state = runner;
         let Value::Object(map) = body else {
             return Err(ApiError::validation("body", "must be a JSON object"));
@@ -103,7 +103,7 @@ pub(crate) async fn create_job(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let runner = state.clone();
-    idempotent(&state, caller, &req, &body, |body| async move {
+    idempotent(&state, caller, &req, body, |body| async move {
         let state = runner;
         let job: JobRequest = request::parse_job(body)?;
         let result = run_job(&state, caller.user_id, job).await?;
@@ -126,7 +126,7 @@ async fn idempotent<F, Fut>(
     state: &AppState,
     caller: Caller,
     req: &HttpRequest,
-    body: &Value,
+    body: Value,
     handler: F,
 ) -> Result<HttpResponse, ApiError>
 where
@@ -134,7 +134,7 @@ where
     Fut: std::future::Future<Output = Result<Rendered, ApiError>>,
 {
     let Some(key) = req.headers().get("idempotency-key") else {
-        return handler(body.clone()).await.map(Rendered::into_response);
+        return handler(body).await.map(Rendered::into_response);
     };
     let key = key
         .to_str()
@@ -146,7 +146,7 @@ where
         .to_owned();
     let mut hasher = Sha256::new();
     hasher.update(req.path().as_bytes());
-    hasher.update(serde_json::to_vec(body).map_err(ApiError::internal)?);
+    hasher.update(serde_json::to_vec(&body).map_err(ApiError::internal)?);
     let hash = hex::encode(hasher.finalize());
     match idempotency::begin_idempotent(&state.db, caller.user_id, &key, &hash, state.now()).await?
     {
@@ -165,7 +165,7 @@ where
         }
         IdempotencyStart::Proceed => {}
     }
-    match handler(body.clone()).await {
+    match handler(body).await {
         Ok(rendered) => {
             let headers = json!({
                 "x-gavel-auction-id": rendered.auction_id.to_string(),

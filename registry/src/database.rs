@@ -41,10 +41,15 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Database
         DbErr::Custom("database.url must start with sqlite: or postgres://".into())
     })?;
     let mut options = ConnectOptions::new(url.to_owned());
-    options.sqlx_logging(false).acquire_timeout(Duration::from_secs(30));
+    options
+        .sqlx_logging(std::env::var("GAVEL_SQL_LOG").is_ok())
+        .acquire_timeout(Duration::from_secs(30));
     match backend {
         Backend::Sqlite => {
-            options.max_connections(max_connections.unwrap_or(8));
+            // A pooled SQLite connection is a file handle in this process: it cannot go stale
+            // the way a socket can, and pinging it first costs a worker-thread round trip on
+            // every query.
+            options.max_connections(max_connections.unwrap_or(8)).test_before_acquire(false);
             options.map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
@@ -53,7 +58,11 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Database
             });
         }
         Backend::Postgres => {
-            options.max_connections(max_connections.unwrap_or(32));
+            // Ping only connections that sat idle long enough for a server or a proxy to have
+            // dropped them, not before every query.
+            options
+                .max_connections(max_connections.unwrap_or(32))
+                .test_before_acquire_if_idle_for(Duration::from_secs(30));
         }
     }
     Database::connect(options).await

@@ -6,14 +6,15 @@ use auction_engine::MicroCredits;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Condition;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Set,
 };
 use uuid::Uuid;
 
 use crate::database::in_write_txn;
 use crate::entity::{auctions, job_attempts, jobs};
 use crate::ledger::{self, Capture, HoldRequest};
+use crate::script::Script;
 use crate::{RegistryError, UserId};
 
 /// What kind of request a job came from.
@@ -210,60 +211,65 @@ pub async fn open_job_with_hold(
 ) -> Result<(), RegistryError> {
     let now = job.created_at;
     in_write_txn(db, async |txn| {
-        insert_job(txn, job, auction).await?;
-        if let Some((request, hold_id)) = &hold {
-            ledger::place_hold_in(txn, request, *hold_id, now).await?;
+        let mut script = Script::new(txn.get_database_backend());
+        add_job(&mut script, job, auction);
+        match &hold {
+            Some((request, hold_id)) => {
+                let pending = ledger::add_hold(&mut script, request, *hold_id, now)?;
+                let run = script.run(txn).await;
+                ledger::verify_hold(txn, run, &pending).await
+            }
+            None => {
+                script.run(txn).await?;
+                Ok(())
+            }
         }
-        Ok(())
     })
     .await
 }
 
-async fn insert_job(
-    txn: &DatabaseTransaction,
-    job: NewJob,
-    auction: AuctionEntry,
-) -> Result<(), RegistryError> {
-    jobs::ActiveModel {
-        id: Set(job.id),
-        caller_id: Set(job.caller.0),
-        kind: Set(job.kind.as_str().to_owned()),
-        category: Set(job.category.clone()),
-        requested_model: Set(job.requested_model),
-        mode: Set(job.mode),
-        status: Set(JobStatus::Running.as_str().to_owned()),
-        auction_id: Set(job.auction_id),
-        agent_id: Set(None),
-        agent_slug: Set(None),
-        owner_id: Set(None),
-        clearing_price: Set(None),
-        agent_cost: Set(0),
-        call_fee: Set(0),
-        win_fee: Set(0),
-        total_cost: Set(0),
-        input_tokens: Set(None),
-        output_tokens: Set(None),
-        latency_ms: Set(None),
-        output: Set(None),
-        error: Set(None),
-        created_at: Set(job.created_at),
-        finished_at: Set(None),
-    }
-    .insert(txn)
-    .await?;
-    auctions::ActiveModel {
-        id: Set(auction.id),
-        job_id: Set(job.id),
-        caller_id: Set(job.caller.0),
-        category: Set(auction.category),
-        winner_agent_id: Set(auction.winner),
-        clearing_price: Set(auction.clearing_price.map(MicroCredits::micros)),
-        record: Set(auction.record),
-        created_at: Set(job.created_at),
-    }
-    .insert(txn)
-    .await?;
-    Ok(())
+fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
+    script.push(
+        &jobs::Entity::insert(jobs::ActiveModel {
+            id: Set(job.id),
+            caller_id: Set(job.caller.0),
+            kind: Set(job.kind.as_str().to_owned()),
+            category: Set(job.category.clone()),
+            requested_model: Set(job.requested_model),
+            mode: Set(job.mode),
+            status: Set(JobStatus::Running.as_str().to_owned()),
+            auction_id: Set(job.auction_id),
+            agent_id: Set(None),
+            agent_slug: Set(None),
+            owner_id: Set(None),
+            clearing_price: Set(None),
+            agent_cost: Set(0),
+            call_fee: Set(0),
+            win_fee: Set(0),
+            total_cost: Set(0),
+            input_tokens: Set(None),
+            output_tokens: Set(None),
+            latency_ms: Set(None),
+            output: Set(None),
+            error: Set(None),
+            created_at: Set(job.created_at),
+            finished_at: Set(None),
+        })
+        .into_query(),
+    );
+    script.push(
+        &auctions::Entity::insert(auctions::ActiveModel {
+            id: Set(auction.id),
+            job_id: Set(job.id),
+            caller_id: Set(job.caller.0),
+            category: Set(auction.category),
+            winner_agent_id: Set(auction.winner),
+            clearing_price: Set(auction.clearing_price.map(MicroCredits::micros)),
+            record: Set(auction.record),
+            created_at: Set(job.created_at),
+        })
+        .into_query(),
+    );
 }
 
 /// What happens to a job's hold when it ends.
@@ -287,38 +293,33 @@ pub struct ReputationUpdate {
 
 /// Ends a job in one transaction: the reputation of every agent tried, the settlement of its
 /// hold, and the job's record with its attempts. Either all of it is written or none.
+///
+/// Two reads (the agents' reputation, the hold's claim) and then one script of writes.
 pub async fn finish_job(
     db: &DatabaseConnection,
     job_id: Uuid,
     outcome: JobOutcome,
     settlement: Settlement,
-    mut reputation: Vec<ReputationUpdate>,
+    reputation: Vec<ReputationUpdate>,
 ) -> Result<(), RegistryError> {
-    // Rows are locked in one order everywhere (agents by id, then the hold and accounts), so
-    // concurrent finishes cannot deadlock on Postgres.
-    reputation.sort_by_key(|update| update.agent);
     in_write_txn(db, async |txn| {
-        for update in &reputation {
-            crate::agents::record_attempt_in(
-                txn,
-                update.agent,
-                update.outcome,
-                update.latency_ms,
-                update.now_ms,
-                update.half_life_ms,
-            )
-            .await?;
-        }
-        match settlement {
+        let mut script = Script::new(txn.get_database_backend());
+        // Rows are locked in one order everywhere (agents by id, then the hold and accounts),
+        // so concurrent finishes cannot deadlock on Postgres.
+        crate::agents::add_reputation_updates(txn, &mut script, &reputation).await?;
+        let pending = match settlement {
             Settlement::Capture(capture) => {
-                ledger::capture_in(txn, capture, outcome.finished_at).await?;
+                ledger::add_capture(txn, &mut script, capture, outcome.finished_at).await?
             }
             Settlement::Release => {
-                ledger::release_in(txn, job_id, outcome.finished_at).await?;
+                ledger::add_release(txn, &mut script, job_id, outcome.finished_at).await?
             }
-            Settlement::Nothing => {}
-        }
-        close_job_in(txn, job_id, outcome).await
+            Settlement::Nothing => None,
+        };
+        add_close_job(&mut script, job_id, outcome);
+        let run = script.run(txn).await?;
+        ledger::verify_settlement(txn, &run, pending).await?;
+        Ok(())
     })
     .await
 }
@@ -332,14 +333,9 @@ pub async fn close_job(
     finish_job(db, job_id, outcome, Settlement::Nothing, Vec::new()).await
 }
 
-async fn close_job_in(
-    txn: &DatabaseTransaction,
-    job_id: Uuid,
-    outcome: JobOutcome,
-) -> Result<(), RegistryError> {
+fn add_close_job(script: &mut Script, job_id: Uuid, outcome: JobOutcome) {
     let to_i64 = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    jobs::ActiveModel {
-        id: Set(job_id),
+    let closed = jobs::ActiveModel {
         status: Set(outcome.status.as_str().to_owned()),
         agent_id: Set(outcome.served.as_ref().map(|s| s.agent_id)),
         agent_slug: Set(outcome.served.as_ref().map(|s| s.agent_slug.clone())),
@@ -356,9 +352,10 @@ async fn close_job_in(
         error: Set(outcome.error),
         finished_at: Set(Some(outcome.finished_at)),
         ..Default::default()
-    }
-    .update(txn)
-    .await?;
+    };
+    script.push(
+        &jobs::Entity::update_many().set(closed).filter(jobs::Column::Id.eq(job_id)).into_query(),
+    );
     let rows: Vec<job_attempts::ActiveModel> = outcome
         .attempts
         .into_iter()
@@ -377,9 +374,8 @@ async fn close_job_in(
         })
         .collect();
     if !rows.is_empty() {
-        job_attempts::Entity::insert_many(rows).exec(txn).await?;
+        script.push(&job_attempts::Entity::insert_many(rows).into_query());
     }
-    Ok(())
 }
 
 /// Marks jobs still `running` that were opened before `opened_before` as failed: a server

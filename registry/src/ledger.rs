@@ -26,8 +26,8 @@
 use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 use uuid::{Uuid, uuid};
 
@@ -35,6 +35,7 @@ use auction_engine::MicroCredits;
 
 use crate::database::{begin_write, in_write_txn};
 use crate::entity::{accounts, holds, ledger_entries, transfers};
+use crate::script::{Check, Script, ScriptRun};
 use crate::{RegistryError, UserId};
 
 /// The platform's revenue account: fees land here.
@@ -154,7 +155,8 @@ pub struct LedgerAudit {
 }
 
 /// A change to one account inside a transaction.
-struct Posting {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Posting {
     account: Uuid,
     balance_delta: i64,
     held_delta: i64,
@@ -203,40 +205,46 @@ pub async fn ensure_monthly_grant(
         return Ok(Applied::AlreadyDone);
     }
     let source_debit = amount.checked_neg().ok_or(RegistryError::Overflow)?;
-    apply_postings(
-        &txn,
+    let mut script = Script::new(txn.get_database_backend());
+    let postings = add_postings(
+        &mut script,
         vec![Posting {
             account: GRANT_SOURCE_ACCOUNT,
             balance_delta: source_debit.micros(),
             held_delta: 0,
         }],
-    )
-    .await?;
+    );
     let memo = format!("free credits for {}", period.as_str());
-    let written = write_transfer(
-        &txn,
+    add_transfer(
+        &mut script,
         "grant",
         &format!("grant:{}:{}", user.0, period.as_str()),
         None,
         Some(memo),
         &[(user.0, amount.micros()), (GRANT_SOURCE_ACCOUNT, source_debit.micros())],
         now,
-    )
-    .await;
-    match written {
-        Ok(()) => {
+    )?;
+    match script.run(&txn).await {
+        Ok(run) => {
+            if let Err(err) = verify_postings(&txn, &run, &postings).await {
+                txn.rollback().await?;
+                return Err(err);
+            }
             txn.commit().await?;
             Ok(Applied::Done)
         }
         // The transfer's unique key is the second guard: this month's grant exists even though
         // the account's marker said otherwise (restored backup, manual edit). Grant nothing.
-        Err(RegistryError::Database(err))
+        Err(err)
             if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =>
         {
             txn.rollback().await?;
             Ok(Applied::AlreadyDone)
         }
-        Err(err) => Err(err),
+        Err(err) => {
+            txn.rollback().await?;
+            Err(err.into())
+        }
     }
 }
 
@@ -253,37 +261,42 @@ pub async fn admin_grant(
         return Err(RegistryError::invalid("credits", "must be positive"));
     }
     let key = format!("admin_grant:{transfer_id}");
-    let (txn, _gate) = begin_write(db).await?;
-    if transfers::Entity::find()
-        .filter(transfers::Column::IdempotencyKey.eq(key.as_str()))
-        .one(&txn)
-        .await?
-        .is_some()
-    {
-        txn.rollback().await?;
-        return Ok(Applied::AlreadyDone);
-    }
-    let debit = amount.checked_neg().ok_or(RegistryError::Overflow)?;
-    apply_postings(
-        &txn,
-        vec![
-            Posting { account: user.0, balance_delta: amount.micros(), held_delta: 0 },
-            Posting { account: GRANT_SOURCE_ACCOUNT, balance_delta: debit.micros(), held_delta: 0 },
-        ],
-    )
-    .await?;
-    write_transfer(
-        &txn,
-        "admin_grant",
-        &key,
-        None,
-        Some("granted by the operator".to_owned()),
-        &[(user.0, amount.micros()), (GRANT_SOURCE_ACCOUNT, debit.micros())],
-        now,
-    )
-    .await?;
-    txn.commit().await?;
-    Ok(Applied::Done)
+    in_write_txn(db, async |txn| {
+        let exists = transfers::Entity::find()
+            .filter(transfers::Column::IdempotencyKey.eq(key.as_str()))
+            .one(txn)
+            .await?
+            .is_some();
+        if exists {
+            return Ok(Applied::AlreadyDone);
+        }
+        let debit = amount.checked_neg().ok_or(RegistryError::Overflow)?;
+        let mut script = Script::new(txn.get_database_backend());
+        let postings = add_postings(
+            &mut script,
+            vec![
+                Posting { account: user.0, balance_delta: amount.micros(), held_delta: 0 },
+                Posting {
+                    account: GRANT_SOURCE_ACCOUNT,
+                    balance_delta: debit.micros(),
+                    held_delta: 0,
+                },
+            ],
+        );
+        add_transfer(
+            &mut script,
+            "admin_grant",
+            &key,
+            None,
+            Some("granted by the operator".to_owned()),
+            &[(user.0, amount.micros()), (GRANT_SOURCE_ACCOUNT, debit.micros())],
+            now,
+        )?;
+        let run = script.run(txn).await?;
+        verify_postings(txn, &run, &postings).await?;
+        Ok(Applied::Done)
+    })
+    .await
 }
 
 /// Reserves credits for a job. Refused with `InsufficientCredits` (nothing written) when the
@@ -294,51 +307,83 @@ pub async fn place_hold(
     hold_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
-    in_write_txn(db, async |txn| place_hold_in(txn, &request, hold_id, now).await).await
+    in_write_txn(db, async |txn| {
+        let mut script = Script::new(txn.get_database_backend());
+        let hold = add_hold(&mut script, &request, hold_id, now)?;
+        let run = script.run(txn).await;
+        verify_hold(txn, run, &hold).await
+    })
+    .await
 }
 
-/// `place_hold` inside the caller's transaction (so a job's records and its hold are
-/// written together). On error the caller must roll back.
-pub async fn place_hold_in(
-    txn: &DatabaseTransaction,
+/// A hold's statements, added to a script and not yet checked: see [`verify_hold`].
+pub(crate) struct PendingHold {
+    job_id: Uuid,
+    payer: UserId,
+    amount: MicroCredits,
+    postings: Vec<(Check, Posting)>,
+}
+
+/// Adds the statements that place a hold to `script`. Once it has run, [`verify_hold`] says
+/// whether the hold took.
+pub(crate) fn add_hold(
+    script: &mut Script,
     request: &HoldRequest,
     hold_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<(), RegistryError> {
+) -> Result<PendingHold, RegistryError> {
     if request.amount.micros() <= 0 {
         return Err(RegistryError::invalid("amount", "a hold must be positive"));
     }
     let posting =
         Posting { account: request.payer.0, balance_delta: 0, held_delta: request.amount.micros() };
-    if let Err(err) = apply_postings(txn, vec![posting]).await {
-        return Err(match err {
-            RegistryError::AccountCannotCover { .. } => {
-                let available = balance(txn, request.payer).await?.available;
-                RegistryError::InsufficientCredits { requested: request.amount, available }
-            }
-            other => other,
-        });
-    }
-    let inserted = holds::ActiveModel {
-        id: Set(hold_id),
-        job_id: Set(request.job_id),
-        account_id: Set(request.payer.0),
-        amount: Set(request.amount.micros()),
-        status: Set(HoldStatus::Active.as_str().to_owned()),
-        expires_at_ms: Set(request.expires_at.timestamp_millis()),
-        created_at: Set(now),
-        settled_at: Set(None),
-    }
-    .insert(txn)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(err) => Err(match err.sql_err() {
-            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
-                RegistryError::HoldExists { job_id: request.job_id }
-            }
-            _ => RegistryError::Database(err),
-        }),
+    let postings = add_postings(script, vec![posting]);
+    script.push(
+        &holds::Entity::insert(holds::ActiveModel {
+            id: Set(hold_id),
+            job_id: Set(request.job_id),
+            account_id: Set(request.payer.0),
+            amount: Set(request.amount.micros()),
+            status: Set(HoldStatus::Active.as_str().to_owned()),
+            expires_at_ms: Set(request.expires_at.timestamp_millis()),
+            created_at: Set(now),
+            settled_at: Set(None),
+        })
+        .into_query(),
+    );
+    Ok(PendingHold {
+        job_id: request.job_id,
+        payer: request.payer,
+        amount: request.amount,
+        postings,
+    })
+}
+
+/// Checks a run that placed a hold: a second hold on the job is `HoldExists`, a payer who
+/// cannot cover it is `InsufficientCredits`. On an error the caller must roll back.
+pub(crate) async fn verify_hold(
+    txn: &DatabaseTransaction,
+    run: Result<ScriptRun, DbErr>,
+    hold: &PendingHold,
+) -> Result<(), RegistryError> {
+    let run = match run {
+        Ok(run) => run,
+        // The script's ids are fresh; the one unique key it can hit is one hold per job.
+        Err(err) => {
+            return Err(match err.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                    RegistryError::HoldExists { job_id: hold.job_id }
+                }
+                _ => RegistryError::Database(err),
+            });
+        }
+    };
+    match verify_postings(txn, &run, &hold.postings).await {
+        Err(RegistryError::AccountCannotCover { .. }) => {
+            let available = balance(txn, hold.payer).await?.available;
+            Err(RegistryError::InsufficientCredits { requested: hold.amount, available })
+        }
+        other => other,
     }
 }
 
@@ -361,6 +406,10 @@ impl HoldStatus {
     }
 }
 
+/// Postings added to a script whose run must still be checked with [`verify_settlement`].
+/// `None` when there was nothing to do (an idempotent repeat).
+pub(crate) type PendingSettlement = Option<Vec<(Check, Posting)>>;
+
 /// Captures a job's hold. A repeat of a capture is `AlreadyDone`; capturing a hold that was
 /// released or expired is `HoldNotActive`. An unbalanced capture is refused before any write.
 pub async fn capture(
@@ -368,15 +417,23 @@ pub async fn capture(
     capture: Capture,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
-    in_write_txn(db, async |txn| capture_in(txn, capture, now).await).await
+    in_write_txn(db, async |txn| {
+        let mut script = Script::new(txn.get_database_backend());
+        let pending = add_capture(txn, &mut script, capture, now).await?;
+        let run = script.run(txn).await?;
+        verify_settlement(txn, &run, pending).await
+    })
+    .await
 }
 
-/// `capture` inside the caller's transaction. On error the caller must roll back.
-pub async fn capture_in(
+/// Claims the job's hold for capture (one statement, now) and adds the capture's postings and
+/// transfer to `script`. On an error the caller must roll back.
+pub(crate) async fn add_capture(
     txn: &DatabaseTransaction,
+    script: &mut Script,
     capture: Capture,
     now: DateTime<Utc>,
-) -> Result<Applied, RegistryError> {
+) -> Result<PendingSettlement, RegistryError> {
     let mut payout_total = MicroCredits::ZERO;
     for payout in &capture.payouts {
         payout_total = payout_total.checked_add(payout.amount).ok_or(RegistryError::Overflow)?;
@@ -391,7 +448,7 @@ pub async fn capture_in(
         return Err(RegistryError::Unbalanced("charge is negative".into()));
     }
     let Some(hold) = claim_hold(txn, capture.job_id, HoldStatus::Captured, now).await? else {
-        return Ok(Applied::AlreadyDone);
+        return Ok(None);
     };
     if capture.charge.micros() > hold.amount {
         return Err(RegistryError::Unbalanced(format!(
@@ -414,18 +471,17 @@ pub async fn capture_in(
         postings.push(Posting { account, balance_delta: payout.amount.micros(), held_delta: 0 });
         legs.push((account, payout.amount.micros()));
     }
-    apply_postings(txn, postings).await?;
-    write_transfer(
-        txn,
+    let checks = add_postings(script, postings);
+    add_transfer(
+        script,
         "capture",
         &format!("capture:{}", capture.job_id),
         Some(capture.job_id),
         capture.memo,
         &legs,
         now,
-    )
-    .await?;
-    Ok(Applied::Done)
+    )?;
+    Ok(Some(checks))
 }
 
 /// Frees a job's whole hold (no agent delivered). A repeat is `AlreadyDone`; releasing a
@@ -470,57 +526,78 @@ async fn end_hold(
     status: HoldStatus,
     now: DateTime<Utc>,
 ) -> Result<Applied, RegistryError> {
-    in_write_txn(db, async |txn| end_hold_in(txn, job_id, status, now).await).await
+    in_write_txn(db, async |txn| {
+        let mut script = Script::new(txn.get_database_backend());
+        let pending = add_end_hold(txn, &mut script, job_id, status, now).await?;
+        let run = script.run(txn).await?;
+        verify_settlement(txn, &run, pending).await
+    })
+    .await
 }
 
-/// `release` inside the caller's transaction. On error the caller must roll back.
-pub async fn release_in(
+/// Claims the job's hold for release (one statement, now) and adds the freeing of it to
+/// `script`. On an error the caller must roll back.
+pub(crate) async fn add_release(
     txn: &DatabaseTransaction,
+    script: &mut Script,
     job_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<Applied, RegistryError> {
-    end_hold_in(txn, job_id, HoldStatus::Released, now).await
+) -> Result<PendingSettlement, RegistryError> {
+    add_end_hold(txn, script, job_id, HoldStatus::Released, now).await
 }
 
-async fn end_hold_in(
+async fn add_end_hold(
     txn: &DatabaseTransaction,
+    script: &mut Script,
     job_id: Uuid,
     status: HoldStatus,
     now: DateTime<Utc>,
-) -> Result<Applied, RegistryError> {
+) -> Result<PendingSettlement, RegistryError> {
     let Some(hold) = claim_hold(txn, job_id, status, now).await? else {
-        return Ok(Applied::AlreadyDone);
+        return Ok(None);
     };
-    apply_postings(
-        txn,
-        vec![Posting { account: hold.account_id, balance_delta: 0, held_delta: -hold.amount }],
-    )
-    .await?;
-    Ok(Applied::Done)
+    let posting = Posting { account: hold.account_id, balance_delta: 0, held_delta: -hold.amount };
+    Ok(Some(add_postings(script, vec![posting])))
 }
 
-/// Moves a job's hold from active to `to` with one conditional update. `None` means it is
-/// already in `to` (an idempotent repeat); another final state is `HoldNotActive`.
+/// Checks a run that settled a hold. `AlreadyDone` when there was nothing to settle.
+pub(crate) async fn verify_settlement(
+    txn: &DatabaseTransaction,
+    run: &ScriptRun,
+    pending: PendingSettlement,
+) -> Result<Applied, RegistryError> {
+    match pending {
+        None => Ok(Applied::AlreadyDone),
+        Some(postings) => {
+            verify_postings(txn, run, &postings).await?;
+            Ok(Applied::Done)
+        }
+    }
+}
+
+/// Moves a job's hold from active to `to` with one conditional update that returns the hold.
+/// `None` means it is already in `to` (an idempotent repeat); another final state is
+/// `HoldNotActive`.
 async fn claim_hold(
     txn: &DatabaseTransaction,
     job_id: Uuid,
     to: HoldStatus,
     now: DateTime<Utc>,
 ) -> Result<Option<holds::Model>, RegistryError> {
-    let result = holds::Entity::update_many()
+    let claimed = holds::Entity::update_many()
         .col_expr(holds::Column::Status, Expr::value(to.as_str()))
         .col_expr(holds::Column::SettledAt, Expr::value(now))
         .filter(holds::Column::JobId.eq(job_id))
         .filter(holds::Column::Status.eq(HoldStatus::Active.as_str()))
-        .exec(txn)
+        .exec_with_returning(txn)
         .await?;
+    if let Some(hold) = claimed.into_iter().next() {
+        return Ok(Some(hold));
+    }
     let hold = holds::Entity::find().filter(holds::Column::JobId.eq(job_id)).one(txn).await?;
     let Some(hold) = hold else {
         return Err(RegistryError::NotFound { what: "hold" });
     };
-    if result.rows_affected == 1 {
-        return Ok(Some(hold));
-    }
     if hold.status == to.as_str() {
         Ok(None)
     } else {
@@ -528,14 +605,12 @@ async fn claim_hold(
     }
 }
 
-/// Applies balance and held changes, wallets first then system accounts, each in id order.
-/// A wallet change that would make `balance - held` or `held` negative matches no row and
-/// fails with `AccountCannotCover`.
-async fn apply_postings(
-    txn: &DatabaseTransaction,
-    mut postings: Vec<Posting>,
-) -> Result<(), RegistryError> {
+/// Adds balance and held changes to `script`, wallets first then system accounts, each in id
+/// order. A wallet change that would make `balance - held` or `held` negative matches no row;
+/// [`verify_postings`] then names it.
+fn add_postings(script: &mut Script, mut postings: Vec<Posting>) -> Vec<(Check, Posting)> {
     postings.sort_by_key(|p| (is_system_account(p.account), p.account));
+    let mut checks = Vec::with_capacity(postings.len());
     for posting in postings {
         if posting.balance_delta == 0 && posting.held_delta == 0 {
             continue;
@@ -548,7 +623,7 @@ async fn apply_postings(
         let covered = Condition::any()
             .add(accounts::Column::Kind.ne(AccountKind::UserWallet.as_str()))
             .add(Condition::all().add(available_after.gte(0)).add(held_after.gte(0)));
-        let result = accounts::Entity::update_many()
+        let update = accounts::Entity::update_many()
             .col_expr(
                 accounts::Column::Balance,
                 Expr::col(accounts::Column::Balance).add(posting.balance_delta),
@@ -559,30 +634,41 @@ async fn apply_postings(
             )
             .filter(accounts::Column::Id.eq(posting.account))
             .filter(covered)
-            .exec(txn)
-            .await?;
-        if result.rows_affected == 0 {
-            let exists = accounts::Entity::find_by_id(posting.account).one(txn).await?.is_some();
-            if !exists {
-                return Err(RegistryError::NotFound { what: "account" });
-            }
-            let debit = Ord::max(Ord::min(posting.balance_delta, 0).abs(), posting.held_delta);
-            return Err(RegistryError::AccountCannotCover {
-                account: posting.account,
-                amount: MicroCredits::from_micros(debit),
-            });
-        }
+            .into_query();
+        checks.push((script.push_checked(update), posting));
     }
-    Ok(())
+    checks
+}
+
+/// After the run: the first posting that changed no row is `NotFound` (no such account) or
+/// `AccountCannotCover`. On an error the caller must roll back.
+async fn verify_postings(
+    txn: &DatabaseTransaction,
+    run: &ScriptRun,
+    checks: &[(Check, Posting)],
+) -> Result<(), RegistryError> {
+    let Some((_, posting)) = checks.iter().find(|(check, _)| !run.changed(*check)) else {
+        return Ok(());
+    };
+    let exists = accounts::Entity::find_by_id(posting.account).one(txn).await?.is_some();
+    if !exists {
+        return Err(RegistryError::NotFound { what: "account" });
+    }
+    let debit = Ord::max(Ord::min(posting.balance_delta, 0).abs(), posting.held_delta);
+    Err(RegistryError::AccountCannotCover {
+        account: posting.account,
+        amount: MicroCredits::from_micros(debit),
+    })
 }
 
 fn is_system_account(account: Uuid) -> bool {
     account == PLATFORM_REVENUE_ACCOUNT || account == GRANT_SOURCE_ACCOUNT
 }
 
-/// Appends a transfer and its entries. The legs must sum to zero; zero legs are skipped.
-async fn write_transfer(
-    txn: &DatabaseTransaction,
+/// Adds a transfer and its entries to `script`. The legs must sum to zero; zero legs are
+/// skipped.
+fn add_transfer(
+    script: &mut Script,
     kind: &str,
     idempotency_key: &str,
     job_id: Option<Uuid>,
@@ -598,16 +684,17 @@ async fn write_transfer(
         return Err(RegistryError::Unbalanced(format!("{kind} legs sum to {total}")));
     }
     let transfer_id = Uuid::now_v7();
-    transfers::ActiveModel {
-        id: Set(transfer_id),
-        kind: Set(kind.to_owned()),
-        idempotency_key: Set(idempotency_key.to_owned()),
-        job_id: Set(job_id),
-        memo: Set(memo.clone()),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
+    script.push(
+        &transfers::Entity::insert(transfers::ActiveModel {
+            id: Set(transfer_id),
+            kind: Set(kind.to_owned()),
+            idempotency_key: Set(idempotency_key.to_owned()),
+            job_id: Set(job_id),
+            memo: Set(memo.clone()),
+            created_at: Set(now),
+        })
+        .into_query(),
+    );
     let entries: Vec<ledger_entries::ActiveModel> = legs
         .iter()
         .filter(|(_, amount)| *amount != 0)
@@ -623,7 +710,7 @@ async fn write_transfer(
         })
         .collect();
     if !entries.is_empty() {
-        ledger_entries::Entity::insert_many(entries).exec(txn).await?;
+        script.push(&ledger_entries::Entity::insert_many(entries).into_query());
     }
     Ok(())
 }

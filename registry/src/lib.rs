@@ -17,6 +17,7 @@ mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+mod script;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;

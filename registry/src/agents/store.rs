@@ -6,12 +6,14 @@
 //! agent does not exist for them (`NotFound` on every verb); another owner's public agent can
 //! be read but not changed (`Forbidden`).
 
+use std::collections::BTreeMap;
+
 use auction_engine::{MicroCredits, PriceSheet, ReputationStats};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 use uuid::Uuid;
 
@@ -23,6 +25,8 @@ use crate::database::{begin_write, in_write_txn};
 use crate::entity::{
     agent_categories, agent_price_versions, agent_reputation, agents, registry_state, users,
 };
+use crate::jobs::ReputationUpdate;
+use crate::script::Script;
 use crate::{RegistryError, UserId};
 
 /// Price-sheet changes allowed per agent per rolling hour.
@@ -504,42 +508,72 @@ pub async fn record_attempt(
     now_ms: i64,
     half_life_ms: i64,
 ) -> Result<ReputationStats, RegistryError> {
+    let update = ReputationUpdate { agent, outcome, latency_ms, now_ms, half_life_ms };
     in_write_txn(db, async |txn| {
-        record_attempt_in(txn, agent, outcome, latency_ms, now_ms, half_life_ms).await
+        let mut script = Script::new(txn.get_database_backend());
+        let mut after = add_reputation_updates(txn, &mut script, &[update]).await?;
+        script.run(txn).await?;
+        after.pop().ok_or(RegistryError::NotFound { what: "agent" })
     })
     .await
 }
 
-/// `record_attempt` inside the caller's transaction.
-pub async fn record_attempt_in(
+/// Reads the reputation of every agent in `updates` in one query (locked `FOR UPDATE` on
+/// Postgres, in agent id order), folds the outcomes in, in the order given, and adds one
+/// update per agent to `script`. Returns each agent's new stats, in agent id order.
+pub(crate) async fn add_reputation_updates(
     txn: &DatabaseTransaction,
-    agent: Uuid,
-    outcome: auction_engine::reputation::Outcome,
-    latency_ms: f64,
-    now_ms: i64,
-    half_life_ms: i64,
-) -> Result<ReputationStats, RegistryError> {
-    let mut query = agent_reputation::Entity::find_by_id(agent);
+    script: &mut Script,
+    updates: &[ReputationUpdate],
+) -> Result<Vec<ReputationStats>, RegistryError> {
+    if updates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = agent_reputation::Entity::find()
+        .filter(agent_reputation::Column::AgentId.is_in(updates.iter().map(|u| u.agent)))
+        .order_by_asc(agent_reputation::Column::AgentId);
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         query = query.lock_exclusive();
     }
-    let row = query.one(txn).await?.ok_or(RegistryError::NotFound { what: "agent" })?;
-    let after = reputation_stats(row).record(outcome, latency_ms, now_ms, half_life_ms);
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    agent_reputation::ActiveModel {
-        agent_id: Set(agent),
-        successes: Set(after.successes),
-        failures: Set(after.failures),
-        updated_at_ms: Set(after.updated_at_ms),
-        latency_ewma_ms: Set(after.latency_ewma_ms),
-        latency_p95_ms: Set(after.latency_p95_ms),
-        total_successes: Set(count(after.total_successes)),
-        total_errors: Set(count(after.total_errors)),
-        total_timeouts: Set(count(after.total_timeouts)),
-        total_invalid: Set(count(after.total_invalid)),
+    let mut stats: BTreeMap<Uuid, ReputationStats> = query
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|row| (row.agent_id, reputation_stats(row)))
+        .collect();
+    for update in updates {
+        let current =
+            stats.get_mut(&update.agent).ok_or(RegistryError::NotFound { what: "agent" })?;
+        *current =
+            current.record(update.outcome, update.latency_ms, update.now_ms, update.half_life_ms);
     }
-    .update(txn)
-    .await?;
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut touched: Vec<Uuid> = updates.iter().map(|u| u.agent).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let mut after = Vec::with_capacity(touched.len());
+    for agent in touched {
+        let Some(new) = stats.get(&agent).copied() else { continue };
+        let row = agent_reputation::ActiveModel {
+            successes: Set(new.successes),
+            failures: Set(new.failures),
+            updated_at_ms: Set(new.updated_at_ms),
+            latency_ewma_ms: Set(new.latency_ewma_ms),
+            latency_p95_ms: Set(new.latency_p95_ms),
+            total_successes: Set(count(new.total_successes)),
+            total_errors: Set(count(new.total_errors)),
+            total_timeouts: Set(count(new.total_timeouts)),
+            total_invalid: Set(count(new.total_invalid)),
+            ..Default::default()
+        };
+        script.push(
+            &agent_reputation::Entity::update_many()
+                .set(row)
+                .filter(agent_reputation::Column::AgentId.eq(agent))
+                .into_query(),
+        );
+        after.push(new);
+    }
     Ok(after)
 }
 

@@ -76,6 +76,11 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Database
 static SQLITE_WRITE_GATE: LazyLock<Arc<tokio::sync::Mutex<()>>> =
     LazyLock::new(|| Arc::new(tokio::sync::Mutex::new(())));
 
+/// Waits for this process's turn to write to SQLite.
+pub(crate) async fn sqlite_write_gate() -> tokio::sync::OwnedMutexGuard<()> {
+    Arc::clone(&SQLITE_WRITE_GATE).lock_owned().await
+}
+
 /// Held for the life of a write transaction (on SQLite; nothing on Postgres). Keep it in scope
 /// until after `commit` or `rollback`.
 pub(crate) type WriteGate = Option<tokio::sync::OwnedMutexGuard<()>>;
@@ -86,7 +91,7 @@ pub(crate) async fn begin_write(
     db: &DatabaseConnection,
 ) -> Result<(DatabaseTransaction, WriteGate), DbErr> {
     let gate = match db.get_database_backend() {
-        DbBackend::Sqlite => Some(Arc::clone(&SQLITE_WRITE_GATE).lock_owned().await),
+        DbBackend::Sqlite => Some(sqlite_write_gate().await),
         _ => None,
     };
     let txn = db

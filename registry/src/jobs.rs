@@ -15,6 +15,8 @@ use crate::database::in_write_txn;
 use crate::entity::{auctions, job_attempts, jobs};
 use crate::ledger::{self, Capture, HoldRequest};
 use crate::script::Script;
+
+pub use crate::job_writer::{JobWriter, WriterCounts};
 use crate::{RegistryError, UserId};
 
 /// What kind of request a job came from.
@@ -228,7 +230,7 @@ pub async fn open_job_with_hold(
     .await
 }
 
-fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
+pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
     script.push(
         &jobs::Entity::insert(jobs::ActiveModel {
             id: Set(job.id),
@@ -316,7 +318,7 @@ pub async fn finish_job(
             }
             Settlement::Nothing => None,
         };
-        add_close_job(&mut script, job_id, outcome);
+        add_close_job(&mut script, job_id, &outcome);
         let run = script.run(txn).await?;
         ledger::verify_settlement(txn, &run, pending).await?;
         Ok(())
@@ -333,7 +335,7 @@ pub async fn close_job(
     finish_job(db, job_id, outcome, Settlement::Nothing, Vec::new()).await
 }
 
-fn add_close_job(script: &mut Script, job_id: Uuid, outcome: JobOutcome) {
+pub(crate) fn add_close_job(script: &mut Script, job_id: Uuid, outcome: &JobOutcome) {
     let to_i64 = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let closed = jobs::ActiveModel {
         status: Set(outcome.status.as_str().to_owned()),
@@ -348,8 +350,8 @@ fn add_close_job(script: &mut Script, job_id: Uuid, outcome: JobOutcome) {
         input_tokens: Set(to_i64(outcome.input_tokens)),
         output_tokens: Set(to_i64(outcome.output_tokens)),
         latency_ms: Set(to_i64(outcome.latency_ms)),
-        output: Set(outcome.output),
-        error: Set(outcome.error),
+        output: Set(outcome.output.clone()),
+        error: Set(outcome.error.clone()),
         finished_at: Set(Some(outcome.finished_at)),
         ..Default::default()
     };
@@ -358,16 +360,16 @@ fn add_close_job(script: &mut Script, job_id: Uuid, outcome: JobOutcome) {
     );
     let rows: Vec<job_attempts::ActiveModel> = outcome
         .attempts
-        .into_iter()
+        .iter()
         .map(|attempt| job_attempts::ActiveModel {
             job_id: Set(job_id),
             rank: Set(attempt.rank as i32),
             agent_id: Set(attempt.agent_id),
-            agent_slug: Set(attempt.agent_slug),
+            agent_slug: Set(attempt.agent_slug.clone()),
             price: Set(attempt.price.micros()),
-            outcome: Set(attempt.outcome),
+            outcome: Set(attempt.outcome.clone()),
             http_status: Set(attempt.http_status.map(i32::from)),
-            error_code: Set(attempt.error_code),
+            error_code: Set(attempt.error_code.clone()),
             latency_ms: Set(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX)),
             started_at: Set(attempt.started_at),
             ..Default::default()

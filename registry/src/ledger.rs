@@ -27,7 +27,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, UpdateMany,
 };
 use uuid::{Uuid, uuid};
 
@@ -434,6 +434,46 @@ pub(crate) async fn add_capture(
     capture: Capture,
     now: DateTime<Utc>,
 ) -> Result<PendingSettlement, RegistryError> {
+    check_capture(&capture)?;
+    let Some(hold) = claim_hold(txn, capture.job_id, HoldStatus::Captured, now).await? else {
+        return Ok(None);
+    };
+    add_capture_postings(script, &hold, capture, now).map(Some)
+}
+
+/// For a transaction that has read the job's `hold` and found it active: adds its claim (a
+/// checked statement) and the capture's postings and transfer to `script`.
+pub(crate) fn add_capture_of_active_hold(
+    script: &mut Script,
+    hold: &holds::Model,
+    capture: Capture,
+    now: DateTime<Utc>,
+) -> Result<(), RegistryError> {
+    check_capture(&capture)?;
+    script.push_checked(claim_update(hold.job_id, HoldStatus::Captured, now).into_query());
+    add_capture_postings(script, hold, capture, now).map(drop)
+}
+
+/// For a transaction that has read the job's `hold` and found it active: adds its claim (a
+/// checked statement) and the freeing of it to `script`.
+pub(crate) fn add_release_of_active_hold(
+    script: &mut Script,
+    hold: &holds::Model,
+    now: DateTime<Utc>,
+) {
+    script.push_checked(claim_update(hold.job_id, HoldStatus::Released, now).into_query());
+    let posting = Posting { account: hold.account_id, balance_delta: 0, held_delta: -hold.amount };
+    add_postings(script, vec![posting]);
+}
+
+/// Whether a hold read in a transaction can still be captured or released.
+pub(crate) fn hold_is_active(hold: &holds::Model) -> bool {
+    hold.status == HoldStatus::Active.as_str()
+}
+
+/// A capture is refused before any write when its payouts do not sum to its charge or the
+/// charge is negative.
+fn check_capture(capture: &Capture) -> Result<(), RegistryError> {
     let mut payout_total = MicroCredits::ZERO;
     for payout in &capture.payouts {
         payout_total = payout_total.checked_add(payout.amount).ok_or(RegistryError::Overflow)?;
@@ -447,9 +487,15 @@ pub(crate) async fn add_capture(
     if capture.charge.is_negative() {
         return Err(RegistryError::Unbalanced("charge is negative".into()));
     }
-    let Some(hold) = claim_hold(txn, capture.job_id, HoldStatus::Captured, now).await? else {
-        return Ok(None);
-    };
+    Ok(())
+}
+
+fn add_capture_postings(
+    script: &mut Script,
+    hold: &holds::Model,
+    capture: Capture,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Check, Posting)>, RegistryError> {
     if capture.charge.micros() > hold.amount {
         return Err(RegistryError::Unbalanced(format!(
             "charge {} exceeds the hold of {}",
@@ -481,7 +527,7 @@ pub(crate) async fn add_capture(
         &legs,
         now,
     )?;
-    Ok(Some(checks))
+    Ok(checks)
 }
 
 /// Frees a job's whole hold (no agent delivered). A repeat is `AlreadyDone`; releasing a
@@ -584,13 +630,7 @@ async fn claim_hold(
     to: HoldStatus,
     now: DateTime<Utc>,
 ) -> Result<Option<holds::Model>, RegistryError> {
-    let claimed = holds::Entity::update_many()
-        .col_expr(holds::Column::Status, Expr::value(to.as_str()))
-        .col_expr(holds::Column::SettledAt, Expr::value(now))
-        .filter(holds::Column::JobId.eq(job_id))
-        .filter(holds::Column::Status.eq(HoldStatus::Active.as_str()))
-        .exec_with_returning(txn)
-        .await?;
+    let claimed = claim_update(job_id, to, now).exec_with_returning(txn).await?;
     if let Some(hold) = claimed.into_iter().next() {
         return Ok(Some(hold));
     }
@@ -603,6 +643,15 @@ async fn claim_hold(
     } else {
         Err(RegistryError::HoldNotActive { job_id, status: hold.status })
     }
+}
+
+/// The update that moves a job's active hold to `to`.
+fn claim_update(job_id: Uuid, to: HoldStatus, now: DateTime<Utc>) -> UpdateMany<holds::Entity> {
+    holds::Entity::update_many()
+        .col_expr(holds::Column::Status, Expr::value(to.as_str()))
+        .col_expr(holds::Column::SettledAt, Expr::value(now))
+        .filter(holds::Column::JobId.eq(job_id))
+        .filter(holds::Column::Status.eq(HoldStatus::Active.as_str()))
 }
 
 /// Adds balance and held changes to `script`, wallets first then system accounts, each in id

@@ -15,6 +15,7 @@ mod domain;
 mod entity;
 mod error;
 pub mod idempotency;
+mod job_writer;
 pub mod jobs;
 pub mod ledger;
 mod script;

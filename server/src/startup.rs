@@ -4,6 +4,7 @@
 //! `Application::build` binds before it returns, so a test that asks for port 0 learns the
 //! real port from `port()`.
 
+use registry::jobs::JobWriter;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::auth::JwtKeys;
 use crate::configuration::ResolvedSettings;
 use crate::egress::{AgentClient, EgressPolicy, GuardedResolver, Lookup, SystemLookup};
 use crate::error::openai_error_shape;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::rate_limit::RateLimiter;
 use crate::routes;
 use crate::state::AppState;
@@ -89,14 +90,17 @@ impl Application {
         let workers = settings.raw.server.workers;
         let api_body_limit = settings.raw.server.api_body_limit;
         let v1_body_limit = settings.raw.server.v1_body_limit;
+        let job_writer = JobWriter::new(db.clone(), &settings.database_url)
+            .await
+            .context("could not open the job writer's database connection")?;
         let state = web::Data::new(AppState::new(
             db,
+            job_writer,
             agent_client,
             redis,
             jwt,
             rate_limiter,
             settings,
-            Metrics::new(),
         ));
 
         let server_state = state.clone();

@@ -529,18 +529,33 @@ pub(crate) async fn add_reputation_updates(
     if updates.is_empty() {
         return Ok(Vec::new());
     }
-    let mut query = agent_reputation::Entity::find()
-        .filter(agent_reputation::Column::AgentId.is_in(updates.iter().map(|u| u.agent)))
-        .order_by_asc(agent_reputation::Column::AgentId);
+    let mut query = reputation_rows_query(updates);
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         query = query.lock_exclusive();
     }
-    let mut stats: BTreeMap<Uuid, ReputationStats> = query
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|row| (row.agent_id, reputation_stats(row)))
-        .collect();
+    let rows = query.all(txn).await?;
+    fold_reputation(script, rows, updates)
+}
+
+/// The reputation rows of the agents in `updates`, to read inside a write transaction.
+pub(crate) fn reputation_rows_query(
+    updates: &[ReputationUpdate],
+) -> sea_orm::Select<agent_reputation::Entity> {
+    agent_reputation::Entity::find()
+        .filter(agent_reputation::Column::AgentId.is_in(updates.iter().map(|u| u.agent)))
+        .order_by_asc(agent_reputation::Column::AgentId)
+}
+
+/// Folds the outcomes in `updates` (in the order given) into the agents' `rows`, read inside
+/// this write transaction, and adds one update per agent to `script`. Returns each agent's new
+/// stats, in agent id order. An agent without a row is `NotFound`.
+pub(crate) fn fold_reputation(
+    script: &mut Script,
+    rows: Vec<agent_reputation::Model>,
+    updates: &[ReputationUpdate],
+) -> Result<Vec<ReputationStats>, RegistryError> {
+    let mut stats: BTreeMap<Uuid, ReputationStats> =
+        rows.into_iter().map(|row| (row.agent_id, reputation_stats(row))).collect();
     for update in updates {
         let current =
             stats.get_mut(&update.agent).ok_or(RegistryError::NotFound { what: "agent" })?;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 /// A migrated database and whatever keeps it alive.
 pub(crate) struct TestDb {
     pub(crate) db: DatabaseConnection,
+    pub(crate) url: String,
     _sqlite_dir: Option<tempfile::TempDir>,
     _postgres: Option<TempPostgres>,
 }
@@ -21,7 +22,7 @@ pub(crate) async fn sqlite() -> TestDb {
     let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
     let db = registry::connect(&url, Some(8)).await.unwrap();
     Migrator::up(&db, None).await.unwrap();
-    TestDb { db, _sqlite_dir: Some(dir), _postgres: None }
+    TestDb { db, url, _sqlite_dir: Some(dir), _postgres: None }
 }
 
 /// A migrated, empty Postgres database when `TEST_DATABASE_URL` is set.
@@ -30,7 +31,7 @@ pub(crate) async fn postgres() -> Option<TestDb> {
     let temp = TempPostgres::create(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
     let db = registry::connect(&temp.url, Some(16)).await.unwrap();
     Migrator::up(&db, None).await.unwrap();
-    Some(TestDb { db, _sqlite_dir: None, _postgres: Some(temp) })
+    Some(TestDb { db, url: temp.url.clone(), _sqlite_dir: None, _postgres: Some(temp) })
 }
 
 /// SQLite always, Postgres when configured.

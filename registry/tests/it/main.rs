@@ -7,4 +7,5 @@
 mod accounts;
 mod agents;
 mod helpers;
+mod job_writer;
 mod ledger;

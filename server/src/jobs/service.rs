@@ -17,8 +17,7 @@ use auction_engine::{
 use rand::RngCore;
 use registry::agents::{Agent, AgentState, Visibility};
 use registry::jobs::{
-    self, Attempt, AuctionEntry, JobOutcome, JobStatus, NewJob, ReputationUpdate, Served,
-    Settlement,
+    Attempt, AuctionEntry, JobOutcome, JobStatus, NewJob, ReputationUpdate, Served, Settlement,
 };
 use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
@@ -255,7 +254,7 @@ pub async fn prepare(
             ),
             None => ("category", format!("no agent serves `{}`", request.category)),
         };
-        jobs::open_job(&state.db, new_job, auction_entry).await?;
+        state.job_writer.open(new_job, auction_entry, None).await?;
         conclude(
             state,
             job_id,
@@ -296,11 +295,9 @@ pub async fn prepare(
         (request, Uuid::now_v7())
     });
     // The job, its auction record and its hold are written together.
-    if let Err(err) =
-        jobs::open_job_with_hold(&state.db, new_job.clone(), auction_entry.clone(), hold).await
-    {
+    if let Err(err) = state.job_writer.open(new_job.clone(), auction_entry.clone(), hold).await {
         if matches!(err, RegistryError::InsufficientCredits { .. }) {
-            jobs::open_job(&state.db, new_job, auction_entry).await?;
+            state.job_writer.open(new_job, auction_entry, None).await?;
             conclude(
                 state,
                 job_id,
@@ -543,11 +540,11 @@ pub(crate) async fn conclude(
 ) -> Result<MicroCredits, ApiError> {
     let (agent, held) = match conclusion {
         Conclusion::Release => {
-            jobs::finish_job(&state.db, job_id, outcome, Settlement::Release, reputation).await?;
+            state.job_writer.finish(job_id, outcome, Settlement::Release, reputation).await?;
             return Ok(MicroCredits::ZERO);
         }
         Conclusion::Nothing => {
-            jobs::finish_job(&state.db, job_id, outcome, Settlement::Nothing, reputation).await?;
+            state.job_writer.finish(job_id, outcome, Settlement::Nothing, reputation).await?;
             return Ok(MicroCredits::ZERO);
         }
         Conclusion::Charge { agent, held } => (agent, held),
@@ -557,7 +554,7 @@ pub(crate) async fn conclude(
     outcome.total_cost = parts.caller_pays;
     if parts.caller_pays == MicroCredits::ZERO {
         let settlement = if held { Settlement::Release } else { Settlement::Nothing };
-        jobs::finish_job(&state.db, job_id, outcome, settlement, reputation).await?;
+        state.job_writer.finish(job_id, outcome, settlement, reputation).await?;
         return Ok(MicroCredits::ZERO);
     }
     let capture = |owner_share: MicroCredits, note: &str| Capture {
@@ -576,24 +573,22 @@ pub(crate) async fn conclude(
     // Only a negative owner share (a win fee above the price) can fail for want of funds; any
     // other capture is covered by the hold, so the common path keeps no copy for a retry.
     if !parts.owner_receives.is_negative() {
-        jobs::finish_job(&state.db, job_id, outcome, Settlement::Capture(full), reputation).await?;
+        state.job_writer.finish(job_id, outcome, Settlement::Capture(full), reputation).await?;
         return Ok(parts.caller_pays);
     }
-    match jobs::finish_job(
-        &state.db,
-        job_id,
-        outcome.clone(),
-        Settlement::Capture(full),
-        reputation.clone(),
-    )
-    .await
+    match state
+        .job_writer
+        .finish(job_id, outcome.clone(), Settlement::Capture(full), reputation.clone())
+        .await
     {
         Ok(()) => Ok(parts.caller_pays),
         // The owner's wallet fell short of the win fee between the auction and now: the fee is
         // waived down to what the price covers, so the caller still pays what it agreed.
         Err(RegistryError::AccountCannotCover { .. }) => {
             let reduced = capture(MicroCredits::ZERO, " (win fee reduced)");
-            jobs::finish_job(&state.db, job_id, outcome, Settlement::Capture(reduced), reputation)
+            state
+                .job_writer
+                .finish(job_id, outcome, Settlement::Capture(reduced), reputation)
                 .await?;
             Ok(parts.caller_pays)
         }
@@ -651,7 +646,7 @@ async fn recommend(
     } else {
         Settlement::Nothing
     };
-    jobs::finish_job(&state.db, job_id, outcome, settlement, Vec::new()).await?;
+    state.job_writer.finish(job_id, outcome, settlement, Vec::new()).await?;
     state.metrics.job_finished(request.kind.as_str(), "recommended");
     Ok(JobResult {
         job_id,

@@ -1,0 +1,172 @@
+//! The job writer: on a SQLite file it opens and finishes jobs with sealed scripts on a
+//! connection of its own; anything short of a clean commit must fall back to the pooled path
+//! and give exactly its answer. The same script runs on Postgres, where the writer is the
+//! pooled path, so the two are held to one set of expectations.
+
+use auction_engine::MicroCredits;
+use chrono::{DateTime, Duration, Utc};
+use registry::RegistryError;
+use registry::UserId;
+use registry::jobs::{
+    self, AuctionEntry, JobKind, JobOutcome, JobStatus, JobWriter, NewJob, Settlement, WriterCounts,
+};
+use registry::ledger::{self, Capture, HoldRequest, PLATFORM_REVENUE_ACCOUNT, Payee, Payout};
+use uuid::Uuid;
+
+use crate::helpers::{all_backends, assert_ledger_consistent, user};
+
+fn credits(n: i64) -> MicroCredits {
+    MicroCredits::from_credits(n).unwrap()
+}
+
+fn new_job(caller: UserId) -> (NewJob, AuctionEntry) {
+    let job = NewJob {
+        id: Uuid::now_v7(),
+        caller,
+        kind: JobKind::Json,
+        category: "ocr".into(),
+        requested_model: "auction".into(),
+        mode: "execute".into(),
+        auction_id: Uuid::now_v7(),
+        created_at: Utc::now(),
+    };
+    let auction = AuctionEntry {
+        id: job.auction_id,
+        category: "ocr".into(),
+        winner: None,
+        clearing_price: None,
+        record: "{}".into(),
+    };
+    (job, auction)
+}
+
+fn hold(job: &NewJob, amount: MicroCredits, expires_at: DateTime<Utc>) -> (HoldRequest, Uuid) {
+    (HoldRequest { job_id: job.id, payer: job.caller, amount, expires_at }, Uuid::now_v7())
+}
+
+fn outcome(status: JobStatus) -> JobOutcome {
+    JobOutcome {
+        status,
+        served: None,
+        clearing_price: None,
+        agent_cost: MicroCredits::ZERO,
+        call_fee: MicroCredits::ZERO,
+        win_fee: MicroCredits::ZERO,
+        total_cost: MicroCredits::ZERO,
+        input_tokens: None,
+        output_tokens: None,
+        latency_ms: None,
+        output: Some("{\"text\":\"ok\"}".into()),
+        error: None,
+        attempts: Vec::new(),
+        finished_at: Utc::now(),
+    }
+}
+
+/// `charge` from the job's hold: `owner` gets `owner_share`, the platform the rest.
+fn capture(job_id: Uuid, charge: i64, owner: UserId, owner_share: i64) -> Settlement {
+    Settlement::Capture(Capture {
+        job_id,
+        charge: credits(charge),
+        payouts: vec![
+            Payout { payee: Payee::User(owner), amount: credits(owner_share) },
+            Payout { payee: Payee::PlatformRevenue, amount: credits(charge - owner_share) },
+        ],
+        memo: None,
+    })
+}
+
+#[tokio::test]
+async fn the_writer_commits_clean_jobs_and_gives_the_pooled_answer_to_every_refusal() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let writer = JobWriter::new(db.clone(), &test_db.url).await.unwrap();
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        ledger::ensure_monthly_grant(&db, caller, credits(10), Utc::now()).await.unwrap();
+        let later = Utc::now() + Duration::minutes(15);
+        let platform_before = ledger::account_balance(&db, PLATFORM_REVENUE_ACCOUNT).await.unwrap();
+
+        // A hold the caller can cover; then one it cannot, which writes nothing at all.
+        let (a, a_auction) = new_job(caller);
+        writer.open(a.clone(), a_auction, Some(hold(&a, credits(4), later))).await.unwrap();
+        let (b, b_auction) = new_job(caller);
+        let refused = writer.open(b.clone(), b_auction, Some(hold(&b, credits(7), later))).await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::InsufficientCredits { requested, available })
+                    if requested == credits(7) && available == credits(6)
+            ),
+            "{backend}: {refused:?}"
+        );
+        assert!(jobs::find_job(&db, caller, b.id).await.unwrap().is_none(), "{backend}");
+        // A second hold on one job is refused too.
+        let (again, again_auction) = new_job(caller);
+        let again = NewJob { id: Uuid::now_v7(), ..again };
+        let twice = writer
+            .open(
+                again.clone(),
+                again_auction,
+                Some((hold(&a, credits(1), later).0, Uuid::now_v7())),
+            )
+            .await;
+        assert!(matches!(twice, Err(RegistryError::HoldExists { .. })), "{backend}: {twice:?}");
+        assert!(jobs::find_job(&db, caller, again.id).await.unwrap().is_none(), "{backend}");
+
+        // After the refusals the writer's connection is usable: no transaction was left open.
+        let (c, c_auction) = new_job(caller);
+        writer.open(c.clone(), c_auction, Some(hold(&c, credits(5), later))).await.unwrap();
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(9), "{backend}");
+
+        // A's capture, then the same capture again: the repeat changes nothing.
+        for _ in 0..2 {
+            writer
+                .finish(a.id, outcome(JobStatus::Delivered), capture(a.id, 3, owner, 2), Vec::new())
+                .await
+                .unwrap();
+        }
+        let job = jobs::find_job(&db, caller, a.id).await.unwrap().unwrap();
+        assert_eq!(job.status, "delivered", "{backend}");
+        // The owner's share would take the owner below zero: refused, nothing written.
+        let short = writer
+            .finish(c.id, outcome(JobStatus::Delivered), capture(c.id, 1, owner, -3), Vec::new())
+            .await;
+        assert!(
+            matches!(short, Err(RegistryError::AccountCannotCover { .. })),
+            "{backend}: {short:?}"
+        );
+        assert_eq!(jobs::find_job(&db, caller, c.id).await.unwrap().unwrap().status, "running");
+        writer
+            .finish(c.id, outcome(JobStatus::Failed), Settlement::Release, Vec::new())
+            .await
+            .unwrap();
+
+        // A hold the reaper voided cannot be captured any more.
+        let (d, d_auction) = new_job(caller);
+        let expired = Utc::now() - Duration::minutes(1);
+        writer.open(d.clone(), d_auction, Some(hold(&d, credits(2), expired))).await.unwrap();
+        assert_eq!(ledger::reap_expired_holds(&db, Utc::now(), 10).await.unwrap(), 1);
+        let late = writer
+            .finish(d.id, outcome(JobStatus::Delivered), capture(d.id, 1, owner, 1), Vec::new())
+            .await;
+        assert!(matches!(late, Err(RegistryError::HoldNotActive { .. })), "{backend}: {late:?}");
+
+        let caller_balance = ledger::balance(&db, caller).await.unwrap();
+        assert_eq!((caller_balance.balance, caller_balance.held), (credits(7), MicroCredits::ZERO));
+        assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(2), "{backend}");
+        assert_eq!(
+            ledger::account_balance(&db, PLATFORM_REVENUE_ACCOUNT).await.unwrap(),
+            platform_before.checked_add(credits(1)).unwrap(),
+            "{backend}"
+        );
+        assert_ledger_consistent(&db).await;
+
+        // Five clean transactions, five refusals. On a SQLite file the clean ones were sealed
+        // (one or two round trips each) and the refusals were answered by the pooled path.
+        let expected = match backend {
+            "sqlite" => WriterCounts { sealed: 5, pooled: 5 },
+            _ => WriterCounts { sealed: 0, pooled: 10 },
+        };
+        assert_eq!(writer.counts(), expected, "{backend}");
+    }
+}

@@ -1,25 +1,31 @@
 //! The job path's writer: a job's two write transactions in as few round trips as the
-//! database allows.
+//! database allows, and many jobs in one transaction when they arrive together.
 //!
-//! On a SQLite file the writer keeps one connection that nothing else uses, and sends each
-//! transaction sealed (see `script`): opening a job (its record, its auction, its hold) is one
-//! hand-off to sqlx's worker thread, `BEGIN` to `COMMIT`; finishing one is two, a read (the
-//! agents' reputation and the hold) and the writes. The pooled path takes six and five. The
-//! connection being its own is what makes this safe: the `ROLLBACK` after a failed script
-//! reaches the transaction the script began.
+//! On a SQLite file the writer keeps one connection that nothing else uses, owned by one task
+//! that commits **batches**: whatever jobs are waiting when it is free (up to 64) go into one
+//! transaction, sent sealed (see `script`) in two hand-offs to sqlx's worker thread: a read
+//! (the reputation and holds the finishing jobs need, after `BEGIN IMMEDIATE`) and the writes
+//! through `COMMIT`. Alone, a job opens and finishes in two hand-offs each; the pooled path
+//! takes six and five. Under load, SQLite's one write lock is taken once per batch instead of
+//! twice per job. The connection being its own is what makes this safe: the `ROLLBACK` after
+//! a failed script reaches the transaction the script began.
 //!
-//! Anything short of a clean commit (a hold the payer cannot cover, a hold already settled,
-//! any error) is rolled back and the job goes down the pooled path of `jobs`, which decides it
-//! and names the error. So the two paths cannot disagree: the sealed one only ever commits
-//! what the pooled one would have committed without complaint. On Postgres, and on in-memory
-//! SQLite (a second connection would see another database), the writer is the pooled path.
+//! Anything short of a clean commit is rolled back. A failed batch is retried job by job; a
+//! job that still cannot commit (a hold the payer cannot cover, a hold already settled, any
+//! error) goes down the pooled path of `jobs`, which decides it and names the error. So the
+//! paths cannot disagree: the sealed one only ever commits what the pooled one would have
+//! committed without complaint. On Postgres, and on in-memory SQLite (a second connection
+//! would see another database), the writer is the pooled path.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     FromQueryResult, QueryFilter, QueryTrait, Statement,
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::RegistryError;
@@ -32,51 +38,86 @@ use crate::jobs::{
 use crate::ledger::{self, HoldRequest};
 use crate::script::Script;
 
+/// The most jobs one batch commits.
+const MAX_BATCH: usize = 64;
+
 /// Writes jobs as they open and finish. Cheap to share behind the app state.
 pub struct JobWriter {
     db: DatabaseConnection,
-    /// SQLite files only: the one connection of the sealed path.
-    own: Option<DatabaseConnection>,
-    sealed: AtomicU64,
-    pooled: AtomicU64,
-}
-
-/// How a writer's transactions went: committed sealed, or through the pooled path (on
-/// Postgres always; on SQLite after a refusal or an error).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WriterCounts {
-    pub sealed: u64,
-    pub pooled: u64,
+    /// SQLite files only: the queue of the task that owns the sealed path's connection.
+    batches: Option<mpsc::UnboundedSender<Unit>>,
+    counts: Arc<Counters>,
 }
 
 impl std::fmt::Debug for JobWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobWriter").field("sealed", &self.own.is_some()).finish()
+        f.debug_struct("JobWriter").field("sealed", &self.batches.is_some()).finish()
     }
 }
 
+#[derive(Default)]
+struct Counters {
+    sealed: AtomicU64,
+    pooled: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// How a writer's transactions went: committed sealed, or through the pooled path (on
+/// Postgres always; on SQLite after a refusal or an error); and how many sealed commits it
+/// took (fewer than `sealed` when jobs shared a batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterCounts {
+    pub sealed: u64,
+    pub pooled: u64,
+    pub batches: u64,
+}
+
+/// One job's write, queued for the batching task.
+struct Unit {
+    work: Work,
+    /// `None`: committed. `Some`: not committed; the pooled path must take it.
+    done: oneshot::Sender<Option<Work>>,
+}
+
+enum Work {
+    Open {
+        job: NewJob,
+        auction: AuctionEntry,
+        hold: Option<(HoldRequest, Uuid)>,
+    },
+    Finish {
+        job_id: Uuid,
+        outcome: JobOutcome,
+        settlement: Settlement,
+        reputation: Vec<ReputationUpdate>,
+    },
+}
+
 impl JobWriter {
-    /// A writer for `db`, which was opened from `url`.
+    /// A writer for `db`, which was opened from `url`. Call inside a Tokio runtime: on a
+    /// SQLite file it spawns the batching task there.
     pub async fn new(db: DatabaseConnection, url: &str) -> Result<JobWriter, DbErr> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let own = match Backend::of_url(url) {
-            Some(Backend::Sqlite) if !in_memory => Some(connect(url, Some(1)).await?),
+        let counts = Arc::new(Counters::default());
+        let batches = match Backend::of_url(url) {
+            Some(Backend::Sqlite) if !in_memory => {
+                let own = connect(url, Some(1)).await?;
+                let (queue, waiting) = mpsc::unbounded_channel();
+                tokio::spawn(run_batches(own, waiting, Arc::clone(&counts)));
+                Some(queue)
+            }
             _ => None,
         };
-        Ok(JobWriter { db, own, sealed: AtomicU64::new(0), pooled: AtomicU64::new(0) })
+        Ok(JobWriter { db, batches, counts })
     }
 
     /// How many transactions went each way so far.
     pub fn counts(&self) -> WriterCounts {
         WriterCounts {
-            sealed: self.sealed.load(Ordering::Relaxed),
-            pooled: self.pooled.load(Ordering::Relaxed),
+            sealed: self.counts.sealed.load(Ordering::Relaxed),
+            pooled: self.counts.pooled.load(Ordering::Relaxed),
+            batches: self.counts.batches.load(Ordering::Relaxed),
         }
-    }
-
-    fn count(&self, sealed: bool) {
-        let counter = if sealed { &self.sealed } else { &self.pooled };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `jobs::open_job_with_hold`, sealed where it can be.
@@ -86,30 +127,13 @@ impl JobWriter {
         auction: AuctionEntry,
         hold: Option<(HoldRequest, Uuid)>,
     ) -> Result<(), RegistryError> {
-        if let Some(own) = &self.own {
-            let _gate = sqlite_write_gate().await;
-            let mut script = Script::new(DbBackend::Sqlite);
-            script.push_statement(begin());
-            add_job(&mut script, job.clone(), auction.clone());
-            let staged = match &hold {
-                Some((request, hold_id)) => {
-                    ledger::add_hold(&mut script, request, *hold_id, job.created_at).is_ok()
-                }
-                None => true,
-            };
-            if staged {
-                match own.execute_raw(script.sealed(true)).await {
-                    Ok(_) => {
-                        self.count(true);
-                        return Ok(());
-                    }
-                    Err(err) => tracing::debug!(%err, "sealed job open fell back"),
-                }
+        match self.sealed(Work::Open { job, auction, hold }).await? {
+            None => Ok(()),
+            Some(Work::Open { job, auction, hold }) => {
+                jobs::open_job_with_hold(&self.db, job, auction, hold).await
             }
-            roll_back(own).await;
+            Some(Work::Finish { .. }) => Err(writer_error("the job writer mixed up a write")),
         }
-        self.count(false);
-        jobs::open_job_with_hold(&self.db, job, auction, hold).await
     }
 
     /// `jobs::finish_job`, sealed where it can be.
@@ -120,75 +144,191 @@ impl JobWriter {
         settlement: Settlement,
         reputation: Vec<ReputationUpdate>,
     ) -> Result<(), RegistryError> {
-        if let Some(own) = &self.own {
-            let _gate = sqlite_write_gate().await;
-            match finish_sealed(own, job_id, &outcome, &settlement, &reputation).await {
-                Ok(true) => {
-                    self.count(true);
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(err) => tracing::debug!(%err, "sealed job finish fell back"),
+        match self.sealed(Work::Finish { job_id, outcome, settlement, reputation }).await? {
+            None => Ok(()),
+            Some(Work::Finish { job_id, outcome, settlement, reputation }) => {
+                jobs::finish_job(&self.db, job_id, outcome, settlement, reputation).await
             }
-            roll_back(own).await;
+            Some(Work::Open { .. }) => Err(writer_error("the job writer mixed up a write")),
         }
-        self.count(false);
-        jobs::finish_job(&self.db, job_id, outcome, settlement, reputation).await
+    }
+
+    /// Queues `work` for a sealed commit. `None` when it committed; otherwise the work comes
+    /// back for the pooled path.
+    async fn sealed(&self, work: Work) -> Result<Option<Work>, RegistryError> {
+        let Some(queue) = &self.batches else {
+            self.counts.pooled.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(work));
+        };
+        let (done, outcome) = oneshot::channel();
+        if let Err(mpsc::error::SendError(unit)) = queue.send(Unit { work, done }) {
+            self.counts.pooled.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(unit.work));
+        }
+        match outcome.await {
+            Ok(None) => Ok(None),
+            Ok(Some(work)) => {
+                self.counts.pooled.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(work))
+            }
+            // The task answers every unit it takes, so this is its runtime shutting down in
+            // the middle of a batch: whether the batch committed is unknown, so say so.
+            Err(_) => Err(writer_error("the job writer stopped during a write")),
+        }
     }
 }
 
-/// Finishes a job on the writer's own connection. `Ok(false)`: nothing committed, and the
-/// pooled path must decide (the hold is missing or already settled).
-async fn finish_sealed(
-    own: &DatabaseConnection,
-    job_id: Uuid,
-    outcome: &JobOutcome,
-    settlement: &Settlement,
-    reputation: &[ReputationUpdate],
-) -> Result<bool, RegistryError> {
-    let mut read = Script::new(DbBackend::Sqlite);
-    read.push_statement(begin());
-    if !reputation.is_empty() {
-        read.push(&reputation_rows_query(reputation).into_query());
+/// The batching task: takes whatever is waiting, commits it, answers every unit.
+async fn run_batches(
+    own: DatabaseConnection,
+    mut waiting: mpsc::UnboundedReceiver<Unit>,
+    counts: Arc<Counters>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(unit) => batch.push(unit),
+                Err(_) => break,
+            }
+        }
+        let _gate = sqlite_write_gate().await;
+        let committed = match commit(&own, &batch, &counts).await {
+            Ok(committed) => committed,
+            Err(err) => {
+                tracing::debug!(%err, jobs = batch.len(), "sealed batch rolled back");
+                roll_back(&own).await;
+                // One by one, so that one refusal does not send its neighbours to the pool.
+                let mut committed = Vec::with_capacity(batch.len());
+                for unit in &batch {
+                    let alone = std::slice::from_ref(unit);
+                    match commit(&own, alone, &counts).await {
+                        Ok(done) => committed.push(done.first().copied().unwrap_or(false)),
+                        Err(err) => {
+                            tracing::debug!(%err, "sealed job write fell back");
+                            roll_back(&own).await;
+                            committed.push(false);
+                        }
+                    }
+                }
+                committed
+            }
+        };
+        for (unit, committed) in batch.into_iter().zip(committed) {
+            if committed {
+                counts.sealed.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = unit.done.send(if committed { None } else { Some(unit.work) });
+        }
     }
-    if !matches!(settlement, Settlement::Nothing) {
-        read.push(&holds::Entity::find().filter(holds::Column::JobId.eq(job_id)).into_query());
+}
+
+/// Commits `batch` in one transaction: which of its units are in it. A unit left out (its
+/// hold is not active, or it cannot be staged) must take the pooled path. On an error nothing
+/// is committed and the caller must roll back.
+async fn commit(
+    own: &DatabaseConnection,
+    batch: &[Unit],
+    counts: &Counters,
+) -> Result<Vec<bool>, RegistryError> {
+    // The read: the reputation of every agent tried and the hold of every finishing job.
+    let mut updates: Vec<ReputationUpdate> = Vec::new();
+    let mut finishing = BTreeSet::new();
+    for unit in batch {
+        if let Work::Finish { job_id, settlement, reputation, .. } = &unit.work {
+            updates.extend_from_slice(reputation);
+            if !matches!(settlement, Settlement::Nothing) {
+                finishing.insert(*job_id);
+            }
+        }
+    }
+    let mut read = Script::new(DbBackend::Sqlite);
+    read.push_statement(Statement::from_string(DbBackend::Sqlite, "BEGIN IMMEDIATE"));
+    if !updates.is_empty() {
+        read.push(&reputation_rows_query(&updates).into_query());
+    }
+    if !finishing.is_empty() {
+        read.push(
+            &holds::Entity::find().filter(holds::Column::JobId.is_in(finishing)).into_query(),
+        );
     }
     let mut reputation_rows = Vec::new();
-    let mut hold = None;
+    let mut holds_by_job = HashMap::new();
     for row in own.query_all_raw(read.joined()).await? {
-        // Only the hold has a `job_id` column.
+        // Only a hold has a `job_id` column.
         if row.try_get::<Uuid>("", "job_id").is_ok() {
-            hold = Some(holds::Model::from_query_result(&row, "")?);
+            let hold = holds::Model::from_query_result(&row, "")?;
+            holds_by_job.insert(hold.job_id, hold);
         } else {
             reputation_rows.push(agent_reputation::Model::from_query_result(&row, "")?);
         }
     }
+
+    // The writes.
     let mut script = Script::new(DbBackend::Sqlite);
-    fold_reputation(&mut script, reputation_rows, reputation)?;
-    let active = hold.filter(ledger::hold_is_active);
-    match (settlement, &active) {
-        (Settlement::Nothing, _) => {}
-        (Settlement::Capture(capture), Some(hold)) => {
-            ledger::add_capture_of_active_hold(
-                &mut script,
-                hold,
-                capture.clone(),
-                outcome.finished_at,
-            )?;
+    let mut included = Vec::with_capacity(batch.len());
+    let mut folded = Vec::new();
+    for unit in batch {
+        // Each unit's statements join the batch only if all of them could be staged.
+        let mut unit_script = Script::new(DbBackend::Sqlite);
+        let staged = match &unit.work {
+            Work::Open { job, auction, hold } => {
+                add_job(&mut unit_script, job.clone(), auction.clone());
+                match hold {
+                    Some((request, hold_id)) => {
+                        ledger::add_hold(&mut unit_script, request, *hold_id, job.created_at)
+                            .is_ok()
+                    }
+                    None => true,
+                }
+            }
+            Work::Finish { job_id, outcome, settlement, reputation } => {
+                let active = holds_by_job.get(job_id).filter(|hold| ledger::hold_is_active(hold));
+                let staged = match (settlement, active) {
+                    (Settlement::Nothing, _) => true,
+                    (Settlement::Capture(capture), Some(hold)) => {
+                        ledger::add_capture_of_active_hold(
+                            &mut unit_script,
+                            hold,
+                            capture.clone(),
+                            outcome.finished_at,
+                        )
+                        .is_ok()
+                    }
+                    (Settlement::Release, Some(hold)) => {
+                        ledger::add_release_of_active_hold(
+                            &mut unit_script,
+                            hold,
+                            outcome.finished_at,
+                        );
+                        true
+                    }
+                    (Settlement::Capture(_) | Settlement::Release, None) => false,
+                };
+                if staged {
+                    add_close_job(&mut unit_script, *job_id, outcome);
+                    folded.extend_from_slice(reputation);
+                }
+                staged
+            }
+        };
+        if staged {
+            script.append(unit_script);
         }
-        (Settlement::Release, Some(hold)) => {
-            ledger::add_release_of_active_hold(&mut script, hold, outcome.finished_at);
-        }
-        (Settlement::Capture(_) | Settlement::Release, None) => return Ok(false),
+        included.push(staged);
     }
-    add_close_job(&mut script, job_id, outcome);
-    own.execute_raw(script.sealed(true)).await?;
-    Ok(true)
+    if included.contains(&true) {
+        fold_reputation(&mut script, reputation_rows, &folded)?;
+        own.execute_raw(script.sealed(true)).await?;
+        counts.batches.fetch_add(1, Ordering::Relaxed);
+    } else {
+        roll_back(own).await;
+    }
+    Ok(included)
 }
 
-fn begin() -> Statement {
-    Statement::from_string(DbBackend::Sqlite, "BEGIN IMMEDIATE")
+fn writer_error(message: &str) -> RegistryError {
+    RegistryError::Database(DbErr::Custom(message.to_owned()))
 }
 
 /// Ends whatever transaction a failed script left open on the writer's connection. There may

@@ -76,6 +76,11 @@ impl Script {
         self.statements.push(Entry::Plain(statement));
     }
 
+    /// Adds every statement of `other`, after this script's.
+    pub(crate) fn append(&mut self, other: Script) {
+        self.statements.extend(other.statements);
+    }
+
     /// Adds an update that must change exactly one row.
     pub(crate) fn push_checked(&mut self, statement: UpdateStatement) -> Check {
         let check = Check(self.statements.len() as i64);

@@ -164,9 +164,65 @@ async fn the_writer_commits_clean_jobs_and_gives_the_pooled_answer_to_every_refu
         // Five clean transactions, five refusals. On a SQLite file the clean ones were sealed
         // (one or two round trips each) and the refusals were answered by the pooled path.
         let expected = match backend {
-            "sqlite" => WriterCounts { sealed: 5, pooled: 5 },
-            _ => WriterCounts { sealed: 0, pooled: 10 },
+            "sqlite" => WriterCounts { sealed: 5, pooled: 5, batches: 5 },
+            _ => WriterCounts { sealed: 0, pooled: 10, batches: 0 },
         };
         assert_eq!(writer.counts(), expected, "{backend}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_concurrent_jobs_against_credits_for_a_hundred_share_batches_exactly() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let writer = std::sync::Arc::new(JobWriter::new(db.clone(), &test_db.url).await.unwrap());
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        ledger::ensure_monthly_grant(&db, caller, credits(100), Utc::now()).await.unwrap();
+        let later = Utc::now() + Duration::minutes(15);
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let writer = std::sync::Arc::clone(&writer);
+                tokio::spawn(async move {
+                    let (job, auction) = new_job(caller);
+                    let id = job.id;
+                    match writer
+                        .open(job.clone(), auction, Some(hold(&job, credits(1), later)))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(RegistryError::InsufficientCredits { .. }) => return false,
+                        Err(err) => panic!("open: {err:?}"),
+                    }
+                    writer
+                        .finish(
+                            id,
+                            outcome(JobStatus::Delivered),
+                            capture(id, 1, owner, 1),
+                            Vec::new(),
+                        )
+                        .await
+                        .unwrap();
+                    true
+                })
+            })
+            .collect();
+        let mut delivered = 0;
+        for task in tasks {
+            delivered += usize::from(task.await.unwrap());
+        }
+        assert_eq!(delivered, 100, "{backend}");
+        let caller_balance = ledger::balance(&db, caller).await.unwrap();
+        assert_eq!(
+            (caller_balance.balance, caller_balance.held),
+            (MicroCredits::ZERO, MicroCredits::ZERO)
+        );
+        assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(100), "{backend}");
+        assert_ledger_consistent(&db).await;
+        let counts = writer.counts();
+        if backend == "sqlite" {
+            // 100 opens and 100 finishes committed sealed, in fewer transactions than that.
+            assert_eq!(counts.sealed, 200, "{counts:?}");
+            assert!(counts.batches < counts.sealed, "{counts:?}");
+        }
     }
 }

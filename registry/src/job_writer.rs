@@ -127,13 +127,7 @@ impl JobWriter {
         auction: AuctionEntry,
         hold: Option<(HoldRequest, Uuid)>,
     ) -> Result<(), RegistryError> {
-        match self.sealed(Work::Open { job, auction, hold }).await? {
-            None => Ok(()),
-            Some(Work::Open { job, auction, hold }) => {
-                jobs::open_job_with_hold(&self.db, job, auction, hold).await
-            }
-            Some(Work::Finish { .. }) => Err(writer_error("the job writer mixed up a write")),
-        }
+        self.write(Work::Open { job, auction, hold }).await
     }
 
     /// `jobs::finish_job`, sealed where it can be.
@@ -144,12 +138,19 @@ impl JobWriter {
         settlement: Settlement,
         reputation: Vec<ReputationUpdate>,
     ) -> Result<(), RegistryError> {
-        match self.sealed(Work::Finish { job_id, outcome, settlement, reputation }).await? {
+        self.write(Work::Finish { job_id, outcome, settlement, reputation }).await
+    }
+
+    /// Commits `work` sealed, or else through the pooled path.
+    async fn write(&self, work: Work) -> Result<(), RegistryError> {
+        match self.sealed(work).await? {
             None => Ok(()),
+            Some(Work::Open { job, auction, hold }) => {
+                jobs::open_job_with_hold(&self.db, job, auction, hold).await
+            }
             Some(Work::Finish { job_id, outcome, settlement, reputation }) => {
                 jobs::finish_job(&self.db, job_id, outcome, settlement, reputation).await
             }
-            Some(Work::Open { .. }) => Err(writer_error("the job writer mixed up a write")),
         }
     }
 
@@ -173,7 +174,9 @@ impl JobWriter {
             }
             // The task answers every unit it takes, so this is its runtime shutting down in
             // the middle of a batch: whether the batch committed is unknown, so say so.
-            Err(_) => Err(writer_error("the job writer stopped during a write")),
+            Err(_) => Err(RegistryError::Database(DbErr::Custom(
+                "the job writer stopped during a write".to_owned(),
+            ))),
         }
     }
 }
@@ -325,10 +328,6 @@ async fn commit(
         roll_back(own).await;
     }
     Ok(included)
-}
-
-fn writer_error(message: &str) -> RegistryError {
-    RegistryError::Database(DbErr::Custom(message.to_owned()))
 }
 
 /// Ends whatever transaction a failed script left open on the writer's connection. There may

@@ -194,15 +194,6 @@ fn to_job(row: jobs::Model) -> Job {
     }
 }
 
-/// Writes the job (running) and its auction record together, before anything is dispatched.
-pub async fn open_job(
-    db: &DatabaseConnection,
-    job: NewJob,
-    auction: AuctionEntry,
-) -> Result<(), RegistryError> {
-    open_job_with_hold(db, job, auction, None).await
-}
-
 /// Opens a job, its auction record and (if any) its hold in one transaction: a job never
 /// exists without its hold, nor a hold without its job. `InsufficientCredits` writes nothing.
 pub async fn open_job_with_hold(
@@ -324,15 +315,6 @@ pub async fn finish_job(
         Ok(())
     })
     .await
-}
-
-/// Records how a job ended and every attempt, in one transaction.
-pub async fn close_job(
-    db: &DatabaseConnection,
-    job_id: Uuid,
-    outcome: JobOutcome,
-) -> Result<(), RegistryError> {
-    finish_job(db, job_id, outcome, Settlement::Nothing, Vec::new()).await
 }
 
 pub(crate) fn add_close_job(script: &mut Script, job_id: Uuid, outcome: &JobOutcome) {

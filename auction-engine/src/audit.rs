@@ -79,13 +79,11 @@ pub fn explain(outcome: &Outcome) -> String {
             let _ = write!(
                 text,
                 " It is paid {} because the best competing agent of another owner, {runner_up_slug}, scored {}: \
-                 {} could have bid up to {} - {} = {} and still won.",
+                 {} could have bid up to {} and still won.",
                 winner.price,
                 micros(*runner_up_score),
                 winner.slug,
-                micros(winner.quality.total),
-                micros(*runner_up_score),
-                winner.price,
+                difference(winner.quality.total, *runner_up_score, winner.price),
             );
         }
         PriceBasis::Reserve { reserve, runner_up: Some(_) } => {
@@ -112,6 +110,15 @@ pub fn explain(outcome: &Outcome) -> String {
         outcome.exclusions.len()
     );
     text
+}
+
+/// `a - b = result`, written `a + |b|` when `b` is negative (never "- -").
+fn difference(a: i64, b: i64, result: crate::MicroCredits) -> String {
+    if b < 0 {
+        format!("{} + {} = {result}", micros(a), micros(b.saturating_neg()))
+    } else {
+        format!("{} - {} = {result}", micros(a), micros(b))
+    }
 }
 
 fn micros(value: i64) -> crate::MicroCredits {

@@ -103,6 +103,16 @@ impl MicroCredits {
     }
 }
 
+impl MicroCredits {
+    /// The amount in credits as the nearest `f64`, for clients that read money as a JSON
+    /// number (OpenAI-shaped `usage.cost`). Below 2^53 micro-credits the division is exact
+    /// before rounding, so the shortest form of the result reads back as this amount's decimal
+    /// (`1002049` micros prints `1.002049`).
+    pub fn as_credits_f64(self) -> f64 {
+        self.0 as f64 / MICROS_PER_CREDIT as f64
+    }
+}
+
 impl fmt::Display for MicroCredits {
     /// Shortest exact decimal: `2500000` micros is `2.5`, `-1` is `-0.000001`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -165,6 +175,14 @@ mod tests {
             MicroCredits::parse_decimal("99999999999999999"),
             Err(MoneyParseError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn credits_as_numbers_print_as_the_exact_decimal() {
+        for micros in [0, 1, 6_099, 1_002_049, 2_500_000, 3_000_000, 123_456_789_012, -1_000_001] {
+            let amount = MicroCredits::from_micros(micros);
+            assert_eq!(amount.as_credits_f64().to_string(), amount.to_string(), "{micros}");
+        }
     }
 
     #[test]

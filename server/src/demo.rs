@@ -8,19 +8,24 @@
 //! only), settlement, the audit record.
 
 use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
+use auction_engine::MicroCredits;
 use chrono::Utc;
 use registry::agents::{self, RawAgentPatch, RawAgentSpec, RawPricing};
+use registry::ledger::Balance;
 use registry::{DatabaseConnection, Email, Handle, KeyName, NewUser, Password, UserId};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::configuration::ResolvedSettings;
-use crate::startup::{Application, connect_and_migrate};
+use crate::egress::SystemLookup;
+use crate::startup::{Application, connect_and_migrate, listen, write_private};
 
 /// One sample chat agent's personality.
 #[derive(Clone)]
@@ -32,6 +37,8 @@ struct ChatPersona {
 
 /// Runs the demo until interrupted.
 pub async fn run(mut settings: ResolvedSettings) -> anyhow::Result<()> {
+    // A busy port is reported before the demo writes anything.
+    let listener = listen(settings.bind)?;
     settings.raw.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
     let db = connect_and_migrate(&settings).await?;
 
@@ -50,7 +57,7 @@ pub async fn run(mut settings: ResolvedSettings) -> anyhow::Result<()> {
     let acme = ensure_user(&db, "acme@example.com", "acme").await?;
     let globex = ensure_user(&db, "globex@example.com", "globex").await?;
     let caller = ensure_user(&db, "demo@example.com", "demo").await?;
-    let grant = auction_engine::MicroCredits::from_credits(100).unwrap_or_default();
+    let grant = settings.monthly_grant;
     registry::ledger::ensure_monthly_grant(&db, caller, grant, Utc::now()).await?;
     for owner in [acme, globex] {
         registry::ledger::ensure_monthly_grant(&db, owner, grant, Utc::now()).await?;
@@ -89,41 +96,97 @@ pub async fn run(mut settings: ResolvedSettings) -> anyhow::Result<()> {
         Some(5_000),
     )
     .await?;
-    let name = KeyName::parse("demo")?;
-    let key = registry::create_api_key(&db, caller, name, Uuid::now_v7(), Utc::now()).await?.secret;
+    let key = demo_key(&db, caller, &settings.raw.server.data_dir).await?;
+    let balance = registry::ledger::balance(&db, caller).await?;
     drop(db);
 
-    let app = Application::build(settings.clone()).await?;
+    let app = Application::build_on(settings.clone(), listener, Arc::new(SystemLookup)).await?;
     let base = format!("http://{}:{}", settings.bind.ip(), app.port());
-    print_quickstart(&base, &key);
+    print_quickstart(&Quickstart {
+        base: &base,
+        key: &key,
+        balance: &balance,
+        call_fee: settings.call_fee,
+        data_dir: &settings.raw.server.data_dir,
+    });
     app.run_until_stopped().await?;
     Ok(())
 }
 
+/// The demo caller's API key: the one kept in `data_dir/demo_api_key` from an earlier run
+/// while it still works, else a new one (kept there, mode 0600), so a restart does not mint
+/// keys without end.
+async fn demo_key(
+    db: &DatabaseConnection,
+    caller: UserId,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
+    let path = data_dir.join("demo_api_key");
+    if let Ok(kept) = std::fs::read_to_string(&path) {
+        let kept = kept.trim().to_owned();
+        let owner = registry::authenticate_api_key(db, &kept, Utc::now()).await?;
+        if owner.is_some_and(|owner| owner.user_id == caller) {
+            return Ok(kept);
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("could not replace {}", path.display()))?;
+    }
+    let name = KeyName::parse("demo")?;
+    let key = registry::create_api_key(db, caller, name, Uuid::now_v7(), Utc::now()).await?.secret;
+    write_private(&path, key.as_bytes())?;
+    Ok(key)
+}
+
+/// What the printed quickstart needs.
+struct Quickstart<'a> {
+    base: &'a str,
+    key: &'a str,
+    balance: &'a Balance,
+    call_fee: MicroCredits,
+    data_dir: &'a Path,
+}
+
+/// Prints what to type, flush left so that every block runs when pasted as it is (the demo's
+/// test runs each block).
 #[expect(clippy::print_stdout, reason = "the demo's whole point is to show the user what to type")]
-fn print_quickstart(base: &str, key: &str) {
+fn print_quickstart(q: &Quickstart<'_>) {
+    let Quickstart { base, key, balance, call_fee, data_dir } = q;
+    let ask = r#"{"model":"auction","messages":[{"role":"user","content":"Hello!"}],"auction":{"max_price":"0.01"}}"#;
     println!(
         r#"
 Gavel demo is running at {base}  (Ctrl-C to stop)
-Three sample agents are registered: demo agents acme/swift-chat and globex/deep-chat (chat),
-globex/paper-ocr (ocr). Your API key (100 free credits): {key}
+Sample agents: acme/swift-chat and globex/deep-chat (chat), globex/paper-ocr (ocr).
+Your API key: {key}
+It holds {available} credits available ({held} held). Each auction call costs the winner's
+price plus a {call_fee}-credit call fee. Data lives in {data_dir}; delete it to start over.
 
-An auction through the OpenAI wire format:
-  curl -s {base}/v1/chat/completions -H "authorization: Bearer {key}" \
-    -H 'content-type: application/json' \
-    -d '{{"model":"auction","messages":[{{"role":"user","content":"Hello!"}}],"auction":{{"max_price":"0.01"}}}}'
+1. An auction through the OpenAI wire format (paste into a shell):
 
-The same with the OpenAI Python SDK:
-  from openai import OpenAI
-  client = OpenAI(base_url="{base}/v1", api_key="{key}")
-  print(client.chat.completions.create(model="auction", messages=[{{"role": "user", "content": "Hello!"}}]))
+curl -s {base}/v1/chat/completions -H "authorization: Bearer {key}" -H 'content-type: application/json' -d '{ask}'
 
-A JSON job (OCR):
-  curl -s {base}/v1/jobs -H "authorization: Bearer {key}" -H 'content-type: application/json' \
-    -d '{{"category":"ocr","input":{{"image_url":"https://example.com/scan.png"}}}}'
+2. The same with the official OpenAI Python SDK. Install it once (paste into a shell):
 
-Why did the winner win? GET {base}/api/auctions/<auction.id from the answer>
-"#
+python3 -m venv gavel-venv && gavel-venv/bin/pip install --quiet openai
+
+then run gavel-venv/bin/python3 and paste:
+
+from openai import OpenAI
+client = OpenAI(base_url="{base}/v1", api_key="{key}")
+reply = client.chat.completions.create(model="auction", messages=[{{"role": "user", "content": "Hello!"}}], extra_body={{"auction": {{"max_price": "0.01"}}}})
+print(reply.model, "said:", reply.choices[0].message.content, "| cost:", reply.usage.cost, "credits")
+
+3. A JSON job, OCR (paste into a shell):
+
+curl -s {base}/v1/jobs -H "authorization: Bearer {key}" -H 'content-type: application/json' -d '{{"category":"ocr","input":{{"image_url":"https://example.com/scan.png"}}}}'
+
+4. Why did the winner win? Run an auction, then read its record (paste into a shell):
+
+AUCTION=$(curl -s -o /dev/null -w '%header{{x-gavel-auction-id}}' {base}/v1/chat/completions -H "authorization: Bearer {key}" -H 'content-type: application/json' -d '{ask}')
+curl -s {base}/api/auctions/$AUCTION -H "authorization: Bearer {key}"
+"#,
+        available = balance.available,
+        held = balance.held,
+        data_dir = data_dir.display(),
     );
 }
 

@@ -40,6 +40,9 @@ pub enum ApiError {
     InvalidLogin,
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// `GET /v1/models/{id}` for an id that is no model (OpenAI's `model_not_found`).
+    #[error("the model `{model}` does not exist")]
+    ModelNotFound { model: String },
     #[error("{message}")]
     Forbidden { message: String },
     #[error("no route for {method} {path}")]
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidLogin => "invalid_credentials",
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => "not_found",
+            ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict { code, .. } => code,
@@ -108,7 +112,9 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::UpstreamFailed { .. } => {
                 "server_error"
             }
-            ApiError::NoEligibleAgent { .. } => "invalid_request_error",
+            ApiError::NoEligibleAgent { .. } | ApiError::ModelNotFound { .. } => {
+                "invalid_request_error"
+            }
             ApiError::MalformedJson(_)
             | ApiError::BadRequest(_)
             | ApiError::UnsupportedMediaType(_)
@@ -123,6 +129,7 @@ impl ApiError {
         match self {
             ApiError::Validation { field, .. } => Some(field),
             ApiError::NoEligibleAgent { constraint, .. } => Some(constraint),
+            ApiError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }
     }
@@ -165,7 +172,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated | ApiError::InvalidLogin => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. }
+            | ApiError::NoRoute { .. }
+            | ApiError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,

@@ -5,7 +5,7 @@
 //! real port from `port()`.
 
 use registry::jobs::JobWriter;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,16 @@ impl Application {
         settings: ResolvedSettings,
         lookup: Arc<dyn Lookup>,
     ) -> anyhow::Result<Application> {
+        let listener = listen(settings.bind)?;
+        Application::build_on(settings, listener, lookup).await
+    }
+
+    /// Builds the application on a socket already bound with `listen`.
+    pub async fn build_on(
+        settings: ResolvedSettings,
+        listener: TcpListener,
+        lookup: Arc<dyn Lookup>,
+    ) -> anyhow::Result<Application> {
         let db = connect_and_migrate(&settings).await?;
         let policy = EgressPolicy::new(&settings.raw.egress.allow_cidrs)
             .map_err(|e| anyhow::anyhow!("egress.allow_cidrs: {e}"))?;
@@ -84,8 +94,6 @@ impl Application {
             None => (None, RateLimiter::in_process(&settings.raw.rate_limit)),
         };
 
-        let listener = TcpListener::bind(settings.bind)
-            .with_context(|| format!("could not listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let workers = settings.raw.server.workers;
         let api_body_limit = settings.raw.server.api_body_limit;
@@ -156,6 +164,22 @@ impl Application {
     }
 }
 
+/// Binds the server's address. Done first, before anything is opened or written, so that a
+/// busy port is the first and only thing a start reports.
+pub fn listen(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            let other = SocketAddr::new(address.ip(), address.port().wrapping_add(1).max(1));
+            anyhow::anyhow!(
+                "{address} is already in use: another program (perhaps another Gavel) listens \
+                 there. Stop it, or start on another address: GAVEL__SERVER__BIND={other}"
+            )
+        } else {
+            anyhow::Error::new(err).context(format!("could not listen on {address}"))
+        }
+    })
+}
+
 /// Opens the database (creating the SQLite data directory if needed) and applies every
 /// pending migration.
 pub async fn connect_and_migrate(
@@ -201,7 +225,8 @@ fn jwt_secret(settings: &ResolvedSettings) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes a new file only its owner can read (a secret kept in `data_dir`).
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

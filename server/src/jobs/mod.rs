@@ -3,6 +3,7 @@
 
 pub mod bids;
 pub mod breaker;
+pub mod chat_shape;
 pub mod dispatch;
 pub mod record;
 pub mod request;

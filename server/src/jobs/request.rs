@@ -75,6 +75,8 @@ pub struct JobRequest {
     pub payload: Payload,
     /// Relay the answer as server-sent events.
     pub stream: bool,
+    /// The caller asked for a closing usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -143,6 +145,20 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
         Some(Value::Bool(stream)) => *stream,
         Some(_) => return Err(ApiError::validation("stream", "must be true or false")),
     };
+    let include_usage = match body.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(options)) => match options.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(include)) => *include,
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "stream_options.include_usage",
+                    "must be true or false",
+                ));
+            }
+        },
+        Some(_) => return Err(ApiError::validation("stream_options", "must be an object")),
+    };
     let fallbacks = match body.remove("models") {
         None | Some(Value::Null) => Vec::new(),
         Some(value) => parse_body::<Vec<String>>(value)
@@ -192,6 +208,7 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
         Payload::Chat(body),
     )?;
     job.stream = stream;
+    job.include_usage = include_usage;
     Ok(job)
 }
 
@@ -325,6 +342,7 @@ fn build(
         output_tokens,
         payload,
         stream: false,
+        include_usage: false,
     })
 }
 

@@ -15,9 +15,10 @@ use auction_engine::{
     OwnerId, Ranked, settle_on_usage, sheet_price, split,
 };
 use rand::RngCore;
-use registry::agents::{Agent, AgentState, Visibility};
+use registry::agents::{Agent, AgentKind, AgentState, Visibility};
 use registry::jobs::{
-    Attempt, AuctionEntry, JobOutcome, JobStatus, NewJob, ReputationUpdate, Served, Settlement,
+    Attempt, AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, ReputationUpdate, Served,
+    Settlement,
 };
 use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
@@ -36,6 +37,8 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct JobResult {
     pub job_id: Uuid,
+    /// When the job was received, in Unix seconds (OpenAI's `created`).
+    pub created: i64,
     pub auction_id: Uuid,
     pub candidates: usize,
     pub delivered: Option<DeliveredJob>,
@@ -60,6 +63,8 @@ pub struct DeliveredJob {
 pub struct HeldJob {
     pub request: JobRequest,
     pub job_id: Uuid,
+    /// When the job was received, in Unix seconds (OpenAI's `created`).
+    pub created: i64,
     pub auction_id: Uuid,
     pub candidate_count: usize,
     /// The ranks that may serve, in order.
@@ -130,6 +135,8 @@ pub async fn prepare(
             pool
         }
     };
+
+    let pool = chat_speakers(&request, pool)?;
 
     let auction_id = Uuid::now_v7();
     let clock = std::time::Instant::now();
@@ -312,15 +319,15 @@ pub async fn prepare(
     }
 
     if request.mode == Mode::Recommend {
-        let result =
-            recommend(state, &request, job_id, auction_id, candidate_count, ranking, call_fee)
-                .await?;
+        let ids = (job_id, auction_id, now.timestamp());
+        let result = recommend(state, &request, ids, candidate_count, ranking, call_fee).await?;
         return Ok(Prepared::Recommended(result));
     }
     let half_life_ms = record.input.parameters.half_life_ms;
     Ok(Prepared::Held(Box::new(HeldJob {
         request,
         job_id,
+        created: now.timestamp(),
         auction_id,
         candidate_count,
         serving,
@@ -330,6 +337,42 @@ pub async fn prepare(
         win_fee,
         half_life_ms,
     })))
+}
+
+/// A chat job only reaches `openai-chat` agents: a named JSON agent is refused by name, and
+/// a category whose agents are all JSON agents is refused as a whole, before any auction or
+/// hold, so nothing is charged. JSON agents in a mixed category are simply not candidates.
+fn chat_speakers(request: &JobRequest, pool: Vec<Arc<Agent>>) -> Result<Vec<Arc<Agent>>, ApiError> {
+    if request.kind != JobKind::Chat {
+        return Ok(pool);
+    }
+    if let Target::Direct(_) = request.target
+        && let Some((idx, agent)) =
+            pool.iter().enumerate().find(|(_, a)| a.kind != AgentKind::OpenAiChat)
+    {
+        return Err(ApiError::NoEligibleAgent {
+            constraint: if idx == 0 { "model" } else { "models" }.to_owned(),
+            message: format!(
+                "`{}` is a {} agent, not a chat agent: send its jobs to POST /v1/jobs",
+                agent.slug,
+                agent.kind.as_str()
+            ),
+        });
+    }
+    let before = pool.len();
+    let speakers: Vec<Arc<Agent>> =
+        pool.into_iter().filter(|a| a.kind == AgentKind::OpenAiChat).collect();
+    if speakers.is_empty() && before > 0 {
+        return Err(ApiError::NoEligibleAgent {
+            constraint: "model".to_owned(),
+            message: format!(
+                "no agent of `{category}` takes chat completions (its {before} agent(s) are JSON agents): \
+                 send the job to POST /v1/jobs with \"category\": \"{category}\"",
+                category = request.category
+            ),
+        });
+    }
+    Ok(speakers)
 }
 
 /// Dispatches a held job down its ranking until an agent delivers, then settles.
@@ -398,6 +441,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             state.metrics.job_finished(job.request.kind.as_str(), "delivered");
             return Ok(JobResult {
                 job_id: job.job_id,
+                created: job.created,
                 auction_id: job.auction_id,
                 candidates: job.candidate_count,
                 delivered: Some(DeliveredJob {
@@ -599,8 +643,7 @@ pub(crate) async fn conclude(
 async fn recommend(
     state: &AppState,
     request: &JobRequest,
-    job_id: Uuid,
-    auction_id: Uuid,
+    (job_id, auction_id, created): (Uuid, Uuid, i64),
     candidate_count: usize,
     ranking: &[Ranked],
     call_fee: MicroCredits,
@@ -650,6 +693,7 @@ async fn recommend(
     state.metrics.job_finished(request.kind.as_str(), "recommended");
     Ok(JobResult {
         job_id,
+        created,
         auction_id,
         candidates: candidate_count,
         delivered: None,

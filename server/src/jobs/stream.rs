@@ -1,15 +1,22 @@
 //! Streaming: `stream: true` on `/v1/chat/completions`, relayed as server-sent events.
 //!
-//! * The winner's chunks pass through as they arrive (each event's `id` and `model` rewritten
-//!   to Gavel's), never buffered.
+//! * The winner's chunks pass through as they arrive, never buffered, reshaped to OpenAI's
+//!   form by `chat_shape::ChunkShaper` (Gavel's `id`, `object`, `created`, the agent's slug as
+//!   `model`, `finish_reason`s in OpenAI's words).
 //! * Until the first chunk, a `: keep-alive` comment goes out every `dispatch.keepalive_ms`;
 //!   a failure before the first chunk falls back to the next agent. If nothing has been sent
 //!   yet, a total failure is a plain JSON error with a real status; after the first keep-alive
-//!   it is an SSE error event.
-//! * The stream always ends with a usage chunk (tokens and `cost`) and `data: [DONE]`.
-//! * An agent that cuts its stream is a failed delivery: the caller gets an error chunk
-//!   (`finish_reason: "error"`) and pays the per-token price of what was delivered, nothing
-//!   else (no per-call price, no fees); the agent's reputation takes the failure.
+//!   it is an SSE error event (`data: {"error": {...}}`, which the OpenAI SDKs raise).
+//! * A stream that ends cleanly ends as OpenAI's do: the last chunk with a choice carries a
+//!   `finish_reason` (Gavel adds a closing `stop` chunk when the agent gave none), then the
+//!   usage chunk (empty `choices`, tokens and numeric `cost`) only if the caller asked for it
+//!   with `stream_options.include_usage`, then `data: [DONE]`. Gavel always asks the agent
+//!   for usage, to settle on it.
+//! * An agent that cuts its stream is a failed delivery: the caller gets the usage chunk if it
+//!   asked for one, then an SSE error event, then `[DONE]`, and pays the per-token price of
+//!   what was delivered, nothing else (no per-call price, no fees); the agent's reputation
+//!   takes the failure. A body that ends without `[DONE]` after every choice had its
+//!   `finish_reason` counts as a clean end.
 //! * A caller that disconnects stops the upstream call; the job is settled on what was
 //!   delivered, at the agent's prices and with the fees.
 //!
@@ -31,6 +38,7 @@ use uuid::Uuid;
 
 use crate::egress::AgentCall;
 use crate::error::ApiError;
+use crate::jobs::chat_shape::ChunkShaper;
 use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
 use crate::jobs::service::{
     Conclusion, HeldJob, attempts_summary, conclude, delivered_cost, failed_outcome,
@@ -125,11 +133,13 @@ enum AttemptEnd {
     CallerGone,
 }
 
-#[derive(Default)]
+/// What an attempt has relayed so far.
 struct Delivered {
     content: String,
     usage: Option<(u64, u64)>,
     bytes: usize,
+    /// Reshapes the agent's chunks and knows which choices are still open.
+    shaper: ChunkShaper,
 }
 
 async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
@@ -289,8 +299,12 @@ async fn attempt(
         buffer: Vec::new(),
         idle: Duration::from_millis(state.settings.raw.dispatch.stream_idle_ms),
     };
-    let rewrite = Rewrite { id: job.job_id.to_string(), model: agent.slug.clone() };
-    let mut delivered = Delivered::default();
+    let mut delivered = Delivered {
+        content: String::new(),
+        usage: None,
+        bytes: 0,
+        shaper: ChunkShaper::new(job.job_id.to_string(), agent.slug.clone(), job.created),
+    };
     let max_bytes = state.settings.raw.dispatch.max_response_bytes;
 
     // Wait for the first content chunk (keep-alives meanwhile); failures here fall back.
@@ -311,32 +325,30 @@ async fn attempt(
                     "empty_stream".into(),
                 );
             }
-            Ok(Some(UpstreamEvent::Data(value))) => {
-                match classify_chunk(value, &rewrite, &mut delivered) {
-                    Chunk::Forward(chunk) => {
-                        delivered.bytes += chunk.len();
-                        if !sink.send(chunk).await {
-                            return AttemptEnd::Streamed { ending: Ending::CallerGone, delivered };
-                        }
-                        break;
+            Ok(Some(UpstreamEvent::Data(value))) => match classify_chunk(value, &mut delivered) {
+                Chunk::Forward(chunk) => {
+                    delivered.bytes += chunk.len();
+                    if !sink.send(chunk).await {
+                        return AttemptEnd::Streamed { ending: Ending::CallerGone, delivered };
                     }
-                    Chunk::Skip => {}
-                    Chunk::Error => {
-                        return AttemptEnd::Failed(
-                            AttemptOutcome::Error,
-                            Some(status),
-                            "agent_error_event".into(),
-                        );
-                    }
-                    Chunk::Invalid => {
-                        return AttemptEnd::Failed(
-                            AttemptOutcome::InvalidOutput,
-                            Some(status),
-                            "invalid_chunk".into(),
-                        );
-                    }
+                    break;
                 }
-            }
+                Chunk::Skip => {}
+                Chunk::Error => {
+                    return AttemptEnd::Failed(
+                        AttemptOutcome::Error,
+                        Some(status),
+                        "agent_error_event".into(),
+                    );
+                }
+                Chunk::Invalid => {
+                    return AttemptEnd::Failed(
+                        AttemptOutcome::InvalidOutput,
+                        Some(status),
+                        "invalid_chunk".into(),
+                    );
+                }
+            },
         }
     }
 
@@ -344,25 +356,25 @@ async fn attempt(
     loop {
         let ending = match reader.next_event().await {
             Err(code) => Some(Ending::Cut(code)),
+            // A body that ends after every choice finished is complete, `[DONE]` or not.
+            Ok(None) if delivered.shaper.finished() => Some(Ending::Finished),
             Ok(None) => Some(Ending::Cut("stream_ended_without_done".into())),
             Ok(Some(UpstreamEvent::Done)) => Some(Ending::Finished),
-            Ok(Some(UpstreamEvent::Data(value))) => {
-                match classify_chunk(value, &rewrite, &mut delivered) {
-                    Chunk::Forward(chunk) => {
-                        delivered.bytes += chunk.len();
-                        if delivered.bytes > max_bytes {
-                            Some(Ending::Cut("response_too_large".into()))
-                        } else if !sink.send(chunk).await {
-                            Some(Ending::CallerGone)
-                        } else {
-                            None
-                        }
+            Ok(Some(UpstreamEvent::Data(value))) => match classify_chunk(value, &mut delivered) {
+                Chunk::Forward(chunk) => {
+                    delivered.bytes += chunk.len();
+                    if delivered.bytes > max_bytes {
+                        Some(Ending::Cut("response_too_large".into()))
+                    } else if !sink.send(chunk).await {
+                        Some(Ending::CallerGone)
+                    } else {
+                        None
                     }
-                    Chunk::Skip => None,
-                    Chunk::Error => Some(Ending::Cut("agent_error_event".into())),
-                    Chunk::Invalid => Some(Ending::Cut("invalid_chunk".into())),
                 }
-            }
+                Chunk::Skip => None,
+                Chunk::Error => Some(Ending::Cut("agent_error_event".into())),
+                Chunk::Invalid => Some(Ending::Cut("invalid_chunk".into())),
+            },
         };
         if let Some(ending) = ending {
             return AttemptEnd::Streamed { ending, delivered };
@@ -447,21 +459,24 @@ async fn finish(state: &AppState, job: &HeldJob, done: Finished<'_>, sink: &mut 
     let cut = matches!(ending, Ending::Cut(_));
     state.metrics.job_finished("chat", if cut { "stream_cut" } else { "delivered" });
 
-    let model = agent.slug.clone();
-    let id = job.job_id.to_string();
-    if let Ending::Cut(code) = &ending {
-        let error_chunk = json!({
-            "id": id, "object": "chat.completion.chunk", "model": model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-            "error": {"message": "the agent's stream broke off", "code": code},
-        });
-        let _ = sink.event(&error_chunk).await;
+    let mut shaper = delivered.shaper;
+    if matches!(ending, Ending::Finished)
+        && let Some(closing) = shaper.closing()
+    {
+        let _ = sink.event(&closing).await;
     }
-    let usage_chunk = json!({
-        "id": id, "object": "chat.completion.chunk", "model": model, "choices": [],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion, "cost": total_cost.to_string()},
-    });
-    let _ = sink.event(&usage_chunk).await;
+    if job.request.include_usage {
+        let _ = sink.event(&shaper.usage(prompt, completion, total_cost.as_credits_f64())).await;
+    }
+    if let Ending::Cut(code) = &ending {
+        let error = json!({"error": {
+            "message": format!("the agent's stream broke off ({code}); only the tokens delivered are charged"),
+            "type": "server_error",
+            "param": null,
+            "code": "agent_stream_cut",
+        }});
+        let _ = sink.event(&error).await;
+    }
     let _ = sink.send("data: [DONE]\n\n").await;
 }
 
@@ -493,11 +508,6 @@ async fn wait<F: std::future::Future>(
     }
 }
 
-struct Rewrite {
-    id: String,
-    model: String,
-}
-
 enum Chunk {
     Forward(String),
     Skip,
@@ -506,8 +516,8 @@ enum Chunk {
 }
 
 /// Decides what to do with one upstream `data:` payload.
-fn classify_chunk(value: Value, rewrite: &Rewrite, delivered: &mut Delivered) -> Chunk {
-    let Value::Object(mut chunk) = value else { return Chunk::Invalid };
+fn classify_chunk(value: Value, delivered: &mut Delivered) -> Chunk {
+    let Value::Object(chunk) = value else { return Chunk::Invalid };
     if chunk.contains_key("error") {
         return Chunk::Error;
     }
@@ -518,20 +528,17 @@ fn classify_chunk(value: Value, rewrite: &Rewrite, delivered: &mut Delivered) ->
             delivered.usage = Some((prompt, completion));
         }
     }
-    let choices = chunk.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
-    if choices.is_empty() {
+    let Some(choices) = chunk.get("choices").and_then(Value::as_array).filter(|c| !c.is_empty())
+    else {
         // A usage-only chunk: folded into Gavel's own closing usage chunk.
         return Chunk::Skip;
-    }
-    for choice in &choices {
+    };
+    for choice in choices {
         if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
             delivered.content.push_str(text);
         }
     }
-    chunk.remove("usage");
-    chunk.insert("id".into(), Value::String(rewrite.id.clone()));
-    chunk.insert("model".into(), Value::String(rewrite.model.clone()));
-    Chunk::Forward(format!("data: {}\n\n", Value::Object(chunk)))
+    Chunk::Forward(format!("data: {}\n\n", delivered.shaper.shape(chunk)))
 }
 
 enum UpstreamEvent {

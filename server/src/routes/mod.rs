@@ -59,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
             web::scope("/v1")
                 .app_data(v1_json)
                 .service(resource("/models").route(web::get().to(models::list)))
+                .service(resource("/models/{id:.+}").route(web::get().to(models::retrieve)))
                 .service(resource("/chat/completions").route(web::post().to(v1::chat_completions)))
                 .service(resource("/jobs").route(web::post().to(v1::create_job)))
                 .service(resource("/jobs/{id}").route(web::get().to(v1::get_job)))

@@ -1,5 +1,7 @@
-//! `GET /v1/models`: the OpenAI model list. Every public agent is a model (`id` = its slug),
-//! plus the virtual models `auction` and `auction/<category>` for each category in use.
+//! `GET /v1/models` and `GET /v1/models/{id}`: the OpenAI model list and one model. Every
+//! public agent is a model (`id` = its slug), plus the virtual models `auction` and
+//! `auction/<category>` for each category in use; any other id is OpenAI's 404
+//! `model_not_found`.
 
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
@@ -13,6 +15,27 @@ pub(crate) async fn list(
     _caller: MaybeCaller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let data = models(&state).await?;
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /v1/models/{id}`; slugs hold a `/`, so the id is the rest of the path.
+pub(crate) async fn retrieve(
+    _caller: MaybeCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    models(&state)
+        .await?
+        .into_iter()
+        .find(|model| model["id"] == id.as_str())
+        .map(|model| HttpResponse::Ok().json(model))
+        .ok_or_else(|| ApiError::ModelNotFound { model: id.chars().take(200).collect() })
+}
+
+/// Every model, in the list's order: `auction`, `auction/<category>`, then agents by slug.
+async fn models(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let now = state.now();
     let snapshot = state.agent_index.snapshot(&state.db, now.timestamp_millis()).await?;
     let params = state.auction_parameters();
@@ -43,11 +66,11 @@ pub(crate) async fn list(
             "pricing": pricing_json(&agent.pricing),
             "context_length": agent.context_length,
             "features": agent.features,
-            "status": crate::routes::agents::status_word(&state, agent),
+            "status": crate::routes::agents::status_word(state, agent),
             "reputation": reputation_json(agent, &params, now.timestamp_millis()),
         }));
     }
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(data)
 }
 
 fn virtual_model(id: &str, description: &str) -> Value {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::jobs::chat_shape;
 use crate::jobs::request::{self, JobRequest};
 use crate::jobs::service::{self, JobResult, Prepared, run_job};
 use crate::state::AppState;
@@ -220,12 +221,13 @@ fn chat_json(result: &JobResult) -> Value {
     };
     body.insert("id".into(), json!(result.job_id.to_string()));
     body.insert("model".into(), json!(delivered.agent.slug));
-    body.entry("object").or_insert(json!("chat.completion"));
+    chat_shape::shape_completion(&mut body, result.created);
     let usage = body.entry("usage").or_insert_with(|| json!({}));
     if !usage.is_object() {
         *usage = json!({});
     }
-    usage["cost"] = json!(result.total_cost.to_string());
+    // OpenAI-shaped clients (litellm, OpenRouter's convention) read `usage.cost` as a number.
+    usage["cost"] = json!(result.total_cost.as_credits_f64());
     body.insert("auction".into(), auction_summary(result));
     Value::Object(body)
 }
@@ -235,8 +237,9 @@ fn recommendation_json(result: &JobResult, model: &str) -> Value {
     json!({
         "id": result.job_id.to_string(),
         "object": "auction.recommendation",
+        "created": result.created,
         "model": model,
-        "usage": {"cost": result.total_cost.to_string()},
+        "usage": {"cost": result.total_cost.as_credits_f64()},
         "auction": {
             "id": result.auction_id,
             "winner": shortlist.first().and_then(|s| s.get("agent")).cloned(),

@@ -130,12 +130,23 @@ mod reqwest {
     }
 }
 
-/// `gavel demo` brings up sample agents and prints a working quickstart: follow it.
-#[test]
-fn demo_serves_a_real_auction_from_its_printed_quickstart() {
-    let dir = tempfile::tempdir().unwrap();
+/// A running `gavel demo` and the quickstart it printed.
+struct Demo {
+    child: std::process::Child,
+    printed: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `gavel demo` in `dir` and reads its quickstart up to the audit-record command.
+fn start_demo(dir: &std::path::Path) -> Demo {
     let mut child = gavel()
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
         .arg("demo")
         .stdout(Stdio::piped())
@@ -145,37 +156,98 @@ fn demo_serves_a_real_auction_from_its_printed_quickstart() {
     let stdout = child.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (mut base, mut key) = (None, None);
+        let mut printed = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("Gavel demo is running at ") {
-                base = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if let Some(idx) = line.find("gvl_") {
-                key.get_or_insert_with(|| {
-                    line[idx..].split_whitespace().next().unwrap_or_default().to_owned()
-                });
-            }
-            if base.is_some() && key.is_some() {
-                let _ =
-                    sender.send((base.take().unwrap_or_default(), key.clone().unwrap_or_default()));
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("/api/auctions/$AUCTION") {
+                let _ = sender.send(printed.clone());
             }
         }
     });
-    let (base, key) = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo printed its address and key");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (chat, ocr) = runtime.block_on(async {
-        let client = ::reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-        let ask = serde_json::json!({"model": "auction", "messages": [{"role": "user", "content": "Hello!"}], "auction": {"max_price": "0.01"}});
-        let chat: serde_json::Value =
-            client.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&ask).send().await.unwrap().json().await.unwrap();
-        let job = serde_json::json!({"category": "ocr", "input": {"image_url": "https://example.com/scan.png"}});
-        let ocr: serde_json::Value = client.post(format!("{base}/v1/jobs")).bearer_auth(&key).json(&job).send().await.unwrap().json().await.unwrap();
-        (chat, ocr)
-    });
-    let _ = child.kill();
-    let _ = child.wait();
+    let printed =
+        receiver.recv_timeout(Duration::from_secs(60)).expect("the demo printed its quickstart");
+    Demo { child, printed }
+}
+
+/// The printed blocks to paste: (the heading line before each, the block).
+fn blocks(printed: &str) -> Vec<(String, String)> {
+    let paragraphs: Vec<&str> = printed.split("\n\n").map(str::trim).collect();
+    paragraphs.windows(2).map(|pair| (pair[0].to_owned(), pair[1].to_owned())).collect()
+}
+
+/// The Python with the `openai` package (`scripts/test` sets `GAVEL_TEST_PYTHON`); outside CI,
+/// `None` when there is none.
+fn python() -> Option<String> {
+    let python = std::env::var("GAVEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the openai Python package must be installed in CI"
+        );
+        eprintln!("SKIPPED: the quickstart's Python block (no python with the openai package)");
+    }
+    found.then_some(python)
+}
+
+/// `gavel demo` prints a quickstart whose every block runs when pasted, as printed.
+#[test]
+fn demo_quickstart_runs_when_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = start_demo(dir.path());
+    let printed = demo.printed.clone();
+    assert!(printed.contains("It holds 100 credits available (0 held)"), "{printed}");
+    assert!(printed.contains("1-credit call fee"), "{printed}");
+    let key_line =
+        printed.lines().find(|l| l.starts_with("Your API key: gvl_")).expect("a key line");
+    let key = key_line.trim_start_matches("Your API key: ").to_owned();
+    for line in printed.lines() {
+        assert!(!line.starts_with(' '), "printed flush left, so it pastes: {line:?}");
+    }
+
+    let python = python();
+    let mut ran = Vec::new();
+    for (heading, block) in blocks(&printed) {
+        if heading.ends_with("(paste into a shell):") && block.contains("pip install") {
+            // Installing from PyPI is left out of the test; the Python block below runs in the
+            // test's own virtual environment, which holds the same package.
+            assert!(
+                block.starts_with("python3 -m venv gavel-venv && gavel-venv/bin/pip install"),
+                "{block}"
+            );
+            continue;
+        }
+        let output = if heading.ends_with("(paste into a shell):") {
+            Command::new("bash").args(["-euc", &block]).current_dir(dir.path()).output().unwrap()
+        } else if heading.ends_with("and paste:") {
+            assert!(block.starts_with("from openai import OpenAI"), "{block}");
+            let Some(python) = &python else { continue };
+            let mut child = Command::new(python)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(block.as_bytes()).unwrap();
+            child.wait_with_output().unwrap()
+        } else {
+            continue;
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{block}\nfailed: {stderr}");
+        ran.push((block, stdout));
+    }
+    if python.is_none() {
+        ran.insert(1, (String::new(), "said: (skipped) | cost: 1.".into()));
+    }
+    assert_eq!(ran.len(), 4, "chat curl, Python, OCR curl, audit record: {printed}");
+    let chat: serde_json::Value = serde_json::from_str(&ran[0].1).unwrap();
     assert!(
         chat["choices"][0]["message"]["content"]
             .as_str()
@@ -185,11 +257,39 @@ fn demo_serves_a_real_auction_from_its_printed_quickstart() {
     );
     assert!(
         ["acme/swift-chat", "globex/deep-chat"]
-            .contains(&chat["model"].as_str().unwrap_or_default()),
-        "{chat}"
+            .contains(&chat["model"].as_str().unwrap_or_default())
     );
-    assert_eq!(chat["auction"]["candidates"], 2);
+    assert_eq!(chat["auction"]["candidates"], 2, "the OCR agent is no candidate for a chat");
+    assert!(ran[1].1.contains("said: ") && ran[1].1.contains("| cost: 1."), "{}", ran[1].1);
+    let ocr: serde_json::Value = serde_json::from_str(&ran[2].1).unwrap();
     assert_eq!(ocr["status"], "delivered", "{ocr}");
     assert_eq!(ocr["agent"], "globex/paper-ocr");
-    assert!(ocr["output"]["text"].as_str().unwrap_or_default().contains("scan.png"));
+    let record: serde_json::Value = serde_json::from_str(&ran[3].1).unwrap();
+    assert!(record["candidates"].as_array().is_some_and(|c| c.len() == 2), "{record}");
+
+    // A restart reuses the key and prints the balance as it is now.
+    drop(demo);
+    let again = start_demo(dir.path());
+    assert!(again.printed.contains(&format!("Your API key: {key}\n")), "{}", again.printed);
+    assert!(!again.printed.contains("It holds 100 credits"), "{}", again.printed);
+}
+
+/// A busy port is the first thing `gavel demo` reports, and nothing is written before it.
+#[test]
+fn demo_on_a_busy_port_says_so_first_and_writes_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = gavel()
+        .current_dir(dir.path())
+        .env("GAVEL__SERVER__BIND", address.to_string())
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains(&format!("{address} is already in use")), "{stderr}");
+    assert!(first.contains("GAVEL__SERVER__BIND="), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "nothing written before the port is known free");
 }

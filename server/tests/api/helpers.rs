@@ -162,6 +162,22 @@ impl TestApp {
         }
     }
 
+    /// `user`'s (balance, held), as the API shows them.
+    pub(crate) async fn credits(&self, user: &TestUser) -> (String, String) {
+        let credits = json_body(self.get("/api/credits", Some(&user.token)).await).await;
+        let field = |name: &str| credits[name].as_str().unwrap().to_owned();
+        (field("balance"), field("held"))
+    }
+
+    /// Registers an agent for `owner`, failing the test unless it is created; returns the agent.
+    pub(crate) async fn register_agent(&self, owner: &TestUser, body: &Value) -> Value {
+        let response = self.post_json("/api/agents", body, Some(&owner.token)).await;
+        let status = response.status();
+        let created = json_body(response).await;
+        assert_eq!(status, 201, "{created}");
+        created
+    }
+
     /// Creates an API key for `user` and returns `(id, secret)`.
     pub(crate) async fn create_key(&self, user: &TestUser, name: &str) -> (String, String) {
         let response = self.post_json("/api/keys", &json!({"name": name}), Some(&user.token)).await;

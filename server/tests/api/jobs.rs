@@ -20,7 +20,7 @@ fn chat(content: &str) -> Behaviour {
 }
 
 /// Registers a chat agent for `owner` at a flat per-call price; returns its slug and id.
-async fn chat_agent(
+pub(crate) async fn chat_agent(
     app: &TestApp,
     owner: &TestUser,
     name: &str,
@@ -40,20 +40,12 @@ async fn chat_agent(
     for (key, value) in extra.as_object().unwrap() {
         body[key] = value.clone();
     }
-    let response = app.post_json("/api/agents", &body, Some(&owner.token)).await;
-    let status = response.status();
-    let created = json_body(response).await;
-    assert_eq!(status, 201, "{created}");
+    let created = app.register_agent(owner, &body).await;
     (created["slug"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned())
 }
 
 fn ask(model: &str, auction: Value) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}], "auction": auction})
-}
-
-async fn balance(app: &TestApp, user: &TestUser) -> (String, String) {
-    let credits = json_body(app.get("/api/credits", Some(&user.token)).await).await;
-    (credits["balance"].as_str().unwrap().to_owned(), credits["held"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -94,7 +86,7 @@ async fn the_auction_picks_and_prices_as_the_engine_says_and_records_everything(
     assert_eq!(body["auction"]["clearing_price"], "2", "second price: the runner-up's bid");
     assert_eq!(body["auction"]["id"], auction_id.as_str());
     assert_eq!(body["auction"]["candidates"], 5);
-    assert_eq!(body["usage"]["cost"], "3", "price 2 + call fee 1");
+    assert_eq!(body["usage"]["cost"], 3.0, "price 2 + call fee 1");
     assert_eq!(body["usage"]["prompt_tokens"], 12);
     assert_eq!(body["object"], "chat.completion");
 
@@ -108,9 +100,9 @@ async fn the_auction_picks_and_prices_as_the_engine_says_and_records_everything(
     assert_eq!(mid.requests() + dear.requests(), 0, "only the winner is called");
 
     // Money: caller -3, winner's owner +2 -1, platform +2.
-    assert_eq!(balance(&app, &caller).await, ("97".into(), "0".into()));
-    assert_eq!(balance(&app, &cheap_owner).await.0, "101");
-    assert_eq!(balance(&app, &mid_owner).await.0, "100");
+    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()));
+    assert_eq!(app.credits(&cheap_owner).await.0, "101");
+    assert_eq!(app.credits(&mid_owner).await.0, "100");
 
     // The audit names every candidate: three ranked, two excluded with their reasons.
     let audit =
@@ -167,8 +159,8 @@ async fn fallback_after_an_error_garbage_and_a_timeout_serves_from_the_next_and_
     assert_eq!(body["model"], slugs[3].as_str());
     assert_eq!(body["choices"][0]["message"]["content"], "finally");
     // The last rank has no competitor below it: it is paid the reserve (the max price).
-    assert_eq!(body["usage"]["cost"], "3");
-    assert_eq!(balance(&app, &caller).await, ("97".into(), "0".into()), "charged once");
+    assert_eq!(body["usage"]["cost"], 3.0);
+    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()), "charged once");
     assert_eq!(
         (failing.requests(), garbage.requests(), slow.requests(), good.requests()),
         (1, 1, 1, 1)
@@ -239,7 +231,7 @@ async fn when_every_agent_fails_the_answer_is_502_listing_them_and_no_money_move
     let attempts = error["error"]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
     assert!(error["error"]["message"].as_str().unwrap().contains("http_503"));
-    assert_eq!(balance(&app, &caller).await, ("100".into(), "0".into()));
+    assert_eq!(app.credits(&caller).await, ("100".into(), "0".into()));
     let platform_after = registry::ledger::account_balance(
         &app.state.db,
         registry::ledger::PLATFORM_REVENUE_ACCOUNT,
@@ -267,7 +259,7 @@ async fn insufficient_credits_are_402_and_no_eligible_agent_names_the_constraint
     assert_eq!(response.status(), 402);
     let error = json_body(response).await;
     assert_eq!(error["error"]["code"], "insufficient_credits");
-    assert_eq!(balance(&app, &caller).await, ("100".into(), "0".into()), "nothing moved");
+    assert_eq!(app.credits(&caller).await, ("100".into(), "0".into()), "nothing moved");
     assert_eq!(agent.requests(), 0, "nothing was executed");
 
     let response = app
@@ -345,8 +337,8 @@ async fn concurrent_jobs_against_a_balance_for_a_hundred(app: &TestApp) {
     assert_eq!(statuses.get(&200), Some(&100), "{statuses:?}");
     assert_eq!(statuses.get(&402), Some(&900), "{statuses:?}");
     assert_eq!(agent.requests(), 100, "exactly the paid jobs were executed");
-    assert_eq!(balance(app, &caller).await, ("0".into(), "0".into()));
-    assert_eq!(balance(app, &owner).await.0, "100", "each win paid 1 and cost the 1 win fee");
+    assert_eq!(app.credits(&caller).await, ("0".into(), "0".into()));
+    assert_eq!(app.credits(&owner).await.0, "100", "each win paid 1 and cost the 1 win fee");
     let platform_after = registry::ledger::account_balance(
         &app.state.db,
         registry::ledger::PLATFORM_REVENUE_ACCOUNT,
@@ -406,7 +398,7 @@ async fn the_same_idempotency_key_twice_runs_once_charges_once_and_answers_the_s
     assert_eq!(second.headers()["x-gavel-auction-id"], first_auction);
     assert_eq!(second.text().await.unwrap(), first_body);
     assert_eq!(agent.requests(), 1, "executed once");
-    assert_eq!(balance(&app, &caller).await.0, "97", "charged once: 2 + 1");
+    assert_eq!(app.credits(&caller).await.0, "97", "charged once: 2 + 1");
 
     let different = send(ask("auction", json!({"max_price": "3"}))).await.unwrap();
     assert_eq!(different.status(), 422);
@@ -452,7 +444,7 @@ async fn json_jobs_run_and_recommendations_charge_only_the_call_fee() {
     assert_eq!(result["output"][0]["agent"], slug.as_str());
     assert_eq!(result["cost"], "1");
     assert_eq!(ocr.requests(), 1, "a recommendation executes nothing");
-    assert_eq!(balance(&app, &caller).await.0, "97");
+    assert_eq!(app.credits(&caller).await.0, "97");
 
     let activity = json_body(app.get("/api/activity", Some(&caller.token)).await).await;
     let rows = activity["data"].as_array().unwrap();
@@ -515,7 +507,7 @@ async fn a_named_agent_is_called_directly_with_its_fallbacks() {
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;
     assert_eq!(body["model"], up_slug.as_str());
-    assert_eq!(body["usage"]["cost"], "3", "a named agent is paid its posted price");
+    assert_eq!(body["usage"]["cost"], 3.0, "a named agent is paid its posted price");
     let mut no_fallback = ask(&down_slug, json!({}));
     no_fallback["models"] = json!([up_slug]);
     no_fallback["provider"] = json!({"allow_fallbacks": false});

@@ -1,47 +1,142 @@
-//! The official OpenAI Python SDK, unchanged, against Gavel (`scripts/sdk_check.py`).
-//! `scripts/test` installs the SDK; outside CI the test says so and stops if it is missing.
+//! The official OpenAI SDKs, unchanged, against Gavel: Python (`scripts/sdk_check.py`) and Node
+//! (`scripts/sdk_check.cjs`), with agents that stream as minimal upstreams do (no `created`, no
+//! `finish_reason`, no usage). `scripts/test` installs both SDKs under `target/`; outside CI a
+//! test says so and stops if its SDK is missing, in CI it fails.
+
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{json_body, spawn_app_with};
+use crate::helpers::{TestApp, TestUser, spawn_app_with};
 use crate::test_agent::{Behaviour, TestAgent};
 
-fn sdk_available() -> bool {
-    std::process::Command::new("python3")
+/// The Python with the `openai` package: `GAVEL_TEST_PYTHON` (set by `scripts/test`), else
+/// `python3`.
+fn python() -> Option<String> {
+    let python = std::env::var("GAVEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
         .args(["-c", "import openai"])
         .output()
-        .is_ok_and(|output| output.status.success())
+        .is_ok_and(|output| output.status.success());
+    ok.then_some(python)
+}
+
+/// `node_modules` holding the `openai` package: `GAVEL_TEST_NODE_MODULES` (set by
+/// `scripts/test`), else `target/node/node_modules`.
+fn node_modules() -> Option<PathBuf> {
+    let dir = std::env::var_os("GAVEL_TEST_NODE_MODULES").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/node/node_modules"))
+    });
+    let found = dir.join("openai/package.json").exists()
+        && Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    found.then_some(dir)
+}
+
+/// Outside CI a missing SDK skips the test (saying so); in CI it fails.
+fn require<T>(found: Option<T>, what: &str) -> Option<T> {
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} must be installed in CI (scripts/test does it)"
+        );
+        eprintln!("SKIPPED: {what} is not available");
+    }
+    found
+}
+
+fn chunk(delta: Value) -> String {
+    // As minimal as upstreams come: no `created`, no `finish_reason` key at all.
+    json!({"id": "up", "object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta": delta}]})
+        .to_string()
+}
+
+/// An upstream that streams "Hello there" and stops at `[DONE]` without a `finish_reason`.
+fn minimal_stream() -> Behaviour {
+    Behaviour::Sse {
+        events: vec![
+            chunk(json!({"role": "assistant", "content": ""})),
+            chunk(json!({"content": "Hello"})),
+            chunk(json!({"content": " there"})),
+        ],
+        done: true,
+    }
+}
+
+/// An upstream that streams one tool call in pieces, without a `finish_reason`.
+fn tool_call_stream() -> Behaviour {
+    Behaviour::Sse {
+        events: vec![
+            chunk(
+                json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            ),
+            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]})),
+            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]})),
+        ],
+        done: true,
+    }
+}
+
+async fn register(app: &TestApp, owner: &TestUser, body: Value) -> String {
+    app.register_agent(owner, &body).await["slug"].as_str().unwrap().to_owned()
+}
+
+/// A chat agent at a flat per-call price; its slug.
+async fn chat_agent(
+    app: &TestApp,
+    owner: &TestUser,
+    name: &str,
+    agent: &TestAgent,
+    price: &str,
+) -> String {
+    crate::jobs::chat_agent(app, owner, name, agent, price, json!({})).await.0
+}
+
+/// Runs a client script against `app` with `models` (role -> agent slug).
+async fn run(
+    program: Vec<String>,
+    app: &TestApp,
+    key: &str,
+    models: &Value,
+    node_path: Option<PathBuf>,
+) -> Value {
+    let base_url = format!("{}/v1", app.address);
+    let (key, models) = (key.to_owned(), models.to_string());
+    let name = program.last().cloned().unwrap_or_default();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(&program[0]);
+        command
+            .args(&program[1..])
+            .env("GAVEL_BASE_URL", base_url)
+            .env("GAVEL_API_KEY", key)
+            .env("GAVEL_MODELS", models);
+        if let Some(path) = node_path {
+            command.env("NODE_PATH", path);
+        }
+        command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name} failed: {stderr}");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_unchanged() {
-    if !sdk_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the openai Python package must be installed in CI (scripts/test does it)"
-        );
-        eprintln!("SKIPPED: python3 with the openai package is not available");
-        return;
-    }
+    let Some(python) = require(python(), "python with the openai package") else { return };
     let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
     let caller = app.signup().await;
     let owner = app.signup().await;
-    let agent = TestAgent::start(Behaviour::Chat {
+    let plain = TestAgent::start(Behaviour::Chat {
         content: "hello from the sdk test".into(),
         prompt_tokens: 7,
         completion_tokens: 3,
     })
     .await;
-    let body = json!({
-        "name": "sdk-agent", "kind": "openai-chat", "categories": ["chat"], "endpoint": agent.url,
-        "upstream_model": "m", "pricing": {"per_call": "1"},
-    });
-    let slug =
-        json_body(app.post_json("/api/agents", &body, Some(&owner.token)).await).await["slug"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    // A dear streaming agent: priced out of the capped auction above, called by name below.
+    let slug = chat_agent(&app, &owner, "sdk-agent", &plain, "1").await;
+    // The others are dear: priced out of the capped auction, each called by name.
     let streamer = TestAgent::start(Behaviour::Stream {
         pieces: vec!["streamed ".into(), "through ".into(), "the SDK".into()],
         first_after: std::time::Duration::ZERO,
@@ -50,49 +145,124 @@ async fn the_openai_python_sdk_works_unchanged() {
         usage: Some((4, 6)),
     })
     .await;
-    let body = json!({
-        "name": "sdk-streamer", "kind": "openai-chat", "categories": ["chat"], "endpoint": streamer.url,
-        "upstream_model": "s", "pricing": {"per_call": "50"},
+    let minimal = TestAgent::start(minimal_stream()).await;
+    let tools = TestAgent::start(tool_call_stream()).await;
+    let cut = TestAgent::start(Behaviour::Stream {
+        pieces: vec!["half an ".into(), "answer".into()],
+        first_after: std::time::Duration::ZERO,
+        gap: std::time::Duration::from_millis(10),
+        cut: true,
+        usage: None,
+    })
+    .await;
+    let models = json!({
+        "streamer": chat_agent(&app, &owner, "sdk-streamer", &streamer, "50").await,
+        "minimal": chat_agent(&app, &owner, "sdk-minimal", &minimal, "5").await,
+        "tools": chat_agent(&app, &owner, "sdk-tools", &tools, "5").await,
+        "cut": chat_agent(&app, &owner, "sdk-cut", &cut, "5").await,
     });
-    let stream_slug = json_body(app.post_json("/api/agents", &body, Some(&owner.token)).await)
-        .await["slug"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // A JSON agent in `ocr`: a chat to `auction/ocr` must not reach it.
+    let ocr = TestAgent::start(Behaviour::Json(200, r#"{"text":"read"}"#.into())).await;
+    let body = json!({"name": "sdk-ocr", "kind": "json", "categories": ["ocr"], "endpoint": ocr.url, "pricing": {"per_call": "0.5"}});
+    register(&app, &owner, body).await;
     let (_, key) = app.create_key(&caller, "sdk").await;
 
-    let base_url = format!("{}/v1", app.address);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/sdk_check.py");
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .env("GAVEL_BASE_URL", base_url)
-            .env("GAVEL_API_KEY", key)
-            .env("GAVEL_STREAM_MODEL", stream_slug)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "sdk_check.py failed: {stderr}");
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(seen["models"].as_array().unwrap().iter().any(|m| m == "auction"), "{seen}");
-    assert!(seen["models"].as_array().unwrap().iter().any(|m| *m == slug.as_str()), "{seen}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/sdk_check.py").to_owned();
+    let seen = run(vec![python, script], &app, &key, &models, None).await;
+
+    // Models: listed, and each retrievable by id, slugs with their slash included.
+    let listed = seen["models"].as_array().unwrap();
+    for expected in ["auction", "auction/chat", "auction/ocr", slug.as_str()] {
+        assert!(listed.iter().any(|m| m == expected), "{expected} listed: {seen}");
+    }
+    assert_eq!(seen["retrieved"], seen["models"]);
+    assert_eq!(seen["retrieve_missing"]["status"], 404);
+    assert_eq!(seen["retrieve_missing"]["class"], "NotFoundError");
+    assert_eq!(seen["retrieve_missing"]["code"], "model_not_found");
+
+    // A plain completion, in OpenAI's shape, with a numeric cost.
     assert_eq!(seen["model"], slug.as_str());
+    assert_eq!(seen["object"], "chat.completion");
+    assert!(seen["created"].as_i64().unwrap() > 0, "{seen}");
     assert_eq!(seen["content"], "hello from the sdk test");
+    assert_eq!(seen["finish_reason"], "stop");
     assert_eq!(seen["prompt_tokens"], 7);
-    assert_eq!(seen["cost"], "3", "a lone bidder paid the max price 2, plus the call fee");
+    assert_eq!(seen["cost_is_number"], true);
+    assert_eq!(seen["cost"], 3.0, "a lone bidder paid the max price 2, plus the call fee");
     assert_eq!(seen["auction"]["winner"], slug.as_str());
     assert_eq!(seen["auction"]["id"], seen["auction_header"]);
+    let sent: Value = serde_json::from_str(&plain.last_request().unwrap().body).unwrap();
+    assert_eq!(sent["response_format"], json!({"type": "json_object"}), "passed through");
+
+    // A chat never reaches a JSON agent.
     assert_eq!(seen["error"]["status"], 422);
     assert_eq!(seen["error"]["class"], "UnprocessableEntityError");
     assert_eq!(seen["error"]["code"], "no_eligible_agent");
-    assert_eq!(seen["auth_error"], 401);
-    assert_eq!(seen["stream"]["text"], "streamed through the SDK");
-    assert_eq!(seen["stream"]["usage"]["completion_tokens"], 6);
+    assert!(seen["error"]["message"].as_str().unwrap().contains("/v1/jobs"), "{seen}");
+    assert_eq!(ocr.requests(), 0);
+    assert_eq!(seen["auth_error"]["status"], 401);
+
+    // Minimal upstream: the textbook loop sees a choice in every chunk and a closing `stop`.
+    assert_eq!(seen["textbook"]["text"], "Hello there");
+    assert_eq!(seen["textbook"]["finish_reason"], "stop");
+    assert_eq!(seen["textbook"]["chunks"], 4, "three relayed, one closing: {seen}");
     assert_eq!(
-        seen["stream"]["usage"]["cost"], "51",
-        "a named agent's posted price plus the call fee"
+        seen["textbook"]["created"].as_array().unwrap().len(),
+        1,
+        "one `created` per stream"
+    );
+    assert!(seen["textbook"]["created"][0].as_i64().unwrap() > 0);
+    assert_eq!(seen["helper"], json!({"content": "Hello there", "finish_reason": "stop"}));
+
+    // With include_usage: one usage chunk, its cost a number.
+    assert_eq!(seen["stream"]["text"], "streamed through the SDK");
+    assert_eq!(seen["stream"]["usage"], json!({"completion_tokens": 6, "cost": 51.0}));
+    assert_eq!(seen["stream"]["chunks_without_choices"], 1);
+
+    // A streamed tool call passes through and ends with `tool_calls`.
+    assert_eq!(
+        seen["tool_call"],
+        json!({"finish_reason": "tool_calls", "id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+    );
+    let sent: Value = serde_json::from_str(&tools.last_request().unwrap().body).unwrap();
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+
+    // A stream cut by its agent raises in the SDK after what arrived.
+    assert_eq!(seen["cut"]["raised"], "APIError", "{seen}");
+    assert_eq!(seen["cut"]["text"], "half an answer");
+    assert!(seen["cut"]["message"].as_str().unwrap().contains("broke off"), "{seen}");
+
+    // Money: the completion 3, the streams: minimal 5+1 twice, tools 5+1, include_usage 50+1,
+    // the cut stream only its delivered tokens (none priced): 100 - 3 - 12 - 6 - 51 = 28.
+    assert_eq!(app.credits(&caller).await, ("28".into(), "0".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_node_sdk_final_chat_completion_works_on_minimal_streams() {
+    let Some(modules) = require(node_modules(), "node with the openai package under target/node")
+    else {
+        return;
+    };
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let minimal = TestAgent::start(minimal_stream()).await;
+    let tools = TestAgent::start(tool_call_stream()).await;
+    let models = json!({
+        "minimal": chat_agent(&app, &owner, "node-minimal", &minimal, "1").await,
+        "tools": chat_agent(&app, &owner, "node-tools", &tools, "1").await,
+    });
+    let (_, key) = app.create_key(&caller, "node").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/sdk_check.cjs").to_owned();
+    let seen = run(vec!["node".into(), script], &app, &key, &models, Some(modules)).await;
+    assert_eq!(seen["retrieved"], json!(["auction", models["minimal"]]));
+    assert_eq!(
+        seen["final"],
+        json!({"content": "Hello there", "finish_reason": "stop", "model": models["minimal"]})
+    );
+    assert_eq!(seen["loop_text"], "Hello there");
+    assert_eq!(
+        seen["tool_call"],
+        json!({"finish_reason": "tool_calls", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
     );
 }

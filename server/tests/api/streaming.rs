@@ -1,5 +1,5 @@
 //! `stream: true` through the OpenAI wire format: server-sent events relayed from the winner,
-//! keep-alives, fallback before the first byte, a cut stream, and the usage chunk.
+//! keep-alives, fallback before the first byte, a cut stream, OpenAI's closing chunks.
 
 use std::time::Duration;
 
@@ -67,46 +67,80 @@ fn ask(max_price: Option<&str>) -> Value {
     body
 }
 
-async fn balance(app: &TestApp, user: &TestUser) -> (String, String) {
-    let credits = json_body(app.get("/api/credits", Some(&user.token)).await).await;
-    (credits["balance"].as_str().unwrap().to_owned(), credits["held"].as_str().unwrap().to_owned())
-}
-
 #[tokio::test]
-async fn a_streamed_answer_arrives_chunk_by_chunk_and_ends_with_usage_and_done() {
+async fn a_streamed_answer_arrives_chunk_by_chunk_and_ends_with_finish_reason_usage_and_done() {
     let app = app_with(2000).await;
     let caller = app.signup().await;
     let owner = app.signup().await;
     let agent = TestAgent::start(streaming(&["Hel", "lo"], Duration::ZERO, false)).await;
     let slug = register(&app, &owner, "streamer", &agent, json!({"per_call": "1"})).await;
 
-    let response = stream(&app, &caller, ask(Some("2"))).await;
+    let mut body = ask(Some("2"));
+    body["stream_options"] = json!({"include_usage": true});
+    let response = stream(&app, &caller, body).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let job_id = response.headers()["x-gavel-job-id"].to_str().unwrap().to_owned();
     let body = response.text().await.unwrap();
     let events = events(&body);
     let data: Vec<&Value> = events.iter().filter_map(|e| e.as_ref().ok()).collect();
-    assert_eq!(data.len(), 3, "{body}");
+    assert_eq!(data.len(), 4, "two chunks, the closing chunk, the usage chunk: {body}");
     assert_eq!(data[0]["choices"][0]["delta"]["content"], "Hel");
     assert_eq!(data[1]["choices"][0]["delta"]["content"], "lo");
+    assert_eq!(data[0]["choices"][0]["finish_reason"], Value::Null);
+    assert_eq!(
+        data[2]["choices"],
+        json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        "the agent gave no finish_reason: Gavel closes with `stop`"
+    );
+    let created = data[0]["created"].as_i64().unwrap();
+    assert!(created > 1_700_000_000, "{body}");
     for chunk in &data {
         assert_eq!(chunk["model"], slug.as_str());
         assert_eq!(chunk["id"], job_id.as_str());
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert_eq!(chunk["created"], created);
     }
-    let usage = &data[2]["usage"];
+    assert_eq!(data[3]["choices"], json!([]));
+    let usage = &data[3]["usage"];
     assert_eq!(
         (usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()),
         (Some(9), Some(2))
     );
-    assert_eq!(usage["cost"], "3", "a lone bidder paid the max price 2, plus the call fee");
+    assert_eq!(usage["cost"], 3.0, "a lone bidder paid the max price 2, plus the call fee");
     assert_eq!(events.last().unwrap().as_ref().unwrap_err(), "[DONE]");
-    assert_eq!(balance(&app, &caller).await, ("97".into(), "0".into()));
+    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()));
     let sent: Value = serde_json::from_str(&agent.last_request().unwrap().body).unwrap();
     assert_eq!(
         (sent["stream"].as_bool(), sent["stream_options"]["include_usage"].as_bool()),
         (Some(true), Some(true))
     );
+}
+
+#[tokio::test]
+async fn without_include_usage_every_chunk_has_a_choice_and_the_agents_finish_reason_is_kept() {
+    let app = app_with(2000).await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let events_sent = vec![
+        json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}).to_string(),
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "max_tokens"}]}).to_string(),
+        json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).to_string(),
+    ];
+    // No `[DONE]`: a body that ends after its finish_reason is a clean end.
+    let agent = TestAgent::start(Behaviour::Sse { events: events_sent, done: false }).await;
+    register(&app, &owner, "terse", &agent, json!({"per_call": "1"})).await;
+
+    let response = stream(&app, &caller, ask(Some("2"))).await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    let events = events(&body);
+    let data: Vec<&Value> = events.iter().filter_map(|e| e.as_ref().ok()).collect();
+    assert_eq!(data.len(), 2, "{body}");
+    assert!(data.iter().all(|chunk| chunk["choices"].as_array().is_some_and(|c| !c.is_empty())));
+    assert_eq!(data[1]["choices"][0]["finish_reason"], "length", "in OpenAI's words");
+    assert_eq!(events.last().unwrap().as_ref().unwrap_err(), "[DONE]");
+    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()), "delivered and charged");
 }
 
 #[tokio::test]
@@ -162,23 +196,26 @@ async fn a_stream_cut_by_the_agent_ends_with_an_error_chunk_and_no_overcharge() 
     .await
     .unwrap();
 
-    let response = stream(&app, &caller, ask(None)).await;
+    let mut body = ask(None);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = stream(&app, &caller, body).await;
     assert_eq!(response.status(), 200);
     let job_id = response.headers()["x-gavel-job-id"].to_str().unwrap().to_owned();
     let text = response.text().await.unwrap();
     let events = events(&text);
     let data: Vec<&Value> = events.iter().filter_map(|e| e.as_ref().ok()).collect();
-    assert_eq!(data.len(), 4, "two chunks, the error chunk, the usage chunk: {text}");
-    assert_eq!(data[2]["choices"][0]["finish_reason"], "error");
-    assert_eq!(data[3]["usage"]["completion_tokens"], 2, "8 characters delivered");
+    assert_eq!(data.len(), 4, "two chunks, the usage chunk, the error event: {text}");
+    assert_eq!(data[2]["usage"]["completion_tokens"], 2, "8 characters delivered");
     assert_eq!(
-        data[3]["usage"]["cost"], "2",
+        data[2]["usage"]["cost"], 2.0,
         "the delivered tokens only: no per-call price, no fees"
     );
+    assert_eq!(data[3]["error"]["code"], "agent_stream_cut", "an SSE error event: {text}");
+    assert!(data[3].get("choices").is_none(), "no finish_reason outside OpenAI's set");
     assert_eq!(events.last().unwrap().as_ref().unwrap_err(), "[DONE]");
 
-    assert_eq!(balance(&app, &caller).await, ("98".into(), "0".into()));
-    assert_eq!(balance(&app, &owner).await.0, "102");
+    assert_eq!(app.credits(&caller).await, ("98".into(), "0".into()));
+    assert_eq!(app.credits(&owner).await.0, "102");
     let platform_after = registry::ledger::account_balance(
         &app.state.db,
         registry::ledger::PLATFORM_REVENUE_ACCOUNT,
@@ -220,5 +257,5 @@ async fn when_every_agent_fails_before_anything_is_sent_the_error_is_plain_json(
     assert_eq!(response.status(), 502);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
     assert_eq!(json_body(response).await["error"]["code"], "all_agents_failed");
-    assert_eq!(balance(&app, &caller).await, ("100".into(), "0".into()));
+    assert_eq!(app.credits(&caller).await, ("100".into(), "0".into()));
 }

@@ -35,6 +35,9 @@ pub(crate) enum Behaviour {
         cut: bool,
         usage: Option<(u64, u64)>,
     },
+    /// An SSE stream of these `data:` payloads as they are, then `data: [DONE]` if `done`;
+    /// for upstreams as minimal as they come (no `created`, no `finish_reason`, no usage).
+    Sse { events: Vec<String>, done: bool },
 }
 
 /// One request as the agent saw it.
@@ -119,6 +122,11 @@ async fn serve(
             stream(&mut socket, pieces, *first_after, *gap, *cut, *usage, &pieces_sent).await;
             return;
         }
+        if let Behaviour::Sse { events, done } = &behaviour {
+            *last.lock().unwrap() = Some(request);
+            sse(&mut socket, events, *done).await;
+            return;
+        }
         let response = match &behaviour {
             Behaviour::Json(status, body) => http_response(*status, "application/json", body, None),
             Behaviour::Chat { content, prompt_tokens, completion_tokens } => {
@@ -149,7 +157,7 @@ async fn serve(
                 http_response(200, "application/json", "{}", None)
             }
             Behaviour::Big(n) => http_response(200, "application/json", &"x".repeat(*n), None),
-            Behaviour::Stream { .. } => unreachable!("handled above"),
+            Behaviour::Stream { .. } | Behaviour::Sse { .. } => unreachable!("handled above"),
         };
         *last.lock().unwrap() = Some(request);
         if socket.write_all(response.as_bytes()).await.is_err() {
@@ -193,6 +201,20 @@ async fn stream(
         }
         let _ = socket.write_all(b"data: [DONE]\n\n").await;
     }
+    let _ = socket.shutdown().await;
+}
+
+async fn sse(socket: &mut TcpStream, events: &[String], done: bool) {
+    let mut body = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+    );
+    for event in events {
+        body.push_str(&format!("data: {event}\n\n"));
+    }
+    if done {
+        body.push_str("data: [DONE]\n\n");
+    }
+    let _ = socket.write_all(body.as_bytes()).await;
     let _ = socket.shutdown().await;
 }
 

@@ -3,6 +3,7 @@
 //! `run` is a pure function of an `AuctionInput`; see the crate docs for the formulas.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -14,6 +15,7 @@ use crate::inputs::{
     OwnerId, Routing, SortBy,
 };
 use crate::pricing::sheet_price;
+use crate::reputation::Posterior;
 
 /// Why a candidate did not compete. Listed in the order the checks run.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,26 +132,38 @@ pub struct Exclusion {
 /// Where a reliability figure came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReliabilitySource {
-    LowerBound,
+    /// The posterior mean: what every auction scores on, but for exploration.
+    Mean,
+    /// A Thompson draw from an unmeasured agent's posterior, in an exploration auction.
     ThompsonDraw,
 }
 
-/// The quality term of one agent, component by component.
+/// The quality of one agent, component by component: the factor its bid is divided by.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quality {
-    /// Success probability used (lower bound, or a Thompson draw when exploring).
+    /// The success probability scored: the posterior mean, or a Thompson draw when exploring.
     pub reliability: f64,
     pub reliability_source: ReliabilitySource,
-    /// The posterior lower bound, whatever was used to score.
+    /// The posterior mean, whatever was scored.
+    pub reliability_mean: f64,
+    /// The 5% lower bound of the agent's own evidence on the default prior: its public
+    /// reputation score, what `min_reputation` is checked against, and the first tie-break.
     pub reliability_lower_bound: f64,
-    /// Expected latency used; `None` when the agent has never been observed.
+    /// The prior mean this agent's evidence is added to: the other owners' median success
+    /// rate, lowered by its owner's record elsewhere in the category.
+    pub prior_mean: f64,
+    /// Decayed observations behind the estimate (successes plus failures).
+    pub evidence: f64,
+    /// Observed expected latency; `None` when the agent has never been observed.
     pub expected_latency_ms: Option<f64>,
-    /// `w_rel x V x reliability`, in micro-credits.
-    pub reliability_credit: i64,
-    /// `w_lat x V x min(1, latency / L_ref)`, in micro-credits.
-    pub latency_penalty: i64,
-    /// `reliability_credit - latency_penalty`.
-    pub total: i64,
+    /// The latency scored: the observed one, or the median of the observed candidates.
+    pub latency_ms: f64,
+    /// `reliability ^ w_rel`.
+    pub reliability_factor: f64,
+    /// `1 / (1 + w_lat x min(1, latency / L_ref))`.
+    pub latency_factor: f64,
+    /// `reliability_factor x latency_factor`: the bid is divided by this.
+    pub factor: f64,
 }
 
 /// Where a bid came from.
@@ -163,13 +177,13 @@ pub enum BidSource {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PriceBasis {
     /// Second score: the highest bid at which this agent still beats `runner_up`, the best
-    /// remaining agent of another owner (`Q_w - S_2`).
-    SecondScore { runner_up: AgentId, runner_up_slug: Arc<str>, runner_up_score: i64 },
-    /// The reserve, because it is lower than the second-score threshold or because no agent
-    /// of another owner competes.
+    /// remaining agent of another owner: `runner_up_effective_price x factor`.
+    SecondScore { runner_up: AgentId, runner_up_slug: Arc<str>, runner_up_effective_price: i64 },
+    /// The reserve: lower than the second-score threshold, or, when no agent of another owner
+    /// competes, the category's competitive reference price (never below the bid).
     Reserve { reserve: MicroCredits, runner_up: Option<AgentId> },
     /// The agent's own bid: first-price mechanism, routing modes, or a lone bidder with no
-    /// reserve to pay instead.
+    /// competitive reference price.
     OwnBid,
 }
 
@@ -185,8 +199,8 @@ pub struct Ranked {
     pub bid: MicroCredits,
     pub bid_source: BidSource,
     pub quality: Quality,
-    /// `S = Q - b`, in micro-credits.
-    pub score: i64,
+    /// `bid / factor`, in micro-credits: what one unit of quality costs. Lowest ranks first.
+    pub effective_price: i64,
     pub price: MicroCredits,
     pub price_basis: PriceBasis,
 }
@@ -197,12 +211,17 @@ pub struct Ranked {
 pub struct Outcome {
     pub ranking: Vec<Ranked>,
     pub exclusions: Vec<Exclusion>,
-    /// Whether this auction scored on Thompson draws.
+    /// Whether this auction scored unmeasured agents on Thompson draws.
     pub explored: bool,
-    /// `V`, the job value scaling the quality term.
-    pub job_value: MicroCredits,
-    /// The effective reserve (caller's max price, capped by the reference price).
+    /// The category prior, for the record: the median success rate of the measured owners
+    /// (each agent's own prior leaves its owner out: see `Quality::prior_mean`).
+    pub category_prior: f64,
+    /// The effective reserve (caller's max price, capped by the reference price, and in an
+    /// exploration auction by `proven_price`).
     pub reserve: Option<MicroCredits>,
+    /// In an exploration auction: what the measured agents alone would have cleared at. No
+    /// exploration auction charges more.
+    pub proven_price: Option<MicroCredits>,
 }
 
 impl Outcome {
@@ -217,7 +236,7 @@ impl Outcome {
     }
 }
 
-/// Weights of the quality term per objective: (reliability, latency).
+/// Weights of the quality factor per objective: (reliability exponent, latency weight).
 fn weights(objective: Objective) -> (f64, f64) {
     match objective {
         Objective::Balanced => (1.0, 0.25),
@@ -234,8 +253,122 @@ struct Contender<'a> {
     bid: MicroCredits,
     bid_source: BidSource,
     quality: Quality,
-    score: i64,
+    /// `bid / quality.factor`: ranks the auction.
+    effective: f64,
+    /// `bid / factor` on the posterior mean, whatever was scored: ranks the proven market.
+    effective_on_mean: f64,
+    /// The factor on the posterior mean.
+    factor_on_mean: f64,
+    measured: bool,
     nonce: u64,
+}
+
+/// What the category's evidence says, before any candidate is scored. Depends on no bid.
+struct Priors {
+    /// One vote per owner whose pooled evidence is measured: (success rate, owner), sorted.
+    owner_rates: Vec<(f64, OwnerId)>,
+    /// Where each measured owner sits in `owner_rates`.
+    owner_position: HashMap<OwnerId, usize>,
+    /// Per owner: decayed (successes, failures) pooled over all its candidates.
+    owners: HashMap<OwnerId, (f64, f64)>,
+    /// Per candidate (in input order): its own decayed (successes, failures).
+    evidence: Vec<(f64, f64)>,
+    /// The prior mean when no other owner is measured.
+    default_mean: f64,
+    /// The latency assumed for an agent never observed: the median of the observed ones.
+    unobserved_latency_ms: f64,
+}
+
+fn priors(input: &AuctionInput) -> Priors {
+    let params = &input.parameters;
+    let evidence: Vec<(f64, f64)> = input
+        .candidates
+        .iter()
+        .map(|c| c.reputation.evidence(input.now_ms, params.half_life_ms))
+        .collect();
+    // Summed in agent-id order, so the floating-point totals do not depend on input order.
+    let mut by_id: Vec<usize> = (0..input.candidates.len()).collect();
+    by_id.sort_by_key(|idx| input.candidates[*idx].agent_id);
+    let mut owners: HashMap<OwnerId, (f64, f64)> = HashMap::new();
+    for idx in by_id {
+        let (s, f) = evidence[idx];
+        let entry = owners.entry(input.candidates[idx].owner_id).or_default();
+        entry.0 += s;
+        entry.1 += f;
+    }
+    let measured = params.measured_evidence.max(f64::MIN_POSITIVE);
+    let mut owner_rates: Vec<(f64, OwnerId)> = owners
+        .iter()
+        .filter(|(_, (s, f))| s + f >= measured)
+        .map(|(owner, (s, f))| (s / (s + f), *owner))
+        .collect();
+    owner_rates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let owner_position = owner_rates.iter().enumerate().map(|(idx, (_, o))| (*o, idx)).collect();
+    let mut latencies: Vec<f64> =
+        input.candidates.iter().filter_map(|c| c.reputation.expected_latency_ms()).collect();
+    latencies.sort_by(f64::total_cmp);
+    let unobserved_latency_ms = median(&latencies).unwrap_or_else(|| {
+        f64::from(input.constraints.max_latency_ms.unwrap_or(params.reference_latency_ms)) / 2.0
+    });
+    Priors {
+        owner_rates,
+        owner_position,
+        owners,
+        evidence,
+        default_mean: params.default_prior_mean.clamp(0.0, 1.0),
+        unobserved_latency_ms,
+    }
+}
+
+/// The median of sorted values; `None` for none.
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+impl Priors {
+    /// The category's prior for `owner`'s agents: the median success rate of the *other*
+    /// measured owners, one vote each, so no owner moves its own agents' start and no owner
+    /// outvotes the rest by registering many agents.
+    fn category_for(&self, owner: OwnerId) -> f64 {
+        let skip = self.owner_position.get(&owner).copied();
+        let remaining = self.owner_rates.len() - usize::from(skip.is_some());
+        // The median of the sorted rates without `skip`, read in place: position `m` of the
+        // remaining values is index `m` below the skipped one, `m + 1` from it on.
+        let at = |m: usize| {
+            let idx = match skip {
+                Some(j) if m >= j => m + 1,
+                _ => m,
+            };
+            self.owner_rates[idx].0
+        };
+        match remaining {
+            0 => self.default_mean,
+            n if n % 2 == 1 => at(n / 2),
+            n => (at(n / 2 - 1) + at(n / 2)) / 2.0,
+        }
+    }
+
+    /// The median over every measured owner, for the record.
+    fn category(&self) -> f64 {
+        let rates: Vec<f64> = self.owner_rates.iter().map(|(rate, _)| *rate).collect();
+        median(&rates).unwrap_or(self.default_mean)
+    }
+
+    /// An agent's prior mean: the category's, lowered (never raised) by the failures its
+    /// owner's other agents have shown, so a failing agent cannot start afresh by registering
+    /// again under the same owner.
+    fn prior_mean(&self, weight: f64, owner: OwnerId, own: (f64, f64)) -> f64 {
+        let category = self.category_for(owner);
+        let (s, f) = self.owners.get(&owner).copied().unwrap_or_default();
+        let (s, f) = ((s - own.0).max(0.0), (f - own.1).max(0.0));
+        let owner_mean = (weight * category + s) / (weight + s + f).max(f64::MIN_POSITIVE);
+        category.min(owner_mean)
+    }
 }
 
 /// Runs one auction. Pure: the same input always gives the same outcome, whatever order the
@@ -243,14 +376,11 @@ struct Contender<'a> {
 pub fn run(input: &AuctionInput) -> Outcome {
     let params = &input.parameters;
     let constraints = &input.constraints;
-    let prior = (params.prior_successes, params.prior_failures);
 
-    // Nothing below depends on the order candidates come in: the ranking's sort is total (it
-    // ends on the agent id), exploration draws come from per-agent streams, and exclusions are
-    // sorted by agent id at the end.
+    // Nothing below depends on the order candidates come in: the priors are order-free
+    // aggregates, the ranking's sort is total (it ends on the agent id), exploration draws
+    // come from per-agent streams, and exclusions are sorted by agent id at the end.
 
-    let job_value =
-        constraints.max_price.or(params.reference_price).unwrap_or(params.default_job_value);
     let reference_cap = params
         .reference_price
         .and_then(|p| i64::from(params.reference_multiplier).checked_mul(p.micros()))
@@ -265,11 +395,22 @@ pub fn run(input: &AuctionInput) -> Outcome {
     let explored =
         params.exploration_rate > 0.0 && explore_rng.random::<f64>() < params.exploration_rate;
 
+    let priors = priors(input);
+    let weight = params.prior_weight.max(f64::MIN_POSITIVE);
     let mut contenders = Vec::new();
     let mut exclusions = Vec::new();
-    for candidate in &input.candidates {
-        let posterior = candidate.reputation.posterior(input.now_ms, params.half_life_ms, prior);
-        let lower_bound = posterior.lower_bound();
+    for (candidate, &own) in input.candidates.iter().zip(&priors.evidence) {
+        let prior_mean = priors.prior_mean(weight, candidate.owner_id, own);
+        let posterior = Posterior {
+            alpha: weight * prior_mean + own.0 + 1e-9,
+            beta: weight * (1.0 - prior_mean) + own.1 + 1e-9,
+        };
+        // `min_reputation` and the public reputation score ask what the agent itself has
+        // shown, so they read its evidence on the default prior, not the category's.
+        let lower_bound = candidate
+            .reputation
+            .posterior(input.now_ms, params.half_life_ms, params.default_prior())
+            .lower_bound();
         match check_eligibility(input, candidate, lower_bound) {
             Err(reason) => exclusions.push(Exclusion {
                 agent_id: candidate.agent_id,
@@ -278,52 +419,99 @@ pub fn run(input: &AuctionInput) -> Outcome {
                 reason,
             }),
             Ok((sheet_price, bid, bid_source)) => {
-                let (reliability, source) = if explored {
+                let evidence = own.0 + own.1;
+                let measured = evidence >= params.measured_evidence;
+                let mean = posterior.mean();
+                let (reliability, source) = if explored && !measured {
                     // Each agent's draw comes from its own stream, so it depends on neither the
                     // bids nor which other agents are eligible.
                     let mut rng = ChaCha8Rng::seed_from_u64(input.seed ^ mix(candidate.agent_id.0));
                     (posterior.sample(&mut rng), ReliabilitySource::ThompsonDraw)
                 } else {
-                    (lower_bound, ReliabilitySource::LowerBound)
+                    (mean, ReliabilitySource::Mean)
                 };
-                let quality = quality(
-                    constraints.objective,
-                    job_value,
-                    reliability,
-                    source,
-                    lower_bound,
-                    candidate.reputation.expected_latency_ms(),
-                    constraints.max_latency_ms.unwrap_or(params.reference_latency_ms),
+                let latency = candidate.reputation.expected_latency_ms();
+                let reference = f64::from(
+                    constraints.max_latency_ms.unwrap_or(params.reference_latency_ms).max(1),
                 );
-                let score = quality.total.saturating_sub(bid.micros());
+                let scored = |reliability: f64| {
+                    quality_factors(
+                        constraints.objective,
+                        reliability,
+                        latency.unwrap_or(priors.unobserved_latency_ms),
+                        reference,
+                    )
+                };
+                let (reliability_factor, latency_factor) = scored(reliability);
+                let factor_on_mean = {
+                    let (r, l) = scored(mean);
+                    (r * l).max(MIN_FACTOR)
+                };
+                let factor = (reliability_factor * latency_factor).max(MIN_FACTOR);
+                let quality = Quality {
+                    reliability,
+                    reliability_source: source,
+                    reliability_mean: mean,
+                    reliability_lower_bound: lower_bound,
+                    prior_mean,
+                    evidence,
+                    expected_latency_ms: latency,
+                    latency_ms: latency.unwrap_or(priors.unobserved_latency_ms),
+                    reliability_factor,
+                    latency_factor,
+                    factor,
+                };
+                let bid_micros = bid.micros() as f64;
                 contenders.push(Contender {
                     candidate,
                     sheet_price,
                     bid,
                     bid_source,
                     quality,
-                    score,
+                    effective: bid_micros / factor,
+                    effective_on_mean: bid_micros / factor_on_mean,
+                    factor_on_mean,
+                    measured,
                     nonce: input.nonce,
                 });
             }
         }
     }
 
+    // An exploration auction never charges more than the measured agents alone would: their
+    // clearing price, on posterior means, caps every price in it. It depends on no unmeasured
+    // agent's bid, and a measured agent can only win it when it is the proven market's winner,
+    // whose own price that is; so bidding the true cost stays best for everyone.
+    let proven_price = if explored && matches!(constraints.routing, Routing::Auction) {
+        proven_market_price(&contenders, reserve)
+    } else {
+        None
+    };
+    let cap = match (reserve, proven_price) {
+        (Some(r), Some(p)) => Some(r.min(p)),
+        (r, p) => r.or(p),
+    };
+
     // Sort indices, not the (large) contenders themselves: it moves 8 bytes per swap.
     let mut order: Vec<usize> = (0..contenders.len()).collect();
     let at = |idx: &usize| &contenders[*idx];
-    order.sort_unstable_by(|a, b| by_score(at(a), at(b)));
+    order.sort_unstable_by(|a, b| by_effective(at(a), at(b)));
+    if let Some(proven) = proven_price {
+        // Above the proven market's price an agent cannot win an exploration auction; it
+        // stays in the ranking as a fallback.
+        order.sort_by_key(|idx| at(idx).bid > proven);
+    }
     let posted_price = match &constraints.routing {
         Routing::Auction => false,
         Routing::Sort(key) => {
             let key = *key;
             order.sort_by(|a, b| {
-                by_sort_key(key, at(a), at(b)).then_with(|| by_score(at(a), at(b)))
+                by_sort_key(key, at(a), at(b)).then_with(|| by_effective(at(a), at(b)))
             });
             true
         }
         Routing::Order(listed) => {
-            // Listed agents first, in the caller's order; the rest keep their score order.
+            // Listed agents first, in the caller's order; the rest keep their order.
             let position = |idx: &usize| {
                 listed
                     .iter()
@@ -347,12 +535,19 @@ pub fn run(input: &AuctionInput) -> Outcome {
                     u.ln() * price * price
                 })
                 .collect();
-            order
-                .sort_by(|a, b| keys[*b].total_cmp(&keys[*a]).then_with(|| by_score(at(a), at(b))));
+            order.sort_by(|a, b| {
+                keys[*b].total_cmp(&keys[*a]).then_with(|| by_effective(at(a), at(b)))
+            });
             true
         }
     };
 
+    // A lone winner (no agent of another owner below it) is paid the category's competitive
+    // reference price when there is one, else its own bid: never a price fed by its own past.
+    let lone_reserve = reference_cap.map(|reference| match cap {
+        Some(cap) => reference.min(cap),
+        None => reference,
+    });
     let mechanism = params.mechanism;
     let ranking = order
         .iter()
@@ -363,7 +558,7 @@ pub fn run(input: &AuctionInput) -> Outcome {
                 (contender.bid, PriceBasis::OwnBid)
             } else {
                 let below = order[position + 1..].iter().map(at);
-                second_score_price(contender, below, reserve)
+                second_score_price(contender, below, cap, lone_reserve)
             };
             Ranked {
                 rank: position + 1,
@@ -374,7 +569,7 @@ pub fn run(input: &AuctionInput) -> Outcome {
                 bid: contender.bid,
                 bid_source: contender.bid_source,
                 quality: contender.quality.clone(),
-                score: contender.score,
+                effective_price: to_micros(contender.effective),
                 price,
                 price_basis,
             }
@@ -382,45 +577,101 @@ pub fn run(input: &AuctionInput) -> Outcome {
         .collect();
 
     exclusions.sort_by_key(|e| (e.agent_id, e.owner_id));
-    Outcome { ranking, exclusions, explored, job_value, reserve }
+    Outcome {
+        ranking,
+        exclusions,
+        explored,
+        category_prior: priors.category(),
+        reserve: cap,
+        proven_price,
+    }
 }
 
-/// `p = min(R, Q_w - S_2)` against the best remaining agent of another owner, never below the
-/// agent's own bid.
+/// The smallest quality factor: an agent that never succeeds is not divided by zero.
+const MIN_FACTOR: f64 = 1e-6;
+
+fn to_micros(value: f64) -> i64 {
+    if value.is_finite() {
+        value.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64
+    } else {
+        i64::MAX
+    }
+}
+
+/// What the measured contenders alone would clear at, scored on posterior means: the
+/// winner's second-score price against the best measured agent of another owner, capped by
+/// the reserve; its own bid when no other owner is measured. `None` when nobody is measured.
+fn proven_market_price(
+    contenders: &[Contender<'_>],
+    reserve: Option<MicroCredits>,
+) -> Option<MicroCredits> {
+    let mut measured: Vec<&Contender<'_>> = contenders.iter().filter(|c| c.measured).collect();
+    measured.sort_by(|a, b| {
+        a.effective_on_mean.total_cmp(&b.effective_on_mean).then_with(|| tie_break(a, b))
+    });
+    let winner = measured.first()?;
+    let runner_up =
+        measured[1..].iter().find(|c| c.candidate.owner_id != winner.candidate.owner_id);
+    let price = match runner_up {
+        Some(r) => {
+            let threshold =
+                MicroCredits::from_micros(to_micros(r.effective_on_mean * winner.factor_on_mean));
+            reserve.map_or(threshold, |reserve| reserve.min(threshold))
+        }
+        None => reserve.map_or(winner.bid, |reserve| reserve.min(winner.bid)),
+    };
+    Some(price.max(winner.bid))
+}
+
+/// The second-score price of `winner` against the best remaining agent of another owner:
+/// `runner_up.effective x winner.factor = b_2 x f_w / f_2`, capped by `cap`, never below the
+/// winner's bid. With no such agent: `lone_reserve` if there is one, else the bid.
 fn second_score_price<'a, 'b: 'a>(
     winner: &Contender<'b>,
     mut below: impl Iterator<Item = &'a Contender<'b>>,
-    reserve: Option<MicroCredits>,
+    cap: Option<MicroCredits>,
+    lone_reserve: Option<MicroCredits>,
 ) -> (MicroCredits, PriceBasis) {
     let runner_up = below.find(|c| c.candidate.owner_id != winner.candidate.owner_id);
-    let threshold =
-        runner_up.map(|r| MicroCredits::from_micros(winner.quality.total.saturating_sub(r.score)));
-    let (price, basis) = match (threshold, runner_up, reserve) {
-        (Some(threshold), Some(r), Some(reserve)) if reserve < threshold => {
-            (reserve, PriceBasis::Reserve { reserve, runner_up: Some(r.candidate.agent_id) })
+    let (price, basis) = match runner_up {
+        Some(r) => {
+            let threshold =
+                MicroCredits::from_micros(to_micros(r.effective * winner.quality.factor));
+            match cap {
+                Some(cap) if cap < threshold => (
+                    cap,
+                    PriceBasis::Reserve { reserve: cap, runner_up: Some(r.candidate.agent_id) },
+                ),
+                _ => (
+                    threshold,
+                    PriceBasis::SecondScore {
+                        runner_up: r.candidate.agent_id,
+                        runner_up_slug: r.candidate.slug.clone(),
+                        runner_up_effective_price: to_micros(r.effective),
+                    },
+                ),
+            }
         }
-        (Some(threshold), Some(r), _) => (
-            threshold,
-            PriceBasis::SecondScore {
-                runner_up: r.candidate.agent_id,
-                runner_up_slug: r.candidate.slug.clone(),
-                runner_up_score: r.score,
-            },
-        ),
-        (_, _, Some(reserve)) => (reserve, PriceBasis::Reserve { reserve, runner_up: None }),
-        (_, _, None) => (winner.bid, PriceBasis::OwnBid),
+        None => match lone_reserve {
+            Some(reserve) => (reserve, PriceBasis::Reserve { reserve, runner_up: None }),
+            None => (winner.bid, PriceBasis::OwnBid),
+        },
     };
-    // Individually rational: never below the bid (the reserve can be, when the reference cap
-    // is lower than a lone agent's cost).
+    // Individually rational: never below the bid (a reserve can be, when the reference price
+    // is lower than this agent's cost).
     if price < winner.bid { (winner.bid, PriceBasis::OwnBid) } else { (price, basis) }
 }
 
-fn by_score(a: &Contender<'_>, b: &Contender<'_>) -> Ordering {
-    b.score
-        .cmp(&a.score)
-        .then_with(|| {
-            b.quality.reliability_lower_bound.total_cmp(&a.quality.reliability_lower_bound)
-        })
+fn by_effective(a: &Contender<'_>, b: &Contender<'_>) -> Ordering {
+    a.effective.total_cmp(&b.effective).then_with(|| tie_break(a, b))
+}
+
+/// Exact ties: the better-evidenced reliability, then the lower latency, then a hash of the
+/// auction's nonce and the agent's id.
+fn tie_break(a: &Contender<'_>, b: &Contender<'_>) -> Ordering {
+    b.quality
+        .reliability_lower_bound
+        .total_cmp(&a.quality.reliability_lower_bound)
         .then_with(|| latency_key(a).total_cmp(&latency_key(b)))
         // Hashed only on an exact tie of everything above, which is rare: hashing every
         // candidate up front cost a quarter of the auction's time.
@@ -435,9 +686,7 @@ fn by_sort_key(key: SortBy, a: &Contender<'_>, b: &Contender<'_>) -> Ordering {
     match key {
         SortBy::Price => a.bid.cmp(&b.bid),
         SortBy::Latency => latency_key(a).total_cmp(&latency_key(b)),
-        SortBy::Reputation => {
-            b.quality.reliability_lower_bound.total_cmp(&a.quality.reliability_lower_bound)
-        }
+        SortBy::Reputation => b.quality.reliability_mean.total_cmp(&a.quality.reliability_mean),
     }
 }
 
@@ -446,32 +695,18 @@ fn latency_key(c: &Contender<'_>) -> f64 {
     c.quality.expected_latency_ms.unwrap_or(f64::INFINITY)
 }
 
-/// The quality term. See the crate docs for the formula.
-fn quality(
+/// The two quality factors (reliability, latency). See the crate docs for the formula.
+fn quality_factors(
     objective: Objective,
-    job_value: MicroCredits,
     reliability: f64,
-    reliability_source: ReliabilitySource,
-    reliability_lower_bound: f64,
-    expected_latency_ms: Option<f64>,
-    reference_latency_ms: u32,
-) -> Quality {
+    latency_ms: f64,
+    reference_ms: f64,
+) -> (f64, f64) {
     let (w_rel, w_lat) = weights(objective);
-    let value = job_value.micros().max(0) as f64;
-    let reference = f64::from(reference_latency_ms.max(1));
-    // An agent never observed is assumed to take half the reference latency.
-    let latency = expected_latency_ms.unwrap_or(reference / 2.0);
-    let reliability_credit = (w_rel * value * reliability).round() as i64;
-    let latency_penalty = (w_lat * value * (latency / reference).min(1.0)).round() as i64;
-    Quality {
-        reliability,
-        reliability_source,
-        reliability_lower_bound,
-        expected_latency_ms,
-        reliability_credit,
-        latency_penalty,
-        total: reliability_credit.saturating_sub(latency_penalty),
-    }
+    let reliability_factor =
+        if w_rel == 0.0 { 1.0 } else { reliability.clamp(0.0, 1.0).powf(w_rel) };
+    let latency_factor = 1.0 / (1.0 + w_lat * (latency_ms.max(0.0) / reference_ms).min(1.0));
+    (reliability_factor, latency_factor)
 }
 
 /// Checks one candidate; on success returns (sheet price, bid, bid source).

@@ -55,35 +55,37 @@ pub fn explain(outcome: &Outcome) -> String {
         }
         return text;
     };
-    let source = match winner.quality.reliability_source {
-        ReliabilitySource::LowerBound => "reliability lower bound",
-        ReliabilitySource::ThompsonDraw => "reliability draw (exploration auction)",
+    let quality = &winner.quality;
+    let source = match quality.reliability_source {
+        ReliabilitySource::Mean => "estimated reliability",
+        ReliabilitySource::ThompsonDraw => "reliability drawn for exploration",
     };
     let _ = write!(
         text,
-        "{} won with score {} = quality {} - bid {} ({source} {:.3}",
+        "{} won with an effective price of {} = bid {} / quality {:.4} ({source} {:.3} from {:.1} \
+         observation(s) on a prior of {:.3}; latency {:.0} ms{}).",
         winner.slug,
-        micros(winner.score),
-        micros(winner.quality.total),
+        micros(winner.effective_price),
         winner.bid,
-        winner.quality.reliability,
+        quality.factor,
+        quality.reliability,
+        quality.evidence,
+        quality.prior_mean,
+        quality.latency_ms,
+        if quality.expected_latency_ms.is_none() { ", assumed from its peers" } else { "" },
     );
-    match winner.quality.expected_latency_ms {
-        Some(ms) => {
-            let _ = write!(text, ", expected latency {ms:.0} ms).");
-        }
-        None => text.push_str(", latency not yet observed)."),
-    }
     match &winner.price_basis {
-        PriceBasis::SecondScore { runner_up_slug, runner_up_score, .. } => {
+        PriceBasis::SecondScore { runner_up_slug, runner_up_effective_price, .. } => {
             let _ = write!(
                 text,
-                " It is paid {} because the best competing agent of another owner, {runner_up_slug}, scored {}: \
-                 {} could have bid up to {} and still won.",
+                " It is paid {} because the best competing agent of another owner, {runner_up_slug}, \
+                 had an effective price of {}: {} could have bid up to {} x {:.4} = {} and still won.",
                 winner.price,
-                micros(*runner_up_score),
+                micros(*runner_up_effective_price),
                 winner.slug,
-                difference(winner.quality.total, *runner_up_score, winner.price),
+                micros(*runner_up_effective_price),
+                quality.factor,
+                winner.price,
             );
         }
         PriceBasis::Reserve { reserve, runner_up: Some(_) } => {
@@ -95,12 +97,20 @@ pub fn explain(outcome: &Outcome) -> String {
         PriceBasis::Reserve { reserve, runner_up: None } => {
             let _ = write!(
                 text,
-                " No agent of another owner competed, so it is paid the reserve {reserve}."
+                " No agent of another owner competed, so it is paid {reserve}, the category's \
+                 price when owners compete."
             );
         }
         PriceBasis::OwnBid => {
             let _ = write!(text, " It is paid its own bid, {}.", winner.price);
         }
+    }
+    if let Some(proven) = outcome.proven_price {
+        let _ = write!(
+            text,
+            " This was an exploration auction: unmeasured agents were scored on draws, and no \
+             price could exceed {proven}, what the measured agents alone would have cleared at."
+        );
     }
     let fallbacks = outcome.ranking.len().saturating_sub(1);
     let _ = write!(
@@ -110,15 +120,6 @@ pub fn explain(outcome: &Outcome) -> String {
         outcome.exclusions.len()
     );
     text
-}
-
-/// `a - b = result`, written `a + |b|` when `b` is negative (never "- -").
-fn difference(a: i64, b: i64, result: crate::MicroCredits) -> String {
-    if b < 0 {
-        format!("{} + {} = {result}", micros(a), micros(b.saturating_neg()))
-    } else {
-        format!("{} - {} = {result}", micros(a), micros(b))
-    }
 }
 
 fn micros(value: i64) -> crate::MicroCredits {

@@ -162,24 +162,36 @@ pub struct Parameters {
     pub call_fee: MicroCredits,
     /// Paid by the winner's owner per win.
     pub win_fee: MicroCredits,
-    /// Prior pseudo-successes of a newcomer.
-    pub prior_successes: f64,
-    /// Prior pseudo-failures of a newcomer.
-    pub prior_failures: f64,
+    /// How many observations the prior is worth: a newcomer's first few results outweigh it.
+    pub prior_weight: f64,
+    /// The prior success probability when no candidate of the category is measured yet.
+    pub default_prior_mean: f64,
+    /// Decayed observations after which an agent counts as measured: it then informs the
+    /// category prior and is no longer explored.
+    pub measured_evidence: f64,
     /// Half-life of reputation evidence, in milliseconds.
     pub half_life_ms: i64,
-    /// Probability (0.0 to 1.0) that an auction ranks on Thompson draws instead of lower bounds.
+    /// Probability (0.0 to 1.0) that an auction scores its unmeasured agents on Thompson draws
+    /// instead of posterior means.
     pub exploration_rate: f64,
-    /// Recent typical clearing price for this category, if known.
+    /// Typical clearing price of this category in auctions where two or more owners competed,
+    /// if known. The only source of a reserve besides the caller's max price.
     pub reference_price: Option<MicroCredits>,
     /// The reserve is at most `reference_multiplier x reference_price`.
     pub reference_multiplier: u32,
-    /// What a successful job is worth, in micro-credits, when the caller set no max price and
-    /// no reference price is known. Scales the quality term.
-    pub default_job_value: MicroCredits,
-    /// The latency that costs a full job value under the `Latency` objective, when the caller
-    /// set no `max_latency_ms`.
+    /// The latency that costs a full latency weight, when the caller set no `max_latency_ms`.
     pub reference_latency_ms: u32,
+}
+
+impl Parameters {
+    /// The prior of an agent with nothing else to go on, as Beta pseudo-counts (successes,
+    /// failures): `default_prior_mean` worth `prior_weight` observations.
+    pub fn default_prior(&self) -> (f64, f64) {
+        (
+            self.prior_weight * self.default_prior_mean,
+            self.prior_weight * (1.0 - self.default_prior_mean),
+        )
+    }
 }
 
 impl Default for Parameters {
@@ -188,13 +200,13 @@ impl Default for Parameters {
             mechanism: Mechanism::SecondScore,
             call_fee: MicroCredits::from_micros(1_000_000),
             win_fee: MicroCredits::from_micros(1_000_000),
-            prior_successes: 2.0,
-            prior_failures: 2.0,
+            prior_weight: 2.0,
+            default_prior_mean: 0.9,
+            measured_evidence: 10.0,
             half_life_ms: 7 * 24 * 3600 * 1000,
             exploration_rate: 0.05,
             reference_price: None,
-            reference_multiplier: 3,
-            default_job_value: MicroCredits::from_micros(1_000_000),
+            reference_multiplier: 1,
             reference_latency_ms: 10_000,
         }
     }

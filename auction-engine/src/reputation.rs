@@ -85,6 +85,11 @@ impl Posterior {
 }
 
 impl ReputationStats {
+    /// The evidence decayed from `updated_at_ms` to `now_ms`: (successes, failures).
+    pub fn evidence(&self, now_ms: i64, half_life_ms: i64) -> (f64, f64) {
+        self.decayed_counts(now_ms, half_life_ms)
+    }
+
     /// The evidence decayed from `updated_at_ms` to `now_ms`.
     fn decayed_counts(&self, now_ms: i64, half_life_ms: i64) -> (f64, f64) {
         let factor = decay_factor(self.updated_at_ms, now_ms, half_life_ms);

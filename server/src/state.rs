@@ -4,7 +4,7 @@ use registry::jobs::JobWriter;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use auction_engine::{MicroCredits, Parameters};
+use auction_engine::{MicroCredits, Parameters, PriceBasis, Ranked};
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use registry::agents::AgentIndex;
@@ -41,8 +41,8 @@ pub struct AppState {
     /// Users whose grant for the current month is known to be in. A cache only: the ledger's
     /// conditional update is what makes the grant happen once, across instances too.
     granted: Mutex<HashMap<UserId, GrantPeriod>>,
-    /// Per category, a moving average of recent clearing prices: caps the reserve so that a
-    /// lone bidder cannot take the caller's whole max price. An input of each auction (it is
+    /// Per category, a moving average of recent competitive clearing prices: what a lone
+    /// bidder is paid (at least its bid, at most the caller's max price). An input of each auction (it is
     /// in the audit record), not needed for correctness, so per instance.
     reference_prices: Mutex<HashMap<String, MicroCredits>>,
 }
@@ -91,8 +91,15 @@ impl AppState {
     }
 
     /// Folds a delivered job's clearing price into its category's reference price (an
-    /// exponentially weighted average, weight 1/5 for the newest).
-    pub fn observe_clearing_price(&self, category: &str, price: MicroCredits) {
+    /// exponentially weighted average, weight 1/5 for the newest), but only a price that
+    /// competition set: a second-score price against another owner, which the winner's own
+    /// bid cannot move. A lone bidder's price or a reserve never feeds it, so no agent's price
+    /// feeds on its own past prices.
+    pub fn observe_clearing_price(&self, category: &str, ranked: &Ranked) {
+        if !matches!(ranked.price_basis, PriceBasis::SecondScore { .. }) {
+            return;
+        }
+        let price = ranked.price;
         if let Ok(mut prices) = self.reference_prices.lock() {
             let next = match prices.get(category) {
                 Some(old) => MicroCredits::from_micros((old.micros() * 4 + price.micros()) / 5),

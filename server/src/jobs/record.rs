@@ -39,12 +39,12 @@ fn routing_json(routing: &Routing) -> Value {
 fn basis_json(basis: &PriceBasis) -> Value {
     let slug_of = |id: auction_engine::AgentId| Uuid::from_u128(id.0);
     match basis {
-        PriceBasis::SecondScore { runner_up, runner_up_slug, runner_up_score } => json!({
+        PriceBasis::SecondScore { runner_up, runner_up_slug, runner_up_effective_price } => json!({
             "rule": "second_score",
             "runner_up": slug_of(*runner_up),
             "runner_up_slug": runner_up_slug.as_ref(),
-            "runner_up_score": micros(*runner_up_score),
-            "formula": "price = quality - runner_up_score",
+            "runner_up_effective_price": micros(*runner_up_effective_price),
+            "formula": "price = runner_up_effective_price x quality.factor",
         }),
         PriceBasis::Reserve { reserve, runner_up } => json!({
             "rule": "reserve",
@@ -73,16 +73,20 @@ fn ranked_json(ranked: &Ranked, agent: Option<&Arc<Agent>>) -> Value {
         "quality": {
             "reliability": ranked.quality.reliability,
             "reliability_source": match ranked.quality.reliability_source {
-                ReliabilitySource::LowerBound => "lower_bound",
+                ReliabilitySource::Mean => "posterior_mean",
                 ReliabilitySource::ThompsonDraw => "thompson_draw",
             },
+            "reliability_mean": ranked.quality.reliability_mean,
             "reliability_lower_bound": ranked.quality.reliability_lower_bound,
+            "prior_mean": ranked.quality.prior_mean,
+            "evidence": ranked.quality.evidence,
             "expected_latency_ms": ranked.quality.expected_latency_ms,
-            "reliability_credit": micros(ranked.quality.reliability_credit),
-            "latency_penalty": micros(ranked.quality.latency_penalty),
-            "total": micros(ranked.quality.total),
+            "latency_ms": ranked.quality.latency_ms,
+            "reliability_factor": ranked.quality.reliability_factor,
+            "latency_factor": ranked.quality.latency_factor,
+            "factor": ranked.quality.factor,
         },
-        "score": micros(ranked.score),
+        "effective_price": micros(ranked.effective_price),
         "price": ranked.price.to_string(),
         "price_basis": basis_json(&ranked.price_basis),
     })
@@ -142,12 +146,13 @@ pub fn audit_json(
                 "mechanism": match params.mechanism { Mechanism::SecondScore => "second_score", Mechanism::FirstPrice => "first_price" },
                 "call_fee": params.call_fee.to_string(),
                 "win_fee": params.win_fee.to_string(),
-                "prior": [params.prior_successes, params.prior_failures],
+                "prior_weight": params.prior_weight,
+                "default_prior_mean": params.default_prior_mean,
+                "measured_evidence": params.measured_evidence,
                 "half_life_ms": params.half_life_ms,
                 "exploration_rate": params.exploration_rate,
                 "reference_price": params.reference_price.map(|p| p.to_string()),
                 "reference_multiplier": params.reference_multiplier,
-                "default_job_value": params.default_job_value.to_string(),
                 "reference_latency_ms": params.reference_latency_ms,
             },
         },
@@ -156,7 +161,8 @@ pub fn audit_json(
             "winner": outcome.winner().map(|w| w.slug.as_ref()),
             "clearing_price": outcome.winner().map(|w| w.price.to_string()),
             "explored": outcome.explored,
-            "job_value": outcome.job_value.to_string(),
+            "category_prior": outcome.category_prior,
+            "proven_price": outcome.proven_price.map(|p| p.to_string()),
             "reserve": outcome.reserve.map(|r| r.to_string()),
             "binding_exclusion": outcome.binding_exclusion().map(|r| r.code()),
             "explanation": record.explain(),

@@ -437,7 +437,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             };
             let charge = Conclusion::Charge { agent, held: job.hold_amount > MicroCredits::ZERO };
             let total_cost = conclude(state, job.job_id, outcome, charge, reputation).await?;
-            state.observe_clearing_price(&job.request.category, ranked.price);
+            state.observe_clearing_price(&job.request.category, ranked);
             state.metrics.job_finished(job.request.kind.as_str(), "delivered");
             return Ok(JobResult {
                 job_id: job.job_id,
@@ -657,7 +657,8 @@ async fn recommend(
                 "agent": r.slug.as_ref(),
                 "bid": r.bid.to_string(),
                 "price": r.price.to_string(),
-                "score": MicroCredits::from_micros(r.score).to_string(),
+                "effective_price": MicroCredits::from_micros(r.effective_price).to_string(),
+                "reliability": r.quality.reliability_mean,
                 "reputation": r.quality.reliability_lower_bound,
                 "expected_latency_ms": r.quality.expected_latency_ms,
             })

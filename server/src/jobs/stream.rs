@@ -454,7 +454,7 @@ async fn finish(state: &AppState, job: &HeldJob, done: Finished<'_>, sink: &mut 
         }
     };
     if matches!(ending, Ending::Finished) {
-        state.observe_clearing_price(&job.request.category, ranked.price);
+        state.observe_clearing_price(&job.request.category, ranked);
     }
     let cut = matches!(ending, Ending::Cut(_));
     state.metrics.job_finished("chat", if cut { "stream_cut" } else { "delivered" });

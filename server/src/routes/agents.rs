@@ -341,11 +341,8 @@ impl Sort {
             Sort::Newest => -agent.created_at.timestamp_micros(),
             Sort::Price => agent.pricing.per_call.micros(),
             Sort::Reputation => {
-                let posterior = agent.reputation.posterior(
-                    now_ms,
-                    params.half_life_ms,
-                    (params.prior_successes, params.prior_failures),
-                );
+                let posterior =
+                    agent.reputation.posterior(now_ms, params.half_life_ms, params.default_prior());
                 -((posterior.lower_bound() * 1_000_000.0).round() as i64)
             }
         }
@@ -380,11 +377,7 @@ pub(crate) fn pricing_json(pricing: &PriceSheet) -> Value {
 /// The public reputation summary of an agent.
 pub(crate) fn reputation_json(agent: &Agent, params: &Parameters, now_ms: i64) -> Value {
     let stats = &agent.reputation;
-    let posterior = stats.posterior(
-        now_ms,
-        params.half_life_ms,
-        (params.prior_successes, params.prior_failures),
-    );
+    let posterior = stats.posterior(now_ms, params.half_life_ms, params.default_prior());
     let attempts =
         stats.total_successes + stats.total_errors + stats.total_timeouts + stats.total_invalid;
     json!({

@@ -158,9 +158,10 @@ async fn fallback_after_an_error_garbage_and_a_timeout_serves_from_the_next_and_
     let body = json_body(response).await;
     assert_eq!(body["model"], slugs[3].as_str());
     assert_eq!(body["choices"][0]["message"]["content"], "finally");
-    // The last rank has no competitor below it: it is paid the reserve (the max price).
-    assert_eq!(body["usage"]["cost"], 3.0);
-    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()), "charged once");
+    // The last rank has no competitor below it and there is no competitive reference price
+    // yet: it is paid its own bid, not the caller's max price.
+    assert_eq!(body["usage"]["cost"], 2.3);
+    assert_eq!(app.credits(&caller).await, ("97.7".into(), "0".into()), "charged once");
     assert_eq!(
         (failing.requests(), garbage.requests(), slow.requests(), good.requests()),
         (1, 1, 1, 1)
@@ -182,7 +183,7 @@ async fn fallback_after_an_error_garbage_and_a_timeout_serves_from_the_next_and_
         .collect();
     assert_eq!(outcomes, vec!["error", "invalid_output", "timeout", "success"]);
     assert_eq!(generation["data"]["attempts"][0]["http_status"], 500);
-    assert_eq!(generation["data"]["cost"], "3");
+    assert_eq!(generation["data"]["cost"], "2.3");
     assert_eq!(generation["data"]["fees"]["call"], "1");
 
     // Each attempt moved the agent's reputation.
@@ -398,7 +399,7 @@ async fn the_same_idempotency_key_twice_runs_once_charges_once_and_answers_the_s
     assert_eq!(second.headers()["x-gavel-auction-id"], first_auction);
     assert_eq!(second.text().await.unwrap(), first_body);
     assert_eq!(agent.requests(), 1, "executed once");
-    assert_eq!(app.credits(&caller).await.0, "97", "charged once: 2 + 1");
+    assert_eq!(app.credits(&caller).await.0, "98", "charged once: a lone bid of 1 + the fee");
 
     let different = send(ask("auction", json!({"max_price": "3"}))).await.unwrap();
     assert_eq!(different.status(), 422);
@@ -429,7 +430,7 @@ async fn json_jobs_run_and_recommendations_charge_only_the_call_fee() {
         result["output"]["echo"]["image_url"], "https://example.com/scan.png",
         "the agent got `input` as its body"
     );
-    assert_eq!(result["cost"], "2", "a lone bidder is paid the reserve (1) + the call fee");
+    assert_eq!(result["cost"], "1.5", "a lone bidder is paid its bid, not the max price 1");
     let fetched = json_body(
         app.get(&format!("/v1/jobs/{}", result["id"].as_str().unwrap()), Some(&caller.token)).await,
     )
@@ -444,7 +445,7 @@ async fn json_jobs_run_and_recommendations_charge_only_the_call_fee() {
     assert_eq!(result["output"][0]["agent"], slug.as_str());
     assert_eq!(result["cost"], "1");
     assert_eq!(ocr.requests(), 1, "a recommendation executes nothing");
-    assert_eq!(app.credits(&caller).await.0, "97");
+    assert_eq!(app.credits(&caller).await.0, "97.5", "1.5 for the job, 1 for the recommendation");
 
     let activity = json_body(app.get("/api/activity", Some(&caller.token)).await).await;
     let rows = activity["data"].as_array().unwrap();
@@ -455,7 +456,7 @@ async fn json_jobs_run_and_recommendations_charge_only_the_call_fee() {
     );
     let owner_view = json_body(app.get("/api/activity?role=owner", Some(&owner.token)).await).await;
     assert_eq!(owner_view["data"].as_array().unwrap().len(), 1);
-    assert_eq!(owner_view["data"][0]["amount"], "0", "earned 1 less the 1 win fee");
+    assert_eq!(owner_view["data"][0]["amount"], "-0.5", "earned its bid 0.5 less the 1 win fee");
     let csv = app.get("/api/activity?format=csv", Some(&caller.token)).await;
     assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let text = csv.text().await.unwrap();

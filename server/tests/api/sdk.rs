@@ -188,7 +188,7 @@ async fn the_openai_python_sdk_works_unchanged() {
     assert_eq!(seen["finish_reason"], "stop");
     assert_eq!(seen["prompt_tokens"], 7);
     assert_eq!(seen["cost_is_number"], true);
-    assert_eq!(seen["cost"], 3.0, "a lone bidder paid the max price 2, plus the call fee");
+    assert_eq!(seen["cost"], 2.0, "a lone bidder is paid its bid 1 (not the max 2), plus the fee");
     assert_eq!(seen["auction"]["winner"], slug.as_str());
     assert_eq!(seen["auction"]["id"], seen["auction_header"]);
     let sent: Value = serde_json::from_str(&plain.last_request().unwrap().body).unwrap();
@@ -232,9 +232,9 @@ async fn the_openai_python_sdk_works_unchanged() {
     assert_eq!(seen["cut"]["text"], "half an answer");
     assert!(seen["cut"]["message"].as_str().unwrap().contains("broke off"), "{seen}");
 
-    // Money: the completion 3, the streams: minimal 5+1 twice, tools 5+1, include_usage 50+1,
-    // the cut stream only its delivered tokens (none priced): 100 - 3 - 12 - 6 - 51 = 28.
-    assert_eq!(app.credits(&caller).await, ("28".into(), "0".into()));
+    // Money: the completion 2, the streams: minimal 5+1 twice, tools 5+1, include_usage 50+1,
+    // the cut stream only its delivered tokens (none priced): 100 - 2 - 12 - 6 - 51 = 29.
+    assert_eq!(app.credits(&caller).await, ("29".into(), "0".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

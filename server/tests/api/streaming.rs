@@ -107,9 +107,9 @@ async fn a_streamed_answer_arrives_chunk_by_chunk_and_ends_with_finish_reason_us
         (usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()),
         (Some(9), Some(2))
     );
-    assert_eq!(usage["cost"], 3.0, "a lone bidder paid the max price 2, plus the call fee");
+    assert_eq!(usage["cost"], 2.0, "a lone bidder is paid its bid 1 (not the max 2), plus the fee");
     assert_eq!(events.last().unwrap().as_ref().unwrap_err(), "[DONE]");
-    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()));
+    assert_eq!(app.credits(&caller).await, ("98".into(), "0".into()));
     let sent: Value = serde_json::from_str(&agent.last_request().unwrap().body).unwrap();
     assert_eq!(
         (sent["stream"].as_bool(), sent["stream_options"]["include_usage"].as_bool()),
@@ -140,7 +140,7 @@ async fn without_include_usage_every_chunk_has_a_choice_and_the_agents_finish_re
     assert!(data.iter().all(|chunk| chunk["choices"].as_array().is_some_and(|c| !c.is_empty())));
     assert_eq!(data[1]["choices"][0]["finish_reason"], "length", "in OpenAI's words");
     assert_eq!(events.last().unwrap().as_ref().unwrap_err(), "[DONE]");
-    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()), "delivered and charged");
+    assert_eq!(app.credits(&caller).await, ("98".into(), "0".into()), "delivered and charged");
 }
 
 #[tokio::test]

@@ -216,8 +216,8 @@ pub struct Outcome {
     /// The category prior, for the record: the median success rate of the measured owners
     /// (each agent's own prior leaves its owner out: see `Quality::prior_mean`).
     pub category_prior: f64,
-    /// The effective reserve (caller's max price, capped by the reference price, and in an
-    /// exploration auction by `proven_price`).
+    /// The effective reserve: the caller's max price, in an exploration auction capped by
+    /// `proven_price`.
     pub reserve: Option<MicroCredits>,
     /// In an exploration auction: what the measured agents alone would have cleared at. No
     /// exploration auction charges more.
@@ -259,6 +259,8 @@ struct Contender<'a> {
     effective_on_mean: f64,
     /// The factor on the posterior mean.
     factor_on_mean: f64,
+    /// The quality on the posterior mean, for an exploration auction called off.
+    on_mean: Quality,
     measured: bool,
     nonce: u64,
 }
@@ -385,11 +387,10 @@ pub fn run(input: &AuctionInput) -> Outcome {
         .reference_price
         .and_then(|p| i64::from(params.reference_multiplier).checked_mul(p.micros()))
         .map(MicroCredits::from_micros);
-    let reserve = match (constraints.max_price, reference_cap) {
-        (Some(max), Some(cap)) => Some(max.min(cap)),
-        (Some(max), None) => Some(max),
-        (None, cap) => cap,
-    };
+    // The reference price is what a lone bidder is paid, never a cap on competitive prices:
+    // capping a runner-up's threshold with it would let the runner-up raise its own future
+    // price by raising the winner's (through the reference it feeds).
+    let reserve = constraints.max_price;
 
     let mut explore_rng = ChaCha8Rng::seed_from_u64(input.seed);
     let explored =
@@ -448,6 +449,20 @@ pub fn run(input: &AuctionInput) -> Outcome {
                     (r * l).max(MIN_FACTOR)
                 };
                 let factor = (reliability_factor * latency_factor).max(MIN_FACTOR);
+                let (mean_reliability_factor, mean_latency_factor) = scored(mean);
+                let on_mean = Quality {
+                    reliability: mean,
+                    reliability_source: ReliabilitySource::Mean,
+                    reliability_mean: mean,
+                    reliability_lower_bound: lower_bound,
+                    prior_mean,
+                    evidence,
+                    expected_latency_ms: latency,
+                    latency_ms: latency.unwrap_or(priors.unobserved_latency_ms),
+                    reliability_factor: mean_reliability_factor,
+                    latency_factor: mean_latency_factor,
+                    factor: factor_on_mean,
+                };
                 let quality = Quality {
                     reliability,
                     reliability_source: source,
@@ -471,6 +486,7 @@ pub fn run(input: &AuctionInput) -> Outcome {
                     effective: bid_micros / factor,
                     effective_on_mean: bid_micros / factor_on_mean,
                     factor_on_mean,
+                    on_mean,
                     measured,
                     nonce: input.nonce,
                 });
@@ -487,6 +503,18 @@ pub fn run(input: &AuctionInput) -> Outcome {
     } else {
         None
     };
+    // Exploration is for breaking in against a measured market: without two measured owners
+    // eligible there is none (a newcomer's prior already is the one measured owner's record),
+    // so the auction scores on means like any other.
+    let explored = explored && proven_price.is_some();
+    if !explored {
+        for contender in &mut contenders {
+            if contender.quality.reliability_source == ReliabilitySource::ThompsonDraw {
+                contender.quality = contender.on_mean.clone();
+                contender.effective = contender.effective_on_mean;
+            }
+        }
+    }
     let cap = match (reserve, proven_price) {
         (Some(r), Some(p)) => Some(r.min(p)),
         (r, p) => r.or(p),
@@ -558,7 +586,11 @@ pub fn run(input: &AuctionInput) -> Outcome {
                 (contender.bid, PriceBasis::OwnBid)
             } else {
                 let below = order[position + 1..].iter().map(at);
-                second_score_price(contender, below, cap, lone_reserve)
+                // A fallback with no competitor left below it is paid the reserve, a price its
+                // bid cannot move: paying it its bid would reward the last of the chain for
+                // bidding high, and the runner-up price above it with it.
+                let alone = if position == 0 { lone_reserve } else { cap.or(lone_reserve) };
+                second_score_price(contender, below, cap, alone)
             };
             Ranked {
                 rank: position + 1,
@@ -600,7 +632,7 @@ fn to_micros(value: f64) -> i64 {
 
 /// What the measured contenders alone would clear at, scored on posterior means: the
 /// winner's second-score price against the best measured agent of another owner, capped by
-/// the reserve; its own bid when no other owner is measured. `None` when nobody is measured.
+/// the reserve. `None` unless two owners are measured.
 fn proven_market_price(
     contenders: &[Contender<'_>],
     reserve: Option<MicroCredits>,
@@ -610,16 +642,14 @@ fn proven_market_price(
         a.effective_on_mean.total_cmp(&b.effective_on_mean).then_with(|| tie_break(a, b))
     });
     let winner = measured.first()?;
+    // With one measured owner there is no proven price its own bid cannot move (alone, it
+    // would be paid its bid), and nobody to break in against but that one, whose record is
+    // already every newcomer's prior: no exploration.
     let runner_up =
-        measured[1..].iter().find(|c| c.candidate.owner_id != winner.candidate.owner_id);
-    let price = match runner_up {
-        Some(r) => {
-            let threshold =
-                MicroCredits::from_micros(to_micros(r.effective_on_mean * winner.factor_on_mean));
-            reserve.map_or(threshold, |reserve| reserve.min(threshold))
-        }
-        None => reserve.map_or(winner.bid, |reserve| reserve.min(winner.bid)),
-    };
+        measured[1..].iter().find(|c| c.candidate.owner_id != winner.candidate.owner_id)?;
+    let threshold =
+        MicroCredits::from_micros(to_micros(runner_up.effective_on_mean * winner.factor_on_mean));
+    let price = reserve.map_or(threshold, |reserve| reserve.min(threshold));
     Some(price.max(winner.bid))
 }
 

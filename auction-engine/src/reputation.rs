@@ -1,16 +1,16 @@
 //! Reputation: how likely an agent is to deliver, and how fast.
 //!
-//! * **Reliability** is a Beta posterior over the success probability: `prior_successes +
-//!   s` and `prior_failures + f`, where `s` and `f` are success and failure counts that decay
-//!   with a half-life, so last week's outage weighs half of today's. A newcomer starts on the
-//!   (pessimistic) prior alone.
-//! * For scoring the engine uses a **lower bound** of that posterior (the mean minus 1.645
-//!   standard deviations, a normal approximation of the 5% quantile, clamped to 0..1): an
-//!   agent with 3 successes out of 3 is not trusted like one with 3,000 out of 3,000.
-//! * **Exploration**: in a fraction of auctions (decided from the seed, never from bids) every
-//!   agent is scored on a Thompson draw from its posterior instead, so newcomers get a chance
-//!   to earn a record. Because the draw does not depend on any bid, bidding your cost stays
-//!   the best strategy in every auction.
+//! * **Reliability** is a Beta posterior over the success probability: a prior plus the
+//!   agent's success and failure counts, which decay with a half-life, so last week's outage
+//!   weighs half of today's. The auction scores the posterior *mean* on a prior taken from
+//!   the category (see the crate docs); `min_reputation` and the public reputation score use
+//!   a **lower bound** of the agent's own evidence (the mean minus 1.645 standard deviations,
+//!   a normal approximation of the 5% quantile, clamped to 0..1): an agent with 3 successes
+//!   out of 3 is not trusted like one with 3,000 out of 3,000.
+//! * **Exploration**: in a fraction of auctions (decided from the seed, never from bids)
+//!   unmeasured agents are scored on a Thompson draw from their posterior instead, so
+//!   newcomers get a chance to earn a record. Because the draw does not depend on any bid,
+//!   bidding your cost stays the best strategy in every auction.
 //! * **Latency** is a peak EWMA (it jumps up at once on a slow call and decays back with a
 //!   time constant of one minute) plus a streaming estimate of the 95th percentile.
 //!

@@ -158,10 +158,10 @@ async fn fallback_after_an_error_garbage_and_a_timeout_serves_from_the_next_and_
     let body = json_body(response).await;
     assert_eq!(body["model"], slugs[3].as_str());
     assert_eq!(body["choices"][0]["message"]["content"], "finally");
-    // The last rank has no competitor below it and there is no competitive reference price
-    // yet: it is paid its own bid, not the caller's max price.
-    assert_eq!(body["usage"]["cost"], 2.3);
-    assert_eq!(app.credits(&caller).await, ("97.7".into(), "0".into()), "charged once");
+    // The last fallback has no competitor left below it: it is paid the reserve (the max
+    // price), which its own bid cannot move.
+    assert_eq!(body["usage"]["cost"], 3.0);
+    assert_eq!(app.credits(&caller).await, ("97".into(), "0".into()), "charged once");
     assert_eq!(
         (failing.requests(), garbage.requests(), slow.requests(), good.requests()),
         (1, 1, 1, 1)
@@ -183,7 +183,7 @@ async fn fallback_after_an_error_garbage_and_a_timeout_serves_from_the_next_and_
         .collect();
     assert_eq!(outcomes, vec!["error", "invalid_output", "timeout", "success"]);
     assert_eq!(generation["data"]["attempts"][0]["http_status"], 500);
-    assert_eq!(generation["data"]["cost"], "2.3");
+    assert_eq!(generation["data"]["cost"], "3");
     assert_eq!(generation["data"]["fees"]["call"], "1");
 
     // Each attempt moved the agent's reputation.

@@ -15,6 +15,7 @@ mod helpers;
 mod jobs;
 mod keys;
 mod lifecycle;
+mod market;
 mod rate_limit;
 mod realtime;
 mod sdk;

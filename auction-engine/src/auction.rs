@@ -178,7 +178,9 @@ pub enum BidSource {
 pub enum PriceBasis {
     /// Second score: the highest bid at which this agent still beats `runner_up`, the best
     /// remaining agent of another owner: `runner_up_effective_price x factor`.
-    SecondScore { runner_up: AgentId, runner_up_slug: Arc<str>, runner_up_effective_price: i64 },
+    /// (The runner-up is in the ranking: `Outcome::slug_of` names it. Not copying its name
+    /// here saves a cache miss per rank on large auctions.)
+    SecondScore { runner_up: AgentId, runner_up_effective_price: i64 },
     /// The reserve: lower than the second-score threshold, or, when no agent of another owner
     /// competes, the category's competitive reference price (never below the bid).
     Reserve { reserve: MicroCredits, runner_up: Option<AgentId> },
@@ -229,6 +231,11 @@ impl Outcome {
         self.ranking.first()
     }
 
+    /// The slug of a ranked agent.
+    pub fn slug_of(&self, agent: AgentId) -> Option<&Arc<str>> {
+        self.ranking.iter().find(|r| r.agent_id == agent).map(|r| &r.slug)
+    }
+
     /// When nobody is eligible: the deepest check that excluded a candidate, i.e. the
     /// constraint that removed the last ones standing.
     pub fn binding_exclusion(&self) -> Option<&ExclusionReason> {
@@ -259,8 +266,8 @@ struct Contender<'a> {
     effective_on_mean: f64,
     /// The factor on the posterior mean.
     factor_on_mean: f64,
-    /// The quality on the posterior mean, for an exploration auction called off.
-    on_mean: Quality,
+    /// The reliability factor on the posterior mean, for an exploration auction called off.
+    reliability_factor_on_mean: f64,
     measured: bool,
     nonce: u64,
 }
@@ -270,9 +277,9 @@ struct Priors {
     /// One vote per owner whose pooled evidence is measured: (success rate, owner), sorted.
     owner_rates: Vec<(f64, OwnerId)>,
     /// Where each measured owner sits in `owner_rates`.
-    owner_position: HashMap<OwnerId, usize>,
-    /// Per owner: decayed (successes, failures) pooled over all its candidates.
-    owners: HashMap<OwnerId, (f64, f64)>,
+    owner_position: IdMap<OwnerId, usize>,
+    /// Per owner: decayed (successes, failures) pooled over all its candidates, in fixed point.
+    owners: IdMap<OwnerId, (u64, u64)>,
     /// Per candidate (in input order): its own decayed (successes, failures).
     evidence: Vec<(f64, f64)>,
     /// The prior mean when no other owner is measured.
@@ -288,28 +295,26 @@ fn priors(input: &AuctionInput) -> Priors {
         .iter()
         .map(|c| c.reputation.evidence(input.now_ms, params.half_life_ms))
         .collect();
-    // Summed in agent-id order, so the floating-point totals do not depend on input order.
-    let mut by_id: Vec<usize> = (0..input.candidates.len()).collect();
-    by_id.sort_by_key(|idx| input.candidates[*idx].agent_id);
-    let mut owners: HashMap<OwnerId, (f64, f64)> = HashMap::new();
-    for idx in by_id {
-        let (s, f) = evidence[idx];
-        let entry = owners.entry(input.candidates[idx].owner_id).or_default();
-        entry.0 += s;
-        entry.1 += f;
+    // Summed in fixed point, exactly, so the totals do not depend on the input order.
+    let mut sums: IdMap<OwnerId, (u64, u64)> = IdMap::default();
+    for (candidate, (s, f)) in input.candidates.iter().zip(&evidence) {
+        let entry = sums.entry(candidate.owner_id).or_default();
+        entry.0 = entry.0.saturating_add(to_fixed(*s));
+        entry.1 = entry.1.saturating_add(to_fixed(*f));
     }
+    let owners: IdMap<OwnerId, (u64, u64)> = sums;
     let measured = params.measured_evidence.max(f64::MIN_POSITIVE);
     let mut owner_rates: Vec<(f64, OwnerId)> = owners
         .iter()
-        .filter(|(_, (s, f))| s + f >= measured)
-        .map(|(owner, (s, f))| (s / (s + f), *owner))
+        .map(|(owner, (s, f))| (from_fixed(*s), from_fixed(*f), *owner))
+        .filter(|(s, f, _)| s + f >= measured)
+        .map(|(s, f, owner)| (s / (s + f), owner))
         .collect();
     owner_rates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let owner_position = owner_rates.iter().enumerate().map(|(idx, (_, o))| (*o, idx)).collect();
     let mut latencies: Vec<f64> =
         input.candidates.iter().filter_map(|c| c.reputation.expected_latency_ms()).collect();
-    latencies.sort_by(f64::total_cmp);
-    let unobserved_latency_ms = median(&latencies).unwrap_or_else(|| {
+    let unobserved_latency_ms = median_of(&mut latencies).unwrap_or_else(|| {
         f64::from(input.constraints.max_latency_ms.unwrap_or(params.reference_latency_ms)) / 2.0
     });
     Priors {
@@ -322,13 +327,54 @@ fn priors(input: &AuctionInput) -> Priors {
     }
 }
 
-/// The median of sorted values; `None` for none.
-fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[n / 2]),
-        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+/// The median of `values` (reordered in place, in linear time); `None` for none.
+fn median_of(values: &mut [f64]) -> Option<f64> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let (below, upper, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let upper = *upper;
+    if n % 2 == 1 {
+        return Some(upper);
+    }
+    let lower = below.iter().copied().max_by(f64::total_cmp).unwrap_or(upper);
+    Some((lower + upper) / 2.0)
+}
+
+/// Evidence in fixed point (2^-20 of an observation), for exact, order-free sums. A u64
+/// holds 2^44 observations this way; `as` saturates beyond.
+fn to_fixed(count: f64) -> u64 {
+    (count.max(0.0) * FIXED_ONE + 0.5) as u64
+}
+
+fn from_fixed(fixed: u64) -> f64 {
+    fixed as f64 / FIXED_ONE
+}
+
+const FIXED_ONE: f64 = 1_048_576.0;
+
+/// A map keyed by ids that are already random (UUIDs): a multiply-xor hash instead of
+/// SipHash, which cost a third of a 1,000-candidate auction.
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*byte)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        let folded = (value as u64) ^ ((value >> 64) as u64).rotate_left(32);
+        self.0 = (self.0 ^ folded).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -357,8 +403,8 @@ impl Priors {
 
     /// The median over every measured owner, for the record.
     fn category(&self) -> f64 {
-        let rates: Vec<f64> = self.owner_rates.iter().map(|(rate, _)| *rate).collect();
-        median(&rates).unwrap_or(self.default_mean)
+        let mut rates: Vec<f64> = self.owner_rates.iter().map(|(rate, _)| *rate).collect();
+        median_of(&mut rates).unwrap_or(self.default_mean)
     }
 
     /// An agent's prior mean: the category's, lowered (never raised) by the failures its
@@ -367,7 +413,8 @@ impl Priors {
     fn prior_mean(&self, weight: f64, owner: OwnerId, own: (f64, f64)) -> f64 {
         let category = self.category_for(owner);
         let (s, f) = self.owners.get(&owner).copied().unwrap_or_default();
-        let (s, f) = ((s - own.0).max(0.0), (f - own.1).max(0.0));
+        let s = from_fixed(s.saturating_sub(to_fixed(own.0)));
+        let f = from_fixed(f.saturating_sub(to_fixed(own.1)));
         let owner_mean = (weight * category + s) / (weight + s + f).max(f64::MIN_POSITIVE);
         category.min(owner_mean)
     }
@@ -408,10 +455,10 @@ pub fn run(input: &AuctionInput) -> Outcome {
         };
         // `min_reputation` and the public reputation score ask what the agent itself has
         // shown, so they read its evidence on the default prior, not the category's.
-        let lower_bound = candidate
-            .reputation
-            .posterior(input.now_ms, params.half_life_ms, params.default_prior())
-            .lower_bound();
+        let (prior_s, prior_f) = params.default_prior();
+        let lower_bound =
+            Posterior { alpha: prior_s.max(1e-6) + own.0, beta: prior_f.max(1e-6) + own.1 }
+                .lower_bound();
         match check_eligibility(input, candidate, lower_bound) {
             Err(reason) => exclusions.push(Exclusion {
                 agent_id: candidate.agent_id,
@@ -443,26 +490,11 @@ pub fn run(input: &AuctionInput) -> Outcome {
                         reference,
                     )
                 };
-                let (reliability_factor, latency_factor) = scored(reliability);
-                let factor_on_mean = {
-                    let (r, l) = scored(mean);
-                    (r * l).max(MIN_FACTOR)
-                };
+                let on_mean = scored(mean);
+                let (reliability_factor, latency_factor) =
+                    if source == ReliabilitySource::Mean { on_mean } else { scored(reliability) };
                 let factor = (reliability_factor * latency_factor).max(MIN_FACTOR);
-                let (mean_reliability_factor, mean_latency_factor) = scored(mean);
-                let on_mean = Quality {
-                    reliability: mean,
-                    reliability_source: ReliabilitySource::Mean,
-                    reliability_mean: mean,
-                    reliability_lower_bound: lower_bound,
-                    prior_mean,
-                    evidence,
-                    expected_latency_ms: latency,
-                    latency_ms: latency.unwrap_or(priors.unobserved_latency_ms),
-                    reliability_factor: mean_reliability_factor,
-                    latency_factor: mean_latency_factor,
-                    factor: factor_on_mean,
-                };
+                let factor_on_mean = (on_mean.0 * on_mean.1).max(MIN_FACTOR);
                 let quality = Quality {
                     reliability,
                     reliability_source: source,
@@ -486,7 +518,7 @@ pub fn run(input: &AuctionInput) -> Outcome {
                     effective: bid_micros / factor,
                     effective_on_mean: bid_micros / factor_on_mean,
                     factor_on_mean,
-                    on_mean,
+                    reliability_factor_on_mean: on_mean.0,
                     measured,
                     nonce: input.nonce,
                 });
@@ -510,7 +542,11 @@ pub fn run(input: &AuctionInput) -> Outcome {
     if !explored {
         for contender in &mut contenders {
             if contender.quality.reliability_source == ReliabilitySource::ThompsonDraw {
-                contender.quality = contender.on_mean.clone();
+                let quality = &mut contender.quality;
+                quality.reliability = quality.reliability_mean;
+                quality.reliability_source = ReliabilitySource::Mean;
+                quality.reliability_factor = contender.reliability_factor_on_mean;
+                quality.factor = contender.factor_on_mean;
                 contender.effective = contender.effective_on_mean;
             }
         }
@@ -676,7 +712,6 @@ fn second_score_price<'a, 'b: 'a>(
                     threshold,
                     PriceBasis::SecondScore {
                         runner_up: r.candidate.agent_id,
-                        runner_up_slug: r.candidate.slug.clone(),
                         runner_up_effective_price: to_micros(r.effective),
                     },
                 ),
@@ -733,8 +768,14 @@ fn quality_factors(
     reference_ms: f64,
 ) -> (f64, f64) {
     let (w_rel, w_lat) = weights(objective);
-    let reliability_factor =
-        if w_rel == 0.0 { 1.0 } else { reliability.clamp(0.0, 1.0).powf(w_rel) };
+    let r = reliability.clamp(0.0, 1.0);
+    // The weights are the small integers above; `powf` was a tenth of the auction's time.
+    let reliability_factor = match w_rel as u32 {
+        0 => 1.0,
+        1 => r,
+        4 => (r * r) * (r * r),
+        _ => r.powf(w_rel),
+    };
     let latency_factor = 1.0 / (1.0 + w_lat * (latency_ms.max(0.0) / reference_ms).min(1.0));
     (reliability_factor, latency_factor)
 }

@@ -75,7 +75,8 @@ pub fn explain(outcome: &Outcome) -> String {
         if quality.expected_latency_ms.is_none() { ", assumed from its peers" } else { "" },
     );
     match &winner.price_basis {
-        PriceBasis::SecondScore { runner_up_slug, runner_up_effective_price, .. } => {
+        PriceBasis::SecondScore { runner_up, runner_up_effective_price } => {
+            let runner_up_slug = outcome.slug_of(*runner_up).map_or("?", |slug| slug.as_ref());
             let _ = write!(
                 text,
                 " It is paid {} because the best competing agent of another owner, {runner_up_slug}, \

@@ -148,6 +148,8 @@ pub struct AgentResult {
     pub auctions_in_first_1000: usize,
     /// Jobs won among the first 500 auctions after it arrived.
     pub wins_in_first_500: usize,
+    /// Times it registered (a whitewasher registers again when its record turns bad).
+    pub registrations: usize,
 }
 
 /// A run's figures.
@@ -417,6 +419,7 @@ pub fn simulate(scenario: &Scenario, rule: Rule, multipliers: &[f64], seed: u64)
     }
     for (idx, result) in results.iter_mut().enumerate() {
         result.auctions_in_first_1000 = seen[idx].min(1000);
+        result.registrations = listings.iter().filter(|l| l.spec == idx).count();
     }
     let jobs = scenario.auctions.max(1) as f64;
     let delivered = delivered_jobs.max(1) as f64;

@@ -36,7 +36,7 @@ fn main() {
                 deviation_gains(&scenario, rule, &multipliers, &[-0.2, -0.05, 0.05, 0.2], SEED + 1);
             simulated += scenario.auctions * (1 + 4 * scenario.agents.len());
             println!("{}", row(&scenario, rule, &multipliers, &report, &gains));
-            if scenario.name == "incumbent and newcomer" {
+            if scenario.name == "mixed reliability" {
                 plotted.push((rule, report));
             }
         }
@@ -117,8 +117,8 @@ fn draw(path: &std::path::Path, runs: &[(Rule, Report)]) -> Result<(), Box<dyn s
     let max_price =
         runs.iter().flat_map(|(_, r)| r.timeline.iter().map(|(p, _)| *p)).fold(1.0_f64, f64::max);
     for (area, title, y_max, pick) in [
-        (&left, "Price paid per job (credits), incumbent and newcomer", max_price * 1.1, 0),
-        (&right, "Newcomer's share of wins", 1.0, 1),
+        (&left, "Mixed reliability: price paid per job (credits)", max_price * 1.1, 0),
+        (&right, "Mixed reliability: newcomer's share of wins", 1.0, 1),
     ] {
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use auction_engine::{
-    AuctionInput, AuditRecord, BidSource, Mechanism, Objective, PriceBasis, Ranked,
+    AgentId, AuctionInput, AuditRecord, BidSource, Mechanism, Objective, PriceBasis, Ranked,
     ReliabilitySource, Routing, SortBy,
 };
 use registry::agents::Agent;
@@ -36,13 +36,16 @@ fn routing_json(routing: &Routing) -> Value {
     }
 }
 
-fn basis_json(basis: &PriceBasis) -> Value {
+/// Ranked agents' slugs by id, built once per record (the price basis names its runner-up by id).
+type Slugs<'a> = HashMap<AgentId, &'a str>;
+
+fn basis_json(basis: &PriceBasis, slugs: &Slugs<'_>) -> Value {
     let slug_of = |id: auction_engine::AgentId| Uuid::from_u128(id.0);
     match basis {
-        PriceBasis::SecondScore { runner_up, runner_up_slug, runner_up_effective_price } => json!({
+        PriceBasis::SecondScore { runner_up, runner_up_effective_price } => json!({
             "rule": "second_score",
             "runner_up": slug_of(*runner_up),
-            "runner_up_slug": runner_up_slug.as_ref(),
+            "runner_up_slug": slugs.get(runner_up),
             "runner_up_effective_price": micros(*runner_up_effective_price),
             "formula": "price = runner_up_effective_price x quality.factor",
         }),
@@ -59,7 +62,7 @@ fn micros(value: i64) -> String {
     auction_engine::MicroCredits::from_micros(value).to_string()
 }
 
-fn ranked_json(ranked: &Ranked, agent: Option<&Arc<Agent>>) -> Value {
+fn ranked_json(ranked: &Ranked, agent: Option<&Arc<Agent>>, slugs: &Slugs<'_>) -> Value {
     json!({
         "agent_id": Uuid::from_u128(ranked.agent_id.0),
         "slug": ranked.slug.as_ref(),
@@ -88,7 +91,7 @@ fn ranked_json(ranked: &Ranked, agent: Option<&Arc<Agent>>) -> Value {
         },
         "effective_price": micros(ranked.effective_price),
         "price": ranked.price.to_string(),
-        "price_basis": basis_json(&ranked.price_basis),
+        "price_basis": basis_json(&ranked.price_basis, slugs),
     })
 }
 
@@ -101,10 +104,11 @@ pub fn audit_json(
 ) -> Value {
     let input: &AuctionInput = &record.input;
     let outcome = &record.outcome;
+    let slugs: Slugs<'_> = outcome.ranking.iter().map(|r| (r.agent_id, r.slug.as_ref())).collect();
     let mut candidates: Vec<Value> = outcome
         .ranking
         .iter()
-        .map(|ranked| ranked_json(ranked, agents.get(&Uuid::from_u128(ranked.agent_id.0))))
+        .map(|ranked| ranked_json(ranked, agents.get(&Uuid::from_u128(ranked.agent_id.0)), &slugs))
         .collect();
     candidates.extend(outcome.exclusions.iter().map(|excluded| {
         json!({

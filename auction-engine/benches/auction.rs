@@ -70,6 +70,7 @@ fn bench(c: &mut Criterion) {
                 ..Constraints::default()
             },
             candidates: candidates(n),
+            retired: vec![],
             parameters: Parameters { exploration_rate: 0.0, ..Parameters::default() },
         };
         group.bench_with_input(BenchmarkId::new("rank_and_price", n), &input, |b, input| {

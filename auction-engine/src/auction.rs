@@ -302,6 +302,12 @@ fn priors(input: &AuctionInput) -> Priors {
         entry.0 = entry.0.saturating_add(to_fixed(*s));
         entry.1 = entry.1.saturating_add(to_fixed(*f));
     }
+    for record in &input.retired {
+        let (s, f) = record.reputation.evidence(input.now_ms, params.half_life_ms);
+        let entry = sums.entry(record.owner_id).or_default();
+        entry.0 = entry.0.saturating_add(to_fixed(s));
+        entry.1 = entry.1.saturating_add(to_fixed(f));
+    }
     let owners: IdMap<OwnerId, (u64, u64)> = sums;
     let measured = params.measured_evidence.max(f64::MIN_POSITIVE);
     let mut owner_rates: Vec<(f64, OwnerId)> = owners

@@ -225,5 +225,15 @@ pub struct AuctionInput {
     pub job: Job,
     pub constraints: Constraints,
     pub candidates: Vec<Candidate>,
+    /// Records of the category's agents that are gone (deleted): they compete no more, but
+    /// their evidence stays their owner's (the owner prior and the owner's vote read it).
+    pub retired: Vec<RetiredRecord>,
     pub parameters: Parameters,
+}
+
+/// A deleted agent's record, still its owner's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetiredRecord {
+    pub owner_id: OwnerId,
+    pub reputation: ReputationStats,
 }

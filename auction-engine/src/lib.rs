@@ -100,6 +100,7 @@
 //!     job: Job { category: "chat".into(), input_tokens: 0, output_tokens: 0, required_features: vec![] },
 //!     constraints: Constraints { max_price: Some(MicroCredits::parse_decimal("5").unwrap()), ..Constraints::default() },
 //!     candidates: vec![agent(1, "2"), agent(2, "3")],
+//!     retired: vec![],
 //!     parameters: Parameters { exploration_rate: 0.0, ..Parameters::default() },
 //! };
 //! let record = AuditRecord::new(input);
@@ -131,7 +132,7 @@ pub use auction::{
 pub use audit::{AuditRecord, explain, replay};
 pub use inputs::{
     AgentId, AgentStatus, AuctionInput, Candidate, Constraints, Job, LiveBid, Mechanism,
-    NoBidReason, Objective, OwnerId, Parameters, PriceSheet, Routing, SortBy,
+    NoBidReason, Objective, OwnerId, Parameters, PriceSheet, RetiredRecord, Routing, SortBy,
 };
 pub use money::{MICROS_PER_CREDIT, MicroCredits, MoneyParseError};
 pub use pricing::{Split, settle_on_usage, sheet_price, split};

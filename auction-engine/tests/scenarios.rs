@@ -7,7 +7,7 @@ use auction_engine::reputation::Outcome as Attempt;
 use auction_engine::{
     AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, ExclusionReason, Job,
     LiveBid, Mechanism, MicroCredits, NoBidReason, Objective, OwnerId, Parameters, PriceBasis,
-    PriceSheet, ReputationStats, Routing, SortBy, explain, replay, run, split,
+    PriceSheet, ReputationStats, RetiredRecord, Routing, SortBy, explain, replay, run, split,
 };
 use proptest::prelude::*;
 
@@ -60,6 +60,7 @@ fn input(candidates: Vec<Candidate>) -> AuctionInput {
         },
         constraints: Constraints { max_price: Some(credits("10")), ..Constraints::default() },
         candidates,
+        retired: vec![],
         parameters: Parameters { exploration_rate: 0.0, ..Parameters::default() },
     }
 }
@@ -413,6 +414,24 @@ fn a_failing_owner_cannot_start_afresh_by_registering_again() {
         |id| outcome.ranking.iter().find(|r| r.agent_id == AgentId(id)).unwrap().quality.prior_mean;
     assert!(prior(3) < 0.6, "the owner's record follows its new agent: {}", prior(3));
     assert!(prior(4) > 0.7, "a stranger starts at the category's median: {}", prior(4));
+}
+
+#[test]
+fn deleting_the_failing_agent_does_not_wipe_its_owners_record() {
+    let mut good = agent(1, 1, "1");
+    good.reputation = proven(950, 50, 200.0);
+    let mut again = agent(3, 2, "0.5");
+    again.reputation = ReputationStats::default();
+    let mut auction = input(vec![good, again]);
+    let prior_of = |outcome: &auction_engine::Outcome| {
+        outcome.ranking.iter().find(|r| r.agent_id == AgentId(3)).unwrap().quality.prior_mean
+    };
+    let fresh = prior_of(&run(&auction));
+    assert!(fresh > 0.9, "no record at all: the category's prior, {fresh}");
+    auction.retired =
+        vec![RetiredRecord { owner_id: OwnerId(2), reputation: proven(50, 50, 200.0) }];
+    let outcome = run(&auction);
+    assert!(prior_of(&outcome) < 0.6, "the deleted agent's record counts: {}", prior_of(&outcome));
 }
 
 #[test]

@@ -16,7 +16,8 @@
 use auction_engine::reputation::Outcome as Attempt;
 use auction_engine::{
     AgentId, AgentStatus, AuctionInput, Candidate, Constraints, Job, Mechanism, MicroCredits,
-    Objective, OwnerId, Parameters, PriceBasis, PriceSheet, ReputationStats, Routing, SortBy, run,
+    Objective, OwnerId, Parameters, PriceBasis, PriceSheet, ReputationStats, RetiredRecord,
+    Routing, SortBy, run,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -193,7 +194,7 @@ pub const WINDOW: usize = 100;
 const START_MS: i64 = 1_800_000_000_000;
 const HALF_LIFE_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// One registered identity of an agent: a whitewasher has several, the earlier ones paused.
+/// One registered identity of an agent: a whitewasher has several, the earlier ones deleted.
 struct Listing {
     spec: usize,
     id: u128,
@@ -248,7 +249,7 @@ pub fn simulate(scenario: &Scenario, rule: Rule, multipliers: &[f64], seed: u64)
             .collect();
         let candidates: Vec<Candidate> = listings
             .iter()
-            .filter(|l| present(&scenario.agents[l.spec]))
+            .filter(|l| present(&scenario.agents[l.spec]) && !l.retired)
             .map(|l| {
                 let spec = &scenario.agents[l.spec];
                 let bid = job_costs[l.spec] * multipliers.get(l.spec).copied().unwrap_or(1.0);
@@ -264,7 +265,7 @@ pub fn simulate(scenario: &Scenario, rule: Rule, multipliers: &[f64], seed: u64)
                     sheet: PriceSheet { per_call: credits(bid), ..PriceSheet::default() },
                     live_bid: None,
                     reputation: l.stats,
-                    status: if l.retired { AgentStatus::Paused } else { AgentStatus::Active },
+                    status: AgentStatus::Active,
                     owner_can_pay_win_fee: true,
                 }
             })
@@ -291,6 +292,14 @@ pub fn simulate(scenario: &Scenario, rule: Rule, multipliers: &[f64], seed: u64)
                 ..Constraints::default()
             },
             candidates,
+            retired: listings
+                .iter()
+                .filter(|l| l.retired)
+                .map(|l| RetiredRecord {
+                    owner_id: OwnerId(scenario.agents[l.spec].owner),
+                    reputation: l.stats,
+                })
+                .collect(),
             parameters: Parameters {
                 mechanism,
                 reference_price: reference,
@@ -390,8 +399,8 @@ pub fn simulate(scenario: &Scenario, rule: Rule, multipliers: &[f64], seed: u64)
         };
         surplus_sum += surplus - failure_cost * f64::from(failures);
 
-        // A whitewasher whose record turned bad registers again under the same owner; the old
-        // listing stays, paused, as the server keeps it.
+        // A whitewasher whose record turned bad deletes its listing and registers again under
+        // the same owner; the deleted listing's record stays its owner's, as in the server.
         for idx in 0..listings.len() {
             let spec = &scenario.agents[listings[idx].spec];
             if !spec.whitewash || listings[idx].retired {

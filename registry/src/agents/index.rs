@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use auction_engine::ReputationStats;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use crate::RegistryError;
 use crate::agents::domain::Visibility;
-use crate::agents::store::{Agent, agents_generation, load_live_agents, load_reputations};
+use crate::agents::store::{Agent, agents_generation, load_agents_and_retired, load_reputations};
+use crate::{RegistryError, UserId};
 
 /// How stale reputation in the index may get, in milliseconds.
 pub const REPUTATION_REFRESH_MS: i64 = 1_000;
@@ -29,10 +30,27 @@ pub struct Snapshot {
     by_category: HashMap<String, Vec<Arc<Agent>>>,
     by_slug: HashMap<String, Arc<Agent>>,
     by_id: HashMap<Uuid, Arc<Agent>>,
+    /// Deleted agents with a record, by category: (owner, record).
+    retired_by_category: HashMap<String, Vec<(UserId, ReputationStats)>>,
 }
 
 impl Snapshot {
-    fn build(generation: i64, loaded_ms: i64, agents: Vec<Arc<Agent>>) -> Snapshot {
+    fn build(
+        generation: i64,
+        loaded_ms: i64,
+        agents: Vec<Arc<Agent>>,
+        retired: &[Agent],
+    ) -> Snapshot {
+        let mut retired_by_category: HashMap<String, Vec<(UserId, ReputationStats)>> =
+            HashMap::new();
+        for agent in retired {
+            for category in &agent.categories {
+                retired_by_category
+                    .entry(category.clone())
+                    .or_default()
+                    .push((agent.owner_id, agent.reputation));
+            }
+        }
         let mut by_category: HashMap<String, Vec<Arc<Agent>>> = HashMap::new();
         let mut by_slug = HashMap::new();
         let mut by_id = HashMap::new();
@@ -50,7 +68,13 @@ impl Snapshot {
             by_category,
             by_slug,
             by_id,
+            retired_by_category,
         }
+    }
+
+    /// The records of deleted agents that served `category`: (owner, record).
+    pub fn retired_in(&self, category: &str) -> &[(UserId, ReputationStats)] {
+        self.retired_by_category.get(category).map_or(&[], Vec::as_slice)
     }
 
     pub fn generation(&self) -> i64 {
@@ -140,10 +164,13 @@ impl AgentIndex {
                     Arc::new(agent)
                 })
                 .collect();
-            Snapshot::build(generation, now_ms, agents)
+            let mut next = Snapshot::build(generation, now_ms, agents, &[]);
+            // Deleted agents serve no more jobs: their records cannot have moved.
+            next.retired_by_category = current.retired_by_category.clone();
+            next
         } else {
-            let agents = load_live_agents(db).await?.into_iter().map(Arc::new).collect();
-            Snapshot::build(generation, now_ms, agents)
+            let (live, retired) = load_agents_and_retired(db).await?;
+            Snapshot::build(generation, now_ms, live.into_iter().map(Arc::new).collect(), &retired)
         };
         let next = Arc::new(next);
         if let Ok(mut guard) = self.current.write()

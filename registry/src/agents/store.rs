@@ -279,6 +279,23 @@ pub async fn load_live_agents(db: &DatabaseConnection) -> Result<Vec<Agent>, Reg
     with_details(db, rows, Scope::Everything).await
 }
 
+/// Every agent, live and deleted, in three queries: the index keeps the deleted ones that have
+/// a record, because an owner's record stays its own when it deletes an agent and registers
+/// again (the auction's owner prior reads it).
+pub async fn load_agents_and_retired(
+    db: &DatabaseConnection,
+) -> Result<(Vec<Agent>, Vec<Agent>), RegistryError> {
+    let rows = agents::Entity::find().all(db).await?;
+    let all = with_details(db, rows, Scope::Everything).await?;
+    let (retired, live): (Vec<Agent>, Vec<Agent>) =
+        all.into_iter().partition(|agent| agent.deleted_at.is_some());
+    let has_record = |agent: &Agent| {
+        let r = &agent.reputation;
+        r.total_successes + r.total_errors + r.total_timeouts + r.total_invalid > 0
+    };
+    Ok((live, retired.into_iter().filter(has_record).collect()))
+}
+
 /// Which detail rows `with_details` reads.
 enum Scope {
     /// Only those of the given rows (a few agents).

@@ -12,7 +12,7 @@ use std::time::Duration;
 use auction_engine::reputation::Outcome as AttemptOutcome;
 use auction_engine::{
     AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, Job, MicroCredits,
-    OwnerId, Ranked, settle_on_usage, sheet_price, split,
+    OwnerId, Ranked, RetiredRecord, settle_on_usage, sheet_price, split,
 };
 use rand::RngCore;
 use registry::agents::{Agent, AgentKind, AgentState, Visibility};
@@ -224,6 +224,16 @@ pub async fn prepare(
             routing: request.routing.clone(),
         },
         candidates,
+        // Records of deleted agents stay their owners': a failing owner does not start afresh
+        // by deleting an agent and registering it again.
+        retired: snapshot
+            .retired_in(&request.category)
+            .iter()
+            .map(|(owner, reputation)| RetiredRecord {
+                owner_id: OwnerId(owner.0.as_u128()),
+                reputation: *reputation,
+            })
+            .collect(),
         parameters: params,
     };
     let candidate_count = input.candidates.len();

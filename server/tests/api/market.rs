@@ -127,3 +127,40 @@ async fn a_lone_bidder_is_paid_the_same_for_the_same_job_job_after_job() {
     }
     assert_eq!(app.credits(&caller).await, ("182".into(), "0".into()));
 }
+
+#[tokio::test]
+async fn deleting_a_failing_agent_and_registering_again_keeps_the_owners_record() {
+    let app = app().await;
+    let caller = funded(&app, 300).await;
+    let (good_owner, bad_owner) = (app.signup().await, app.signup().await);
+    let good = TestAgent::start(chat("good")).await;
+    let broken = TestAgent::start(Behaviour::Json(500, "{}".into())).await;
+    chat_agent(&app, &good_owner, "good", &good, "1", json!({})).await;
+    let (_, bad_id) = chat_agent(&app, &bad_owner, "bad", &broken, "0.5", json!({})).await;
+    // The cheap agent wins, fails, and the good one serves, until its breaker opens after five
+    // failures: a record of failures.
+    for _ in 0..12 {
+        auction(&app, &caller, "3").await;
+    }
+    assert_eq!(broken.requests(), 5, "five failures on record");
+    let gone = app.delete(&format!("/api/agents/{bad_id}"), Some(&bad_owner.token)).await;
+    assert!(gone.status().is_success(), "{}", gone.status());
+    let again = TestAgent::start(Behaviour::Json(500, "{}".into())).await;
+    let (again_slug, _) = chat_agent(&app, &bad_owner, "bad-again", &again, "0.5", json!({})).await;
+    let body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}], "auction": {"max_price": "3"}});
+    let response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
+    let id = json_body(response).await["auction"]["id"].as_str().unwrap().to_owned();
+    let audit = json_body(app.get(&format!("/api/auctions/{id}"), Some(&caller.token)).await).await;
+    let candidate = audit["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["slug"] == again_slug.as_str())
+        .unwrap()
+        .clone();
+    let prior = candidate["quality"]["prior_mean"].as_f64().unwrap();
+    // Afresh it would start at the good owner's 100 %; on its owner's record it starts at
+    // (2 x 1.0 + 0) / (2 + 5) = 0.29.
+    assert!(prior < 0.35, "the new agent starts from its owner's record, not afresh: {prior}");
+    assert_eq!(again.requests(), 0, "and does not win: {}", audit["outcome"]["explanation"]);
+}

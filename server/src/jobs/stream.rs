@@ -137,7 +137,6 @@ enum AttemptEnd {
 struct Delivered {
     content: String,
     usage: Option<(u64, u64)>,
-    bytes: usize,
     /// Reshapes the agent's chunks and knows which choices are still open.
     shaper: ChunkShaper,
 }
@@ -294,18 +293,19 @@ async fn attempt(
     if !(200..300).contains(&status) {
         return AttemptEnd::Failed(AttemptOutcome::Error, Some(status), format!("http_{status}"));
     }
-    let mut reader = EventReader {
+    // Until the first chunk the attempt's own deadline holds; after it, the stream may run up
+    // to `MAX_STREAM`, each read bounded by the idle timeout.
+    let mut reader = EventReader::new(
         response,
-        buffer: Vec::new(),
-        idle: Duration::from_millis(state.settings.raw.dispatch.stream_idle_ms),
-    };
+        state.settings.raw.dispatch.max_response_bytes,
+        Duration::from_millis(state.settings.raw.dispatch.stream_idle_ms),
+        tokio::time::Instant::now() + MAX_STREAM,
+    );
     let mut delivered = Delivered {
         content: String::new(),
         usage: None,
-        bytes: 0,
         shaper: ChunkShaper::new(job.job_id.to_string(), agent.slug.clone(), job.created),
     };
-    let max_bytes = state.settings.raw.dispatch.max_response_bytes;
 
     // Wait for the first content chunk (keep-alives meanwhile); failures here fall back.
     loop {
@@ -327,7 +327,6 @@ async fn attempt(
             }
             Ok(Some(UpstreamEvent::Data(value))) => match classify_chunk(value, &mut delivered) {
                 Chunk::Forward(chunk) => {
-                    delivered.bytes += chunk.len();
                     if !sink.send(chunk).await {
                         return AttemptEnd::Streamed { ending: Ending::CallerGone, delivered };
                     }
@@ -361,16 +360,7 @@ async fn attempt(
             Ok(None) => Some(Ending::Cut("stream_ended_without_done".into())),
             Ok(Some(UpstreamEvent::Done)) => Some(Ending::Finished),
             Ok(Some(UpstreamEvent::Data(value))) => match classify_chunk(value, &mut delivered) {
-                Chunk::Forward(chunk) => {
-                    delivered.bytes += chunk.len();
-                    if delivered.bytes > max_bytes {
-                        Some(Ending::Cut("response_too_large".into()))
-                    } else if !sink.send(chunk).await {
-                        Some(Ending::CallerGone)
-                    } else {
-                        None
-                    }
-                }
+                Chunk::Forward(chunk) => (!sink.send(chunk).await).then_some(Ending::CallerGone),
                 Chunk::Skip => None,
                 Chunk::Error => Some(Ending::Cut("agent_error_event".into())),
                 Chunk::Invalid => Some(Ending::Cut("invalid_chunk".into())),
@@ -546,53 +536,80 @@ enum UpstreamEvent {
     Done,
 }
 
-/// Splits an upstream SSE body into `data:` payloads.
+/// The largest single event an agent may send: a chat chunk is a few hundred bytes.
+const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Reads an upstream SSE body as events, with every byte bounded: `sse_parse` scans each byte
+/// once (a line that never ends costs linear time, not a rescan per chunk) and holds at most
+/// `MAX_EVENT_BYTES` of one event; every byte read, comments and usage-only chunks included,
+/// counts against `max_bytes`; each read waits at most `idle`, and nothing past `deadline`.
 struct EventReader {
     response: reqwest::Response,
-    buffer: Vec<u8>,
+    parser: sse_parse::SseParser,
+    read: usize,
+    max_bytes: usize,
     idle: Duration,
+    deadline: tokio::time::Instant,
+    ended: bool,
 }
 
 impl EventReader {
-    /// The next data event; `Ok(None)` at the end of the body; `Err(code)` on a broken body.
+    fn new(
+        response: reqwest::Response,
+        max_bytes: usize,
+        idle: Duration,
+        deadline: tokio::time::Instant,
+    ) -> EventReader {
+        EventReader {
+            response,
+            parser: sse_parse::SseParser::new().max_buffer(MAX_EVENT_BYTES),
+            read: 0,
+            max_bytes,
+            idle,
+            deadline,
+            ended: false,
+        }
+    }
+
+    /// The next data event; `Ok(None)` at the end of the body; `Err(code)` on a broken,
+    /// oversized, idle or overdue body.
     async fn next_event(&mut self) -> Result<Option<UpstreamEvent>, String> {
         loop {
-            if let Some((end, len)) = find_event_end(&self.buffer) {
-                let raw: Vec<u8> = self.buffer.drain(..end + len).collect();
-                let text = String::from_utf8_lossy(&raw[..end]).into_owned();
-                let data: Vec<&str> = text
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(|payload| payload.strip_prefix(' ').unwrap_or(payload))
-                    .collect();
-                if data.is_empty() {
-                    continue; // a comment or another field
-                }
-                let payload = data.join("\n");
-                if payload.trim() == "[DONE]" {
+            if self.parser.overflows() > 0 {
+                return Err("event_too_large".into());
+            }
+            if let Some(event) = self.parser.next_event() {
+                if event.data.trim() == "[DONE]" {
                     return Ok(Some(UpstreamEvent::Done));
                 }
-                return match serde_json::from_str(&payload) {
+                return match serde_json::from_str(&event.data) {
                     Ok(value) => Ok(Some(UpstreamEvent::Data(value))),
                     Err(_) => Err("invalid_chunk".into()),
                 };
             }
-            match tokio::time::timeout(self.idle, self.response.chunk()).await {
+            if self.ended {
+                return Ok(None);
+            }
+            let wait =
+                self.idle.min(self.deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, self.response.chunk()).await {
+                Err(_) if tokio::time::Instant::now() >= self.deadline => {
+                    return Err("stream_deadline".into());
+                }
                 Err(_) => return Err("stream_idle_timeout".into()),
                 Ok(Err(_)) => return Err("stream_broken".into()),
-                Ok(Ok(None)) => return Ok(None),
-                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+                Ok(Ok(None)) => {
+                    self.parser.finish();
+                    self.ended = true;
+                }
+                Ok(Ok(Some(bytes))) => {
+                    self.read = self.read.saturating_add(bytes.len());
+                    if self.read > self.max_bytes {
+                        return Err("response_too_large".into());
+                    }
+                    self.parser.feed(&bytes);
+                }
             }
         }
-    }
-}
-
-/// Where the first event in `buffer` ends: (index of the blank line, its length).
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }

@@ -10,6 +10,7 @@ mod config;
 mod credits;
 mod egress;
 mod errors;
+mod hardening;
 mod health;
 mod helpers;
 mod jobs;

@@ -38,6 +38,9 @@ pub(crate) enum Behaviour {
     /// An SSE stream of these `data:` payloads as they are, then `data: [DONE]` if `done`;
     /// for upstreams as minimal as they come (no `created`, no `finish_reason`, no usage).
     Sse { events: Vec<String>, done: bool },
+    /// An SSE response that starts with `head` and then writes `unit` over and over, as fast
+    /// as the reader takes it, until the reader goes away: a malicious stream.
+    Flood { head: String, unit: String },
 }
 
 /// One request as the agent saw it.
@@ -122,6 +125,11 @@ async fn serve(
             stream(&mut socket, pieces, *first_after, *gap, *cut, *usage, &pieces_sent).await;
             return;
         }
+        if let Behaviour::Flood { head, unit } = &behaviour {
+            *last.lock().unwrap() = Some(request);
+            flood(&mut socket, head, unit, &pieces_sent).await;
+            return;
+        }
         if let Behaviour::Sse { events, done } = &behaviour {
             *last.lock().unwrap() = Some(request);
             sse(&mut socket, events, *done).await;
@@ -157,7 +165,9 @@ async fn serve(
                 http_response(200, "application/json", "{}", None)
             }
             Behaviour::Big(n) => http_response(200, "application/json", &"x".repeat(*n), None),
-            Behaviour::Stream { .. } | Behaviour::Sse { .. } => unreachable!("handled above"),
+            Behaviour::Stream { .. } | Behaviour::Sse { .. } | Behaviour::Flood { .. } => {
+                unreachable!("handled above")
+            }
         };
         *last.lock().unwrap() = Some(request);
         if socket.write_all(response.as_bytes()).await.is_err() {
@@ -216,6 +226,19 @@ async fn sse(socket: &mut TcpStream, events: &[String], done: bool) {
     }
     let _ = socket.write_all(body.as_bytes()).await;
     let _ = socket.shutdown().await;
+}
+
+async fn flood(socket: &mut TcpStream, head: &str, unit: &str, sent: &AtomicUsize) {
+    let start = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{head}"
+    );
+    if socket.write_all(start.as_bytes()).await.is_err() {
+        return;
+    }
+    let block = unit.repeat((64 * 1024 / unit.len().max(1)).max(1));
+    while socket.write_all(block.as_bytes()).await.is_ok() {
+        sent.fetch_add(block.len(), Ordering::SeqCst);
+    }
 }
 
 /// Reads one HTTP/1.1 request (head and `content-length` body).

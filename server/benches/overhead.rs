@@ -35,6 +35,8 @@ async fn main() {
         ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
         ("GAVEL__RATE_LIMIT__PER_SECOND", "1000000".to_owned()),
         ("GAVEL__RATE_LIMIT__BURST", "1000000".to_owned()),
+        ("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "1000000".to_owned()),
+        ("GAVEL__RATE_LIMIT__AUTH_BURST", "1000000".to_owned()),
         ("RUST_LOG", "warn,gavel=info".to_owned()),
     ];
     let mut gavel = Command::new(&bin)

@@ -173,11 +173,16 @@ pub struct RateLimitSettings {
     pub per_second: u32,
     /// Requests allowed in a burst above the sustained rate.
     pub burst: u32,
+    /// Sign-ups and log-ins per minute, per IP and (log-ins) per account: a budget of its own,
+    /// much tighter than the API's, because each one costs a password hash.
+    pub auth_per_minute: u32,
+    /// Sign-ups and log-ins allowed in a burst above `auth_per_minute`.
+    pub auth_burst: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> RateLimitSettings {
-        RateLimitSettings { per_second: 200, burst: 2000 }
+        RateLimitSettings { per_second: 200, burst: 2000, auth_per_minute: 30, auth_burst: 10 }
     }
 }
 

@@ -18,6 +18,31 @@ use redis::aio::ConnectionManager;
 use crate::configuration::RateLimitSettings;
 use crate::error::ApiError;
 
+/// A GCRA budget: one request per `interval` sustained, `burst` at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+impl Budget {
+    /// The API's budget per key.
+    pub fn api(settings: &RateLimitSettings) -> Budget {
+        Budget {
+            interval: Duration::from_secs(1) / settings.per_second.max(1),
+            burst: settings.burst,
+        }
+    }
+
+    /// The sign-up and log-in budget per IP and per account.
+    pub fn auth(settings: &RateLimitSettings) -> Budget {
+        Budget {
+            interval: Duration::from_secs(60) / settings.auth_per_minute.max(1),
+            burst: settings.auth_burst,
+        }
+    }
+}
+
 /// Where rate-limit state lives: a closed set, matched exhaustively.
 #[derive(Clone)]
 pub enum RateLimiter {
@@ -50,20 +75,35 @@ return 0
 ";
 
 impl RateLimiter {
+    /// The API's budget: `per_second` with `burst`.
     pub fn in_process(settings: &RateLimitSettings) -> RateLimiter {
-        let per_second = NonZeroU32::new(settings.per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_second(per_second).allow_burst(burst);
-        RateLimiter::InProcess { limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)) }
+        RateLimiter::in_process_with(Budget::api(settings))
     }
 
+    /// The API's budget, shared through Redis.
     pub fn redis(
         connection: ConnectionManager,
         key_prefix: &str,
         settings: &RateLimitSettings,
     ) -> RateLimiter {
-        let interval_us = 1_000_000 / u64::from(settings.per_second.max(1));
-        let tolerance_us = interval_us * u64::from(settings.burst.max(1));
+        RateLimiter::redis_with(connection, key_prefix, Budget::api(settings))
+    }
+
+    pub fn in_process_with(budget: Budget) -> RateLimiter {
+        let burst = NonZeroU32::new(budget.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(budget.interval)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        RateLimiter::InProcess { limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)) }
+    }
+
+    pub fn redis_with(
+        connection: ConnectionManager,
+        key_prefix: &str,
+        budget: Budget,
+    ) -> RateLimiter {
+        let interval_us = (budget.interval.as_micros() as u64).max(1);
+        let tolerance_us = interval_us * u64::from(budget.burst.max(1));
         RateLimiter::Redis {
             connection,
             script: Arc::new(Script::new(GCRA_SCRIPT)),

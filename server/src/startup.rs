@@ -18,12 +18,12 @@ use migrations::{Migrator, MigratorTrait};
 use rand::RngCore;
 use registry::DatabaseConnection;
 
-use crate::auth::JwtKeys;
+use crate::auth::{HashingPool, JwtKeys};
 use crate::configuration::ResolvedSettings;
 use crate::egress::{AgentClient, EgressPolicy, GuardedResolver, Lookup, SystemLookup};
 use crate::error::openai_error_shape;
 use crate::metrics;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{Budget, RateLimiter};
 use crate::routes;
 use crate::state::AppState;
 
@@ -77,21 +77,29 @@ impl Application {
             i64::try_from(ttl).context("auth.token_ttl_secs is too large")?,
         );
 
-        let (redis, rate_limiter) = match &settings.raw.redis.url {
+        let auth_budget = Budget::auth(&settings.raw.rate_limit);
+        let (redis, rate_limiter, auth_limiter) = match &settings.raw.redis.url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
                     .context("redis.url is not a valid Redis URL")?;
                 let connection = redis::aio::ConnectionManager::new(client)
                     .await
                     .with_context(|| "could not connect to Redis at redis.url")?;
-                let limiter = RateLimiter::redis(
+                let prefix = &settings.raw.redis.key_prefix;
+                let limiter =
+                    RateLimiter::redis(connection.clone(), prefix, &settings.raw.rate_limit);
+                let auth = RateLimiter::redis_with(
                     connection.clone(),
-                    &settings.raw.redis.key_prefix,
-                    &settings.raw.rate_limit,
+                    &format!("{prefix}auth:"),
+                    auth_budget,
                 );
-                (Some(connection), limiter)
+                (Some(connection), limiter, auth)
             }
-            None => (None, RateLimiter::in_process(&settings.raw.rate_limit)),
+            None => (
+                None,
+                RateLimiter::in_process(&settings.raw.rate_limit),
+                RateLimiter::in_process_with(auth_budget),
+            ),
         };
 
         let port = listener.local_addr()?.port();
@@ -108,6 +116,9 @@ impl Application {
             redis,
             jwt,
             rate_limiter,
+            auth_limiter,
+            HashingPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .context("could not start the password hashing threads")?,
             settings,
         ));
 
@@ -265,6 +276,7 @@ fn spawn_workers(state: web::Data<AppState>) {
                 Err(err) => tracing::warn!(error = %err, "abandoned-job sweep failed"),
             }
             state.rate_limiter.forget_idle();
+            state.auth_limiter.forget_idle();
         }
     });
 }

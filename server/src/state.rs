@@ -11,7 +11,7 @@ use registry::agents::AgentIndex;
 use registry::ledger::GrantPeriod;
 use registry::{DatabaseConnection, UserId};
 
-use crate::auth::JwtKeys;
+use crate::auth::{HashingPool, JwtKeys};
 use crate::configuration::ResolvedSettings;
 use tokio_util::task::TaskTracker;
 
@@ -36,6 +36,11 @@ pub struct AppState {
     pub redis: Option<ConnectionManager>,
     pub jwt: JwtKeys,
     pub rate_limiter: RateLimiter,
+    /// Sign-ups and log-ins: a tight budget per IP and per account, apart from the API's.
+    pub auth_limiter: RateLimiter,
+    /// Password hashes: one per core at a time on threads of their own; the rest wait briefly
+    /// or are shed.
+    pub hashing: HashingPool,
     pub settings: ResolvedSettings,
     pub metrics: Metrics,
     /// Users whose grant for the current month is known to be in. A cache only: the ledger's
@@ -48,6 +53,7 @@ pub struct AppState {
 }
 
 impl AppState {
+    #[expect(clippy::too_many_arguments, reason = "built once, in startup, from its parts")]
     pub fn new(
         db: DatabaseConnection,
         job_writer: JobWriter,
@@ -55,6 +61,8 @@ impl AppState {
         redis: Option<ConnectionManager>,
         jwt: JwtKeys,
         rate_limiter: RateLimiter,
+        auth_limiter: RateLimiter,
+        hashing: HashingPool,
         settings: ResolvedSettings,
     ) -> AppState {
         AppState {
@@ -70,6 +78,8 @@ impl AppState {
             redis,
             jwt,
             rate_limiter,
+            auth_limiter,
+            hashing,
             settings,
             metrics: Metrics::new(),
             granted: Mutex::new(HashMap::new()),

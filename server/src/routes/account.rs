@@ -32,15 +32,13 @@ pub(crate) async fn signup(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    limit_by_peer(&req, &state).await?;
+    state.auth_limiter.check(&peer_key(&req)).await?;
     let body: SignupBody = parse_body(body.into_inner())?;
     let email = Email::parse(&body.email)?;
     let password = Password::parse(body.password)?;
     let handle = body.handle.as_deref().map(Handle::parse).transpose()?;
 
-    let password_hash = web::block(move || registry::hash_password(&password))
-        .await
-        .map_err(ApiError::internal)??;
+    let password_hash = state.hashing.run(move || registry::hash_password(&password)).await??;
     let now = state.now();
     let new_user = NewUser { email, handle, password_hash };
     let user = registry::create_user(&state.db, new_user, Uuid::now_v7(), now).await?;
@@ -61,17 +59,23 @@ pub(crate) async fn login(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    limit_by_peer(&req, &state).await?;
+    state.auth_limiter.check(&peer_key(&req)).await?;
     let body: LoginBody = parse_body(body.into_inner())?;
-    let credentials = match Email::parse(&body.email) {
-        Ok(email) => registry::find_credentials_by_email(&state.db, &email).await?,
-        Err(_) => None,
+    let email = Email::parse(&body.email).ok();
+    if let Some(email) = &email {
+        // Per account too, so guesses spread over many addresses still meet a limit on each.
+        state.auth_limiter.check(&format!("account:{}", email.as_str())).await?;
+    }
+    let credentials = match &email {
+        Some(email) => registry::find_credentials_by_email(&state.db, email).await?,
+        None => None,
     };
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let password = body.password;
-    let verified = web::block(move || registry::verify_password(&password, stored_hash.as_deref()))
-        .await
-        .map_err(ApiError::internal)?;
+    let verified = state
+        .hashing
+        .run(move || registry::verify_password(&password, stored_hash.as_deref()))
+        .await?;
     let user = match (verified, credentials) {
         (true, Some(credentials)) => credentials.user,
         _ => return Err(ApiError::InvalidLogin),
@@ -100,10 +104,4 @@ pub(crate) async fn me(
         "held": balance.held.to_string(),
         "available": balance.available.to_string(),
     })))
-}
-
-/// Sign-up and login are unauthenticated, so their budget is per client address; this slows
-/// password guessing without touching authenticated traffic.
-async fn limit_by_peer(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    state.rate_limiter.check(&peer_key(req)).await
 }

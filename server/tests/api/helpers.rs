@@ -77,6 +77,9 @@ async fn spawn(
     settings.server.data_dir = data_dir.path().to_path_buf();
     settings.server.workers = 2;
     settings.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+    // Tests sign up many users from one address; the tight default has a test of its own.
+    settings.rate_limit.auth_per_minute = 600_000;
+    settings.rate_limit.auth_burst = 10_000;
     if let Some(pg) = &postgres {
         settings.database.url = Some(pg.url.clone());
     }

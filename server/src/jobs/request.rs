@@ -72,6 +72,8 @@ pub struct JobRequest {
     pub top_k: usize,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The most output tokens an agent may bill: the caller's `max_tokens`, else the ceiling.
+    pub max_output_tokens: u64,
     pub payload: Payload,
     /// Relay the answer as server-sent events.
     pub stream: bool,
@@ -166,7 +168,9 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
     };
     let provider: ProviderBody = take_object(&mut body, "provider")?;
     let auction: AuctionBody = take_object(&mut body, "auction")?;
-    let output_tokens = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
+    let asked_tokens = body.get("max_completion_tokens").or_else(|| body.get("max_tokens"));
+    let max_output_tokens = asked_tokens.and_then(Value::as_u64).unwrap_or(MAX_TOKENS_CEILING);
+    let output_tokens = match asked_tokens {
         None | Some(Value::Null) => DEFAULT_OUTPUT_TOKENS,
         Some(value) => {
             value.as_u64().filter(|n| (1..=MAX_TOKENS_CEILING).contains(n)).ok_or_else(|| {
@@ -209,6 +213,7 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
     )?;
     job.stream = stream;
     job.include_usage = include_usage;
+    job.max_output_tokens = max_output_tokens.min(MAX_TOKENS_CEILING);
     Ok(job)
 }
 
@@ -343,6 +348,7 @@ fn build(
         payload,
         stream: false,
         include_usage: false,
+        max_output_tokens: MAX_TOKENS_CEILING,
     })
 }
 
@@ -369,6 +375,17 @@ fn price(field: &'static str, value: Option<Value>) -> Result<Option<MicroCredit
         return Err(ApiError::validation(field, "must not be negative"));
     }
     Ok(Some(amount))
+}
+
+impl JobRequest {
+    /// The usage Gavel settles on and shows: what the agent reported, clamped to what the job
+    /// could have used (completion to `max_tokens`, prompt to twice the estimate plus a margin,
+    /// since real tokenizers run from about two to six characters a token). An agent cannot
+    /// inflate its bill by reporting more.
+    pub fn validated_usage(&self, reported: (u64, u64)) -> (u64, u64) {
+        let prompt_bound = self.input_tokens.saturating_mul(2).saturating_add(64);
+        (reported.0.min(prompt_bound), reported.1.min(self.max_output_tokens))
+    }
 }
 
 /// About four characters per token: what the auction ranks token prices on. Settlement uses

@@ -424,6 +424,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             started_at,
         });
         if let Delivery::Delivered { output, usage } = delivery {
+            let usage = usage.map(|reported| job.request.validated_usage(reported));
             let agent_cost = delivered_cost(&job, agent, ranked, usage);
             let outcome = JobOutcome {
                 status: JobStatus::Delivered,
@@ -481,8 +482,9 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     Err(ApiError::UpstreamFailed { message, attempts: summary })
 }
 
-/// What the caller pays an agent that delivered: its price, scaled by the usage it reported
-/// against the sheet's estimate (`settle_on_usage`), never above the hold less the call fee. A
+/// What the caller pays an agent that delivered: its price, scaled by the (validated) usage it
+/// reported against the sheet's estimate (`settle_on_usage`), never above its own price for
+/// this job: the hold covers the dearest rank, but no agent is paid another rank's price. A
 /// flat-priced sheet costs the same at any usage, so its scaling is exactly 1.
 pub(crate) fn delivered_cost(
     job: &HeldJob,
@@ -490,7 +492,7 @@ pub(crate) fn delivered_cost(
     ranked: &Ranked,
     usage: Option<(u64, u64)>,
 ) -> MicroCredits {
-    let cap = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
+    let cap = serving_cap(job, ranked);
     match usage {
         Some((prompt, completion)) => {
             let actual =
@@ -499,6 +501,13 @@ pub(crate) fn delivered_cost(
         }
         None => ranked.price.min(cap),
     }
+}
+
+/// The most a job served by `ranked` may cost the caller before fees: that rank's own price,
+/// within what the hold covers.
+pub(crate) fn serving_cap(job: &HeldJob, ranked: &Ranked) -> MicroCredits {
+    let held = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
+    ranked.price.min(held)
 }
 
 /// The attempts as the 502 body lists them.

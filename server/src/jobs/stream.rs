@@ -42,7 +42,7 @@ use crate::jobs::chat_shape::ChunkShaper;
 use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
 use crate::jobs::service::{
     Conclusion, HeldJob, attempts_summary, conclude, delivered_cost, failed_outcome,
-    failure_message, reputation_update,
+    failure_message, reputation_update, serving_cap,
 };
 use crate::state::AppState;
 
@@ -386,10 +386,11 @@ struct Finished<'a> {
 /// Settles and records the job, then sends the closing chunks.
 async fn finish(state: &AppState, job: &HeldJob, done: Finished<'_>, sink: &mut Sink) {
     let Finished { ranked, agent, ending, delivered, latency_ms, attempts, reputation } = done;
-    let prompt = delivered.usage.map_or(job.request.input_tokens, |u| u.0);
-    let completion =
-        delivered.usage.map_or_else(|| (delivered.content.len() as u64).div_ceil(4), |u| u.1);
-    let cap = job.hold_amount.checked_sub(job.call_fee).unwrap_or(MicroCredits::ZERO);
+    let reported = delivered.usage.unwrap_or_else(|| {
+        (job.request.input_tokens, (delivered.content.len() as u64).div_ceil(4))
+    });
+    let (prompt, completion) = job.request.validated_usage(reported);
+    let cap = serving_cap(job, ranked);
     let (agent_cost, call_fee, win_fee) = match ending {
         // A cut stream: the per-token price of what was delivered, nothing else.
         Ending::Cut(_) => {

@@ -222,12 +222,20 @@ fn chat_json(result: &JobResult) -> Value {
     body.insert("id".into(), json!(result.job_id.to_string()));
     body.insert("model".into(), json!(delivered.agent.slug));
     chat_shape::shape_completion(&mut body, result.created);
-    let usage = body.entry("usage").or_insert_with(|| json!({}));
-    if !usage.is_object() {
-        *usage = json!({});
-    }
-    // OpenAI-shaped clients (litellm, OpenRouter's convention) read `usage.cost` as a number.
-    usage["cost"] = json!(result.total_cost.as_credits_f64());
+    // The caller sees the usage Gavel settled on (validated, clamped), never the agent's raw
+    // numbers; OpenAI-shaped clients (litellm, OpenRouter's convention) read `usage.cost` as a
+    // number.
+    let cost = result.total_cost.as_credits_f64();
+    let usage = match delivered.usage {
+        Some((prompt, completion)) => json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt.saturating_add(completion),
+            "cost": cost,
+        }),
+        None => json!({"cost": cost}),
+    };
+    body.insert("usage".into(), usage);
     body.insert("auction".into(), auction_summary(result));
     Value::Object(body)
 }

@@ -198,3 +198,40 @@ fn password_hashing_is_bounded_to_the_cores() {
         peak_kib / 1024
     );
 }
+
+/// Finding 6: an agent reporting 10^12 completion tokens for `max_tokens: 100` is settled on
+/// at most 100, at its own price (never the dearer fallback's the hold covers), and the caller
+/// sees the validated usage.
+#[tokio::test]
+async fn reported_usage_is_clamped_and_settled_at_the_agents_own_price() {
+    let app = app().await;
+    let caller = app.signup().await;
+    // One owner: the greedy agent is paid its own bid, and the dear one stands by as its
+    // fallback, so the caller's hold covers the dear one's price too.
+    let owner = app.signup().await;
+    let greedy = TestAgent::start(Behaviour::Chat {
+        content: "short".into(),
+        prompt_tokens: 1_000_000_000_000,
+        completion_tokens: 1_000_000_000_000,
+    })
+    .await;
+    let priced = |per_million: &str| json!({"pricing": {"per_call": "0", "per_million_output_tokens": per_million}});
+    // 100 output tokens at 5,000 credits a million: 0.5. The dear agent would cost 5.
+    chat_agent(&app, &owner, "greedy", &greedy, "0", priced("5000")).await;
+    let dear = TestAgent::start(Behaviour::Chat {
+        content: "x".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    chat_agent(&app, &owner, "dear", &dear, "0", priced("50000")).await;
+    let body = json!({"model": "auction", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], "auction": {"objective": "cost"}});
+    let response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert_eq!(body["usage"]["completion_tokens"], 100, "{body}");
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() < 1000, "{body}");
+    assert_eq!(body["auction"]["clearing_price"], "0.5", "{body}");
+    assert_eq!(body["usage"]["cost"], 1.5, "its own price and the fee, not the hold's 6: {body}");
+    assert_eq!(app.credits(&caller).await, ("98.5".into(), "0".into()));
+}

@@ -60,6 +60,10 @@ pub enum ApiError {
     /// Every agent tried failed; `attempts` lists them.
     #[error("{message}")]
     UpstreamFailed { message: String, attempts: serde_json::Value },
+    /// Every agent tried rejected the request itself (400, 413, 415, 422): the input is at
+    /// fault, and no agent's record takes the blame.
+    #[error("every agent rejected the request as invalid: {message}")]
+    RejectedByAgents { message: String, attempts: serde_json::Value },
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("a dependency is unavailable: {0}")]
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::NoEligibleAgent { .. } => "no_eligible_agent",
             ApiError::UpstreamFailed { .. } => "all_agents_failed",
+            ApiError::RejectedByAgents { .. } => "rejected_by_agents",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -112,9 +117,9 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::UpstreamFailed { .. } => {
                 "server_error"
             }
-            ApiError::NoEligibleAgent { .. } | ApiError::ModelNotFound { .. } => {
-                "invalid_request_error"
-            }
+            ApiError::NoEligibleAgent { .. }
+            | ApiError::ModelNotFound { .. }
+            | ApiError::RejectedByAgents { .. } => "invalid_request_error",
             ApiError::MalformedJson(_)
             | ApiError::BadRequest(_)
             | ApiError::UnsupportedMediaType(_)
@@ -146,7 +151,9 @@ impl ApiError {
             "param": self.param(),
             "code": self.code(),
         }});
-        if let ApiError::UpstreamFailed { attempts, .. } = self {
+        if let ApiError::UpstreamFailed { attempts, .. }
+        | ApiError::RejectedByAgents { attempts, .. } = self
+        {
             body["error"]["attempts"] = attempts.clone();
         }
         body
@@ -157,7 +164,9 @@ impl ApiError {
         if let Some(field) = self.param() {
             error["field"] = json!(field);
         }
-        if let ApiError::UpstreamFailed { attempts, .. } = self {
+        if let ApiError::UpstreamFailed { attempts, .. }
+        | ApiError::RejectedByAgents { attempts, .. } = self
+        {
             error["attempts"] = attempts.clone();
         }
         json!({ "error": error })
@@ -181,6 +190,7 @@ impl ResponseError for ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::NoEligibleAgent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::RejectedByAgents { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -14,6 +14,39 @@ use crate::routes::{decimal_text, parse_body};
 pub const MAX_TOKENS_CEILING: u64 = 1_000_000;
 /// Expected output tokens when the caller gives no `max_tokens`.
 pub const DEFAULT_OUTPUT_TOKENS: u64 = 1024;
+/// Most messages in one chat request.
+const MAX_MESSAGES: usize = 2_048;
+
+/// One chat message, as OpenAI accepts it: an object with a known `role` and a `content` that
+/// is a string, an array of parts, or null (an assistant's tool call). A malformed message is
+/// refused here, naming it, rather than sent to an agent that would refuse it.
+fn check_message(idx: usize, message: &Value) -> Result<(), ApiError> {
+    let field = |name: &str| format!("messages[{idx}]{name}");
+    let Value::Object(message) = message else {
+        return Err(ApiError::validation(field(""), "must be an object with `role` and `content`"));
+    };
+    match message.get("role").and_then(Value::as_str) {
+        Some("system" | "developer" | "user" | "assistant" | "tool" | "function") => {}
+        Some(other) => {
+            return Err(ApiError::validation(
+                field(".role"),
+                format!(
+                    "`{}` is not one of: system, developer, user, assistant, tool, function",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        None => return Err(ApiError::validation(field(".role"), "is required, a string")),
+    }
+    match message.get("content") {
+        Some(Value::String(_) | Value::Array(_) | Value::Null) | None => Ok(()),
+        Some(_) => Err(ApiError::validation(
+            field(".content"),
+            "must be a string, an array of content parts, or null",
+        )),
+    }
+}
+
 /// Largest `top_k` for recommendations.
 const MAX_TOP_K: usize = 50;
 
@@ -139,8 +172,17 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
         }
     };
     match body.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => {}
-        _ => return Err(ApiError::validation("messages", "must be a non-empty array")),
+        Some(Value::Array(messages)) if !messages.is_empty() && messages.len() <= MAX_MESSAGES => {
+            for (idx, message) in messages.iter().enumerate() {
+                check_message(idx, message)?;
+            }
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "messages",
+                format!("must be a non-empty array of at most {MAX_MESSAGES} messages"),
+            ));
+        }
     }
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,

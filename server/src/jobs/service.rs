@@ -393,6 +393,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     };
     let mut attempts = Vec::new();
     let mut reputation = Vec::new();
+    let mut verdicts = Verdicts::default();
     for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = job.agents.get(&agent_id) else { continue };
@@ -406,12 +407,15 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
                 (*outcome, *http_status, Some(code.clone()))
             }
         };
-        state.breakers.record(
+        verdicts.attempted(
+            state,
+            &job,
             agent_id,
-            outcome == AttemptOutcome::Success,
-            std::time::Instant::now(),
+            outcome,
+            http_status,
+            latency_ms,
+            &mut reputation,
         );
-        reputation.push(reputation_update(state, &job, agent_id, outcome, latency_ms));
         attempts.push(Attempt {
             rank: ranked.rank as u32,
             agent_id,
@@ -424,6 +428,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
             started_at,
         });
         if let Delivery::Delivered { output, usage } = delivery {
+            verdicts.someone_delivered(state, &job, &mut reputation);
             let usage = usage.map(|reported| job.request.validated_usage(reported));
             let agent_cost = delivered_cost(&job, agent, ranked, usage);
             let outcome = JobOutcome {
@@ -471,6 +476,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     // Nobody delivered: nothing is charged.
     let summary = attempts_summary(&attempts);
     let message = failure_message(&attempts);
+    let rejected = verdicts.nobody_delivered(state, &job, &mut reputation);
     let release = if job.hold_amount > MicroCredits::ZERO {
         Conclusion::Release
     } else {
@@ -479,7 +485,80 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
     conclude(state, job.job_id, failed_outcome(state, &message, attempts), release, reputation)
         .await?;
     state.metrics.job_finished(job.request.kind.as_str(), "all_failed");
+    if rejected {
+        return Err(ApiError::RejectedByAgents { message, attempts: summary });
+    }
     Err(ApiError::UpstreamFailed { message, attempts: summary })
+}
+
+/// Whether an agent's answer says the *request* was bad (400, 413, 415, 422) rather than the
+/// agent: such a failure may be the caller's doing.
+fn rejects_input(http_status: Option<u16>) -> bool {
+    matches!(http_status, Some(400 | 413 | 415 | 422))
+}
+
+/// Who takes the blame for failed attempts. A failure that rejects the input is held back:
+/// if another agent delivers the same input, the rejecting one was at fault and its breaker
+/// and reputation take it; if every agent rejected it, the input was the caller's fault and no
+/// agent pays for it. So no caller can knock an agent out with bad requests.
+#[derive(Default)]
+pub(crate) struct Verdicts {
+    held: Vec<(Uuid, AttemptOutcome, u64)>,
+    others: usize,
+}
+
+impl Verdicts {
+    /// Records one attempt's outcome, or holds it back when it rejected the input.
+    #[expect(clippy::too_many_arguments, reason = "one attempt's facts, passed as they are")]
+    pub(crate) fn attempted(
+        &mut self,
+        state: &AppState,
+        job: &HeldJob,
+        agent: Uuid,
+        outcome: AttemptOutcome,
+        http_status: Option<u16>,
+        latency_ms: u64,
+        reputation: &mut Vec<ReputationUpdate>,
+    ) {
+        if outcome != AttemptOutcome::Success && rejects_input(http_status) {
+            self.held.push((agent, outcome, latency_ms));
+            return;
+        }
+        if outcome != AttemptOutcome::Success {
+            self.others += 1;
+        }
+        state.breakers.record(agent, outcome == AttemptOutcome::Success, std::time::Instant::now());
+        reputation.push(reputation_update(state, job, agent, outcome, latency_ms));
+    }
+
+    /// Another agent took the same input: the rejections were the agents' fault.
+    pub(crate) fn someone_delivered(
+        &mut self,
+        state: &AppState,
+        job: &HeldJob,
+        reputation: &mut Vec<ReputationUpdate>,
+    ) {
+        for (agent, outcome, latency_ms) in self.held.drain(..) {
+            state.breakers.record(agent, false, std::time::Instant::now());
+            reputation.push(reputation_update(state, job, agent, outcome, latency_ms));
+        }
+    }
+
+    /// Nobody delivered. Returns whether every attempt rejected the input (the caller's fault:
+    /// nobody is blamed); otherwise the held rejections count like any failure.
+    pub(crate) fn nobody_delivered(
+        &mut self,
+        state: &AppState,
+        job: &HeldJob,
+        reputation: &mut Vec<ReputationUpdate>,
+    ) -> bool {
+        if self.others == 0 && !self.held.is_empty() {
+            self.held.clear();
+            return true;
+        }
+        self.someone_delivered(state, job, reputation);
+        false
+    }
 }
 
 /// What the caller pays an agent that delivered: its price, scaled by the (validated) usage it

@@ -41,7 +41,7 @@ use crate::error::ApiError;
 use crate::jobs::chat_shape::ChunkShaper;
 use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
 use crate::jobs::service::{
-    Conclusion, HeldJob, attempts_summary, conclude, delivered_cost, failed_outcome,
+    Conclusion, HeldJob, Verdicts, attempts_summary, conclude, delivered_cost, failed_outcome,
     failure_message, reputation_update, serving_cap,
 };
 use crate::state::AppState;
@@ -146,6 +146,7 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
     let default_timeout = Duration::from_millis(state.settings.raw.dispatch.timeout_ms);
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut reputation: Vec<ReputationUpdate> = Vec::new();
+    let mut verdicts = Verdicts::default();
     for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = job.agents.get(&agent_id).cloned() else { continue };
@@ -175,8 +176,16 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
             };
         match end {
             AttemptEnd::Failed(outcome, http_status, code) => {
-                state.breakers.record(agent_id, false, Instant::now());
-                reputation.push(reputation_update(&state, &job, agent_id, outcome, latency_ms));
+                let update = &mut reputation;
+                verdicts.attempted(
+                    &state,
+                    &job,
+                    agent_id,
+                    outcome,
+                    http_status,
+                    latency_ms,
+                    update,
+                );
                 attempts.push(record(outcome, http_status, Some(code)));
             }
             AttemptEnd::CallerGone => {
@@ -190,6 +199,7 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
                 return;
             }
             AttemptEnd::Streamed { ending, delivered } => {
+                verdicts.someone_delivered(&state, &job, &mut reputation);
                 let outcome = match ending {
                     Ending::Finished => AttemptOutcome::Success,
                     Ending::Cut(_) => AttemptOutcome::Error,
@@ -227,9 +237,15 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
     // Nobody delivered: nothing is charged.
     let message = failure_message(&attempts);
     let summary = attempts_summary(&attempts);
+    let rejected = verdicts.nobody_delivered(&state, &job, &mut reputation);
     abandon(&state, &job, &message, attempts, reputation).await;
     state.metrics.job_finished("chat", "all_failed");
-    sink.fail(ApiError::UpstreamFailed { message, attempts: summary }).await;
+    let error = if rejected {
+        ApiError::RejectedByAgents { message, attempts: summary }
+    } else {
+        ApiError::UpstreamFailed { message, attempts: summary }
+    };
+    sink.fail(error).await;
 }
 
 /// Releases the hold and records the job as failed, with the reputation of those tried.

@@ -235,3 +235,65 @@ async fn reported_usage_is_clamped_and_settled_at_the_agents_own_price() {
     assert_eq!(body["usage"]["cost"], 1.5, "its own price and the fee, not the hold's 6: {body}");
     assert_eq!(app.credits(&caller).await, ("98.5".into(), "0".into()));
 }
+
+/// Finding 4: a malformed message is refused naming it, before any agent sees it; and a request
+/// every agent rejects as invalid is the caller's fault, so no caller can open an agent's
+/// breaker or cut its reputation with bad requests. A rejection that another agent does not
+/// share is the agent's fault and counts.
+#[tokio::test]
+async fn callers_cannot_knock_agents_out_with_bad_requests() {
+    let app = app().await;
+    let caller = app.signup().await;
+    let (picky_owner, other_owner) = (app.signup().await, app.signup().await);
+    let picky =
+        TestAgent::start(Behaviour::Json(400, r#"{"error":{"message":"bad request"}}"#.into()))
+            .await;
+    let (picky_slug, picky_id) =
+        chat_agent(&app, &picky_owner, "picky", &picky, "1", json!({})).await;
+    let also =
+        TestAgent::start(Behaviour::Json(422, r#"{"error":{"message":"invalid"}}"#.into())).await;
+    chat_agent(&app, &other_owner, "also-picky", &also, "1.5", json!({})).await;
+
+    let malformed = json!({"model": "auction", "messages": [1]});
+    for _ in 0..6 {
+        let response = app.post_json("/v1/chat/completions", &malformed, Some(&caller.token)).await;
+        assert_eq!(response.status(), 422);
+        assert_eq!(json_body(response).await["error"]["param"], "messages[0]");
+    }
+    let bad_role = json!({"model": "auction", "messages": [{"role": "wizard", "content": "hi"}]});
+    let response = app.post_json("/v1/chat/completions", &bad_role, Some(&caller.token)).await;
+    assert_eq!(json_body(response).await["error"]["param"], "messages[0].role");
+    assert_eq!(picky.requests() + also.requests(), 0, "no agent saw a malformed message");
+
+    // Well-formed, but every agent rejects it: 422 to the caller, no agent blamed.
+    let ask = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}], "auction": {"objective": "cost"}});
+    for _ in 0..6 {
+        let response = app.post_json("/v1/chat/completions", &ask, Some(&caller.token)).await;
+        assert_eq!(response.status(), 422);
+        assert_eq!(json_body(response).await["error"]["code"], "rejected_by_agents");
+    }
+    assert_eq!(picky.requests(), 6, "six tries, and its breaker (five failures) never opened");
+    let agent =
+        json_body(app.get(&format!("/api/agents/{picky_id}"), Some(&picky_owner.token)).await)
+            .await;
+    assert_eq!(agent["reputation"]["errors"], 0, "{agent}");
+    assert_eq!(app.credits(&caller).await, ("100".into(), "0".into()), "nothing charged");
+
+    // Once another agent takes the same input, the rejection is the picky agent's fault.
+    let good = TestAgent::start(Behaviour::Chat {
+        content: "fine".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let good_owner = app.signup().await;
+    chat_agent(&app, &good_owner, "good", &good, "2", json!({})).await;
+    let response = app.post_json("/v1/chat/completions", &ask, Some(&caller.token)).await;
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert_ne!(body["model"], picky_slug.as_str());
+    let agent =
+        json_body(app.get(&format!("/api/agents/{picky_id}"), Some(&picky_owner.token)).await)
+            .await;
+    assert_eq!(agent["reputation"]["errors"], 1, "{agent}");
+}

@@ -58,6 +58,15 @@ fn basis_json(basis: &PriceBasis, slugs: &Slugs<'_>) -> Value {
     }
 }
 
+/// Candidates recorded in full, ranked and excluded each: enough for any fallback chain and
+/// any explanation; the rest are counted.
+const MAX_RECORDED: usize = 100;
+
+/// An exclusion's detail, at most 300 characters.
+fn short(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
 fn micros(value: i64) -> String {
     auction_engine::MicroCredits::from_micros(value).to_string()
 }
@@ -105,21 +114,31 @@ pub fn audit_json(
     let input: &AuctionInput = &record.input;
     let outcome = &record.outcome;
     let slugs: Slugs<'_> = outcome.ranking.iter().map(|r| (r.agent_id, r.slug.as_ref())).collect();
+    // A stored record has a bounded size whatever the market's: the first ranks in full (the
+    // fallbacks that could serve), the first exclusions in full, the rest counted by reason.
     let mut candidates: Vec<Value> = outcome
         .ranking
         .iter()
+        .take(MAX_RECORDED)
         .map(|ranked| ranked_json(ranked, agents.get(&Uuid::from_u128(ranked.agent_id.0)), &slugs))
         .collect();
-    candidates.extend(outcome.exclusions.iter().map(|excluded| {
+    candidates.extend(outcome.exclusions.iter().take(MAX_RECORDED).map(|excluded| {
         json!({
             "agent_id": Uuid::from_u128(excluded.agent_id.0),
             "slug": excluded.slug.as_ref(),
             "owner_id": Uuid::from_u128(excluded.owner_id.0),
             "status": "excluded",
             "reason": excluded.reason.code(),
-            "detail": excluded.reason.describe(),
+            "detail": short(&excluded.reason.describe()),
         })
     }));
+    let mut omitted: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    if outcome.ranking.len() > MAX_RECORDED {
+        omitted.insert("ranked", outcome.ranking.len() - MAX_RECORDED);
+    }
+    for excluded in outcome.exclusions.iter().skip(MAX_RECORDED) {
+        *omitted.entry(excluded.reason.code()).or_default() += 1;
+    }
     let constraints = &input.constraints;
     let params = &input.parameters;
     json!({
@@ -161,6 +180,7 @@ pub fn audit_json(
             },
         },
         "candidates": candidates,
+        "omitted_candidates": omitted,
         "outcome": {
             "winner": outcome.winner().map(|w| w.slug.as_ref()),
             "clearing_price": outcome.winner().map(|w| w.price.to_string()),
@@ -172,4 +192,58 @@ pub fn audit_json(
             "explanation": record.explain(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auction_engine::{
+        AgentId, AgentStatus, Candidate, Constraints, Job, MicroCredits, OwnerId, Parameters,
+        PriceSheet, ReputationStats,
+    };
+
+    #[test]
+    fn a_record_stays_bounded_however_large_the_market() {
+        let candidates = (0..250_u128)
+            .map(|i| Candidate {
+                agent_id: AgentId(i + 1),
+                owner_id: OwnerId(i + 1),
+                slug: format!("owner{i}/agent").into(),
+                categories: vec!["chat".into()],
+                features: vec![],
+                regions: vec![],
+                max_latency_ms: None,
+                context_length: None,
+                sheet: PriceSheet {
+                    per_call: MicroCredits::from_micros(1_000 * i as i64),
+                    ..PriceSheet::default()
+                },
+                live_bid: None,
+                reputation: ReputationStats::default(),
+                // Every other one paused: 125 ranked, 125 excluded.
+                status: if i % 2 == 0 { AgentStatus::Active } else { AgentStatus::Paused },
+                owner_can_pay_win_fee: true,
+            })
+            .collect();
+        let input = AuctionInput {
+            nonce: 1,
+            seed: 2,
+            now_ms: 1_800_000_000_000,
+            job: Job {
+                category: "chat".into(),
+                input_tokens: 0,
+                output_tokens: 0,
+                required_features: vec![],
+            },
+            constraints: Constraints::default(),
+            candidates,
+            retired: vec![],
+            parameters: Parameters::default(),
+        };
+        let record = AuditRecord::new(input);
+        let json = audit_json(Uuid::nil(), Uuid::nil(), &record, &HashMap::new());
+        assert_eq!(json["candidates"].as_array().unwrap().len(), 200);
+        assert_eq!(json["omitted_candidates"], json!({"ranked": 25, "paused": 25}));
+        assert!(json.to_string().len() < 400_000, "{} bytes", json.to_string().len());
+    }
 }

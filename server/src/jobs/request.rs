@@ -14,6 +14,30 @@ use crate::routes::{decimal_text, parse_body};
 pub const MAX_TOKENS_CEILING: u64 = 1_000_000;
 /// Expected output tokens when the caller gives no `max_tokens`.
 pub const DEFAULT_OUTPUT_TOKENS: u64 = 1024;
+/// Most agents a caller may name in `models` or a `provider` list.
+const MAX_NAMED_AGENTS: usize = 100;
+/// Longest agent slug a caller may name (`handle/name`).
+const MAX_NAME_LEN: usize = 200;
+/// Most features or regions a caller may require.
+const MAX_TAGS: usize = 32;
+/// Longest feature or region name.
+const MAX_TAG_LEN: usize = 64;
+
+/// Every list a caller sends is capped, and every string in it: a request is a few kilobytes
+/// of intent, and what it names ends up in the auction's record.
+fn bounded(field: &str, list: &[String], most: usize, longest: usize) -> Result<(), ApiError> {
+    if list.len() > most {
+        return Err(ApiError::validation(field, format!("may hold at most {most} entries")));
+    }
+    if let Some(idx) = list.iter().position(|item| item.is_empty() || item.len() > longest) {
+        return Err(ApiError::validation(
+            format!("{field}[{idx}]"),
+            format!("must be 1 to {longest} characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// Most messages in one chat request.
 const MAX_MESSAGES: usize = 2_048;
 
@@ -208,6 +232,7 @@ pub fn parse_chat(mut body: Map<String, Value>) -> Result<JobRequest, ApiError> 
         Some(value) => parse_body::<Vec<String>>(value)
             .map_err(|_| ApiError::validation("models", "must be a list of agent slugs"))?,
     };
+    bounded("models", &fallbacks, MAX_NAMED_AGENTS, MAX_NAME_LEN)?;
     let provider: ProviderBody = take_object(&mut body, "provider")?;
     let auction: AuctionBody = take_object(&mut body, "auction")?;
     let asked_tokens = body.get("max_completion_tokens").or_else(|| body.get("max_tokens"));
@@ -365,9 +390,17 @@ fn build(
     if let Target::Direct(slugs) = &target {
         only.extend(slugs.iter().cloned());
     }
-    if only.len() > 100 || provider.ignore.as_ref().is_some_and(|list| list.len() > 100) {
-        return Err(ApiError::validation("provider", "lists may name at most 100 agents"));
+    bounded("provider.only", &only, MAX_NAMED_AGENTS, MAX_NAME_LEN)?;
+    let ignore = provider.ignore.unwrap_or_default();
+    bounded("provider.ignore", &ignore, MAX_NAMED_AGENTS, MAX_NAME_LEN)?;
+    if let Routing::Order(order) = &routing {
+        let field = if matches!(target, Target::Direct(_)) { "models" } else { "provider.order" };
+        bounded(field, order, MAX_NAMED_AGENTS, MAX_NAME_LEN)?;
     }
+    let regions = require.regions.unwrap_or_default();
+    bounded("auction.require.regions", &regions, MAX_TAGS, MAX_TAG_LEN)?;
+    let required_features = require.features.unwrap_or_default();
+    bounded("auction.require.features", &required_features, MAX_TAGS, MAX_TAG_LEN)?;
     Ok(JobRequest {
         kind,
         category,
@@ -378,9 +411,9 @@ fn build(
         routing,
         allow_fallbacks: provider.allow_fallbacks.unwrap_or(true),
         only,
-        ignore: provider.ignore.unwrap_or_default(),
-        regions: require.regions.unwrap_or_default(),
-        required_features: require.features.unwrap_or_default(),
+        ignore,
+        regions,
+        required_features,
         max_latency_ms: require.max_latency_ms,
         min_reputation: require.min_reputation,
         mode,

@@ -297,3 +297,53 @@ async fn callers_cannot_knock_agents_out_with_bad_requests() {
             .await;
     assert_eq!(agent["reputation"]["errors"], 1, "{agent}");
 }
+
+/// Finding 5: every list and string of a request is capped, so a free request cannot write a
+/// huge record: 300,000 required features are refused up front, naming the field, and nothing
+/// is recorded or charged.
+#[tokio::test]
+async fn oversized_lists_are_refused_before_anything_is_recorded() {
+    let app = app().await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "x".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    chat_agent(&app, &owner, "any", &agent, "1", json!({})).await;
+    let features: Vec<String> = (0..300_000).map(|i| format!("f{i}")).collect();
+    let cases = [
+        (json!({"require": {"features": features}}), "auction.require.features"),
+        (json!({"require": {"regions": vec!["eu"; 33]}}), "auction.require.regions"),
+        (json!({"require": {"features": ["x".repeat(65)]}}), "auction.require.features[0]"),
+    ];
+    let client = reqwest::Client::new();
+    for (auction, field) in cases {
+        let body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}], "auction": auction});
+        let response = client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&caller.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = json_body(response).await;
+        assert!(status == 422 || status == 413, "{field}: {status} {body}");
+        if status == 422 {
+            assert_eq!(body["error"]["param"], field);
+        }
+    }
+    let order = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}], "provider": {"order": vec!["a/b"; 101]}});
+    let response = app.post_json("/v1/chat/completions", &order, Some(&caller.token)).await;
+    assert_eq!(json_body(response).await["error"]["param"], "provider.order");
+    let models = json!({"model": "a/b", "models": vec!["c/d"; 101], "messages": [{"role": "user", "content": "hi"}]});
+    let response = app.post_json("/v1/chat/completions", &models, Some(&caller.token)).await;
+    assert_eq!(json_body(response).await["error"]["param"], "models", "not `provider`");
+    let activity = json_body(app.get("/api/activity", Some(&caller.token)).await).await;
+    assert_eq!(activity["data"], json!([]), "no job recorded");
+    assert_eq!(agent.requests(), 0);
+    assert_eq!(app.credits(&caller).await, ("100".into(), "0".into()));
+}

@@ -64,6 +64,10 @@ pub enum ApiError {
     /// fault, and no agent's record takes the blame.
     #[error("every agent rejected the request as invalid: {message}")]
     RejectedByAgents { message: String, attempts: serde_json::Value },
+    /// A job request that came from a Gavel (it carries the hop header): running it would let
+    /// an agent pointed back at Gavel loop.
+    #[error("this request came from a Gavel agent call; Gavel does not run it as a job")]
+    LoopDetected,
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("a dependency is unavailable: {0}")]
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::NoEligibleAgent { .. } => "no_eligible_agent",
             ApiError::UpstreamFailed { .. } => "all_agents_failed",
             ApiError::RejectedByAgents { .. } => "rejected_by_agents",
+            ApiError::LoopDetected => "loop_detected",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -119,7 +124,8 @@ impl ApiError {
             }
             ApiError::NoEligibleAgent { .. }
             | ApiError::ModelNotFound { .. }
-            | ApiError::RejectedByAgents { .. } => "invalid_request_error",
+            | ApiError::RejectedByAgents { .. }
+            | ApiError::LoopDetected => "invalid_request_error",
             ApiError::MalformedJson(_)
             | ApiError::BadRequest(_)
             | ApiError::UnsupportedMediaType(_)
@@ -191,6 +197,7 @@ impl ResponseError for ApiError {
             ApiError::NoEligibleAgent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ApiError::RejectedByAgents { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::LoopDetected => StatusCode::LOOP_DETECTED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

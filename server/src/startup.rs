@@ -60,7 +60,8 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let db = connect_and_migrate(&settings).await?;
         let policy = EgressPolicy::new(&settings.raw.egress.allow_cidrs)
-            .map_err(|e| anyhow::anyhow!("egress.allow_cidrs: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("egress.allow_cidrs: {e}"))?
+            .with_own_address(listener.local_addr()?);
         if !settings.raw.egress.allow_cidrs.is_empty() {
             tracing::warn!(
                 allow_cidrs = ?settings.raw.egress.allow_cidrs,

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
+
+/// The header on every call Gavel makes to an agent; a job request that carries it is refused.
+pub const HOP_HEADER: &str = "x-gavel-hop";
 use reqwest::redirect::Policy;
 
 use crate::egress::policy::EgressError;
@@ -89,6 +92,12 @@ impl AgentClient {
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("gavel/", env!("CARGO_PKG_VERSION")))
+            // Every call Gavel makes says so: a Gavel that receives it refuses to run it as a
+            // job, so an agent pointed back at a Gavel (this one or another) cannot loop.
+            .default_headers(reqwest::header::HeaderMap::from_iter([(
+                reqwest::header::HeaderName::from_static(HOP_HEADER),
+                HeaderValue::from_static("1"),
+            )]))
             .build()?;
         Ok(AgentClient { http, resolver })
     }

@@ -15,6 +15,6 @@ mod client;
 mod policy;
 mod resolver;
 
-pub use client::{AgentCall, AgentClient, AgentReply, CallError};
+pub use client::{AgentCall, AgentClient, AgentReply, CallError, HOP_HEADER};
 pub use policy::{EgressError, EgressPolicy};
 pub use resolver::{GuardedResolver, Lookup, LookupFuture, StaticLookup, SystemLookup};

@@ -1,6 +1,6 @@
 //! The egress policy: which URLs and addresses outbound calls may reach.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use reqwest::Url;
@@ -27,6 +27,8 @@ pub enum EgressError {
     BlockedAddress(&'static str),
     #[error("does not resolve")]
     Unresolvable,
+    #[error("points at Gavel itself, which would make a job call itself")]
+    Itself,
 }
 
 /// Ports of internal services that an agent URL may never target, even inside the opening.
@@ -81,6 +83,8 @@ const DENIED: [(&str, &str); 31] = [
 pub struct EgressPolicy {
     denied: Vec<(IpNet, &'static str)>,
     allowed: Vec<IpNet>,
+    /// Gavel's own listen addresses: never an agent, even inside the opening.
+    own: Vec<SocketAddr>,
 }
 
 impl EgressPolicy {
@@ -94,7 +98,27 @@ impl EgressPolicy {
             .iter()
             .filter_map(|(cidr, kind)| cidr.parse::<IpNet>().ok().map(|net| (net, *kind)))
             .collect();
-        Ok(EgressPolicy { denied, allowed })
+        Ok(EgressPolicy { denied, allowed, own: Vec::new() })
+    }
+
+    /// Refuses Gavel's own listen address. Bound to an unspecified address, that port on the
+    /// loopback addresses is refused too (the ones an agent URL inside the opening could use).
+    pub fn with_own_address(mut self, address: SocketAddr) -> EgressPolicy {
+        self.own.push(address);
+        if address.ip().is_unspecified() {
+            self.own.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port()));
+            self.own.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), address.port()));
+        }
+        self
+    }
+
+    /// Refuses `ip:port` when it is Gavel's own listen address.
+    pub fn check_not_itself(&self, ip: IpAddr, port: u16) -> Result<(), EgressError> {
+        let ip = canonical(ip);
+        if self.own.iter().any(|own| own.port() == port && canonical(own.ip()) == ip) {
+            return Err(EgressError::Itself);
+        }
+        Ok(())
     }
 
     /// Checks an address. Metadata addresses are always refused; special-purpose ones unless
@@ -130,7 +154,10 @@ impl EgressPolicy {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(EgressError::Scheme);
         }
-        if !url.username().is_empty() || url.password().is_some() {
+        // The parser drops an empty userinfo (`http://:@host`), so look at what was sent.
+        let authority = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+        let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') || !url.username().is_empty() || url.password().is_some() {
             return Err(EgressError::Userinfo);
         }
         let port = url.port_or_known_default().ok_or(EgressError::Malformed)?;
@@ -139,8 +166,14 @@ impl EgressPolicy {
         }
         match url.host() {
             None => return Err(EgressError::NoHost),
-            Some(Host::Ipv4(v4)) => self.check_ip(IpAddr::V4(v4))?,
-            Some(Host::Ipv6(v6)) => self.check_ip(IpAddr::V6(v6))?,
+            Some(Host::Ipv4(v4)) => {
+                self.check_ip(IpAddr::V4(v4))?;
+                self.check_not_itself(IpAddr::V4(v4), port)?;
+            }
+            Some(Host::Ipv6(v6)) => {
+                self.check_ip(IpAddr::V6(v6))?;
+                self.check_not_itself(IpAddr::V6(v6), port)?;
+            }
             Some(Host::Domain(name)) => check_name(name)?,
         }
         Ok(url)

@@ -92,7 +92,10 @@ impl GuardedResolver {
         if EgressPolicy::literal_ip(&url).is_none()
             && let Some(host) = url.host_str()
         {
-            self.resolve_vetted(host).await?;
+            let port = url.port_or_known_default().unwrap_or(0);
+            for ip in self.resolve_vetted(host).await? {
+                self.policy.check_not_itself(ip, port)?;
+            }
         }
         Ok(url)
     }

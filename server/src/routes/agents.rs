@@ -108,14 +108,16 @@ fn raw_pricing(body: PricingBody) -> Result<RawPricing, ApiError> {
     })
 }
 
-/// Runs a URL through the egress guard; a refusal is a 422 naming the field.
-async fn vet(state: &AppState, field: &'static str, url: &str) -> Result<(), ApiError> {
+/// Runs a URL through the egress guard; a refusal is a 422 naming the field. Returns the URL
+/// in canonical form (`http://①②⑦.0.0.1` is `http://127.0.0.1/`), which is what is stored and
+/// shown.
+async fn vet(state: &AppState, field: &'static str, url: &str) -> Result<String, ApiError> {
     state
         .agent_client
         .resolver()
         .vet_url(url)
         .await
-        .map(|_| ())
+        .map(String::from)
         .map_err(|err| ApiError::validation(field, err.to_string()))
 }
 
@@ -125,12 +127,12 @@ pub(crate) async fn register(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: RegisterBody = parse_body(body.into_inner())?;
+    let mut body: RegisterBody = parse_body(body.into_inner())?;
     if let Some(endpoint) = &body.endpoint {
-        vet(&state, "endpoint", endpoint).await?;
+        body.endpoint = Some(vet(&state, "endpoint", endpoint).await?);
     }
     if let Some(bid_url) = &body.bid_url {
-        vet(&state, "bid_url", bid_url).await?;
+        body.bid_url = Some(vet(&state, "bid_url", bid_url).await?);
     }
     let raw = RawAgentSpec {
         name: body.name,
@@ -187,7 +189,7 @@ pub(crate) async fn update(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = agent_id(&path)?;
-    let body: PatchBody = parse_body(body.into_inner())?;
+    let mut body: PatchBody = parse_body(body.into_inner())?;
     if body.name.is_some() {
         return Err(ApiError::validation(
             "name",
@@ -204,10 +206,10 @@ pub(crate) async fn update(
     // checks, so that a stranger learns nothing from them.
     agents::load_for_write(&state.db, caller.user_id, id).await?;
     if let Some(endpoint) = &body.endpoint {
-        vet(&state, "endpoint", endpoint).await?;
+        body.endpoint = Some(vet(&state, "endpoint", endpoint).await?);
     }
     if let Some(Some(bid_url)) = &body.bid_url {
-        vet(&state, "bid_url", bid_url).await?;
+        body.bid_url = Some(Some(vet(&state, "bid_url", bid_url).await?));
     }
     let patch = RawAgentPatch {
         description: body.description,

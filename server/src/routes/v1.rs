@@ -42,6 +42,7 @@ pub(crate) async fn chat_completions(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_loops(&req)?;
     let body = body.into_inner();
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return stream(caller, state, &req, body).await;
@@ -102,6 +103,7 @@ pub(crate) async fn create_job(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_loops(&req)?;
     let body = body.into_inner();
     let runner = state.clone();
     idempotent(&state, caller, &req, body, |body| async move {
@@ -117,6 +119,15 @@ pub(crate) async fn create_job(
         })
     })
     .await
+}
+
+/// A job request from a Gavel's own agent call (the hop header) is refused: an agent pointed
+/// back at a Gavel would otherwise turn one job into an endless chain.
+fn refuse_loops(req: &HttpRequest) -> Result<(), ApiError> {
+    if req.headers().contains_key(crate::egress::HOP_HEADER) {
+        return Err(ApiError::LoopDetected);
+    }
+    Ok(())
 }
 
 /// Runs `handler` under the request's `Idempotency-Key`, if it has one: a repeat with the same

@@ -347,3 +347,59 @@ async fn oversized_lists_are_refused_before_anything_is_recorded() {
     assert_eq!(agent.requests(), 0);
     assert_eq!(app.credits(&caller).await, ("100".into(), "0".into()));
 }
+
+/// Finding 8: an agent cannot point back at Gavel. Its own listen address is refused (even
+/// inside the loopback opening, even spelt `①②⑦.0.0.1`), an empty userinfo is refused,
+/// endpoints are stored in canonical form, every call to an agent carries the hop header, and
+/// a job request that carries it is refused.
+#[tokio::test]
+async fn an_agent_cannot_point_back_at_gavel() {
+    let app = app().await;
+    let owner = app.signup().await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let register = |endpoint: String| {
+        let body = json!({"name": format!("a{}", uuid::Uuid::new_v4().simple()), "kind": "json",
+            "categories": ["ocr"], "endpoint": endpoint, "pricing": {"per_call": "1"}});
+        let (app, token) = (&app, owner.token.clone());
+        async move { app.post_json("/api/agents", &body, Some(&token)).await }
+    };
+    for endpoint in [
+        format!("http://127.0.0.1:{port}/v1/jobs"),
+        format!("http://①②⑦.0.0.1:{port}/v1/jobs"),
+        format!("http://[::ffff:127.0.0.1]:{port}/v1/jobs"),
+    ] {
+        let response = register(endpoint.clone()).await;
+        assert_eq!(response.status(), 422, "{endpoint}");
+        let body = json_body(response).await;
+        assert_eq!(body["error"]["field"], "endpoint", "{endpoint}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("Gavel itself"), "{body}");
+    }
+    let response = register("http://:@127.0.0.1:9/x".into()).await;
+    assert_eq!(
+        json_body(response).await["error"]["message"],
+        "endpoint: must not contain a user name or password"
+    );
+
+    let agent = TestAgent::start(Behaviour::Echo).await;
+    let spelt = agent.url.replace("127.0.0.1", "①②⑦.0.0.1");
+    let created = json_body(register(format!("{spelt}/run")).await).await;
+    assert_eq!(created["endpoint"], format!("{}/run", agent.url), "stored canonical: {created}");
+
+    let caller = app.signup().await;
+    let job = json!({"category": "ocr", "input": {"x": 1}});
+    let result = json_body(app.post_json("/v1/jobs", &job, Some(&caller.token)).await).await;
+    assert_eq!(result["status"], "delivered", "{result}");
+    let head = agent.last_request().unwrap().head.to_lowercase();
+    assert!(head.contains("x-gavel-hop: 1"), "{head}");
+    let looped = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .bearer_auth(&caller.token)
+        .header("x-gavel-hop", "1")
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(looped.status(), 508);
+    assert_eq!(json_body(looped).await["error"]["code"], "loop_detected");
+}

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_foundation;
 mod m20261121_000002_agents;
 mod m20261121_000003_jobs;
+mod m20261201_000004_instances;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_foundation::Migration),
             Box::new(m20261121_000002_agents::Migration),
             Box::new(m20261121_000003_jobs::Migration),
+            Box::new(m20261201_000004_instances::Migration),
         ]
     }
 }

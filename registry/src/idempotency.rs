@@ -6,6 +6,8 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 
+use uuid::Uuid;
+
 use crate::entity::idempotency_keys;
 use crate::{RegistryError, UserId};
 
@@ -42,8 +44,10 @@ pub async fn begin_idempotent(
     key: &str,
     request_hash: &str,
     now: DateTime<Utc>,
+    instance: Uuid,
 ) -> Result<IdempotencyStart, RegistryError> {
     let claim = idempotency_keys::ActiveModel {
+        instance_id: Set(Some(instance)),
         user_id: Set(user.0),
         key: Set(key.to_owned()),
         request_hash: Set(request_hash.to_owned()),
@@ -78,6 +82,7 @@ pub async fn begin_idempotent(
             // Abandoned by a crashed process: take it over, once (the conditional update).
             let taken = idempotency_keys::Entity::update_many()
                 .col_expr(idempotency_keys::Column::CreatedAt, Expr::value(now))
+                .col_expr(idempotency_keys::Column::InstanceId, Expr::value(instance))
                 .filter(idempotency_keys::Column::UserId.eq(user.0))
                 .filter(idempotency_keys::Column::Key.eq(key))
                 .filter(idempotency_keys::Column::CreatedAt.eq(existing.created_at))

@@ -69,6 +69,9 @@ pub struct NewJob {
     pub mode: String,
     pub auction_id: Uuid,
     pub created_at: DateTime<Utc>,
+    /// The instance running it: if that process dies, the next start (or a live instance)
+    /// fails the job and releases its hold at once.
+    pub instance: Option<Uuid>,
 }
 
 /// An auction's audit record, as rendered JSON.
@@ -247,6 +250,7 @@ pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
             error: Set(None),
             created_at: Set(job.created_at),
             finished_at: Set(None),
+            instance_id: Set(job.instance),
         })
         .into_query(),
     );

@@ -15,6 +15,7 @@ mod domain;
 mod entity;
 mod error;
 pub mod idempotency;
+pub mod instances;
 mod job_writer;
 pub mod jobs;
 pub mod ledger;

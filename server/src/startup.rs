@@ -144,6 +144,7 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.listen(listener)?.run();
+        end_dead_instances(&state).await?;
         spawn_workers(state.clone());
         Ok(Application { port, server, state })
     }
@@ -253,9 +254,58 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Background upkeep: voids expired holds, marks abandoned jobs failed, forgets idle
-/// rate-limit buckets.
+/// How long an instance may go without a heartbeat before its work is taken as abandoned.
+const INSTANCE_LEASE: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
+/// How often an instance renews its heartbeat and looks for dead ones.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Registers this process and ends the work of dead ones at once: on SQLite (one node) every
+/// earlier instance is dead; on Postgres those past their lease. So after a `kill -9` and a
+/// restart no job stays `running`, no hold blocks credits and no `Idempotency-Key` answers
+/// 409 for the dead process's requests.
+async fn end_dead_instances(state: &AppState) -> anyhow::Result<()> {
+    let now = state.now();
+    registry::instances::register(&state.db, state.instance_id, now)
+        .await
+        .context("could not register this instance")?;
+    let single_node = state.settings.database_url.starts_with("sqlite:");
+    let stale_before = (!single_node).then(|| now - INSTANCE_LEASE);
+    let reaped = registry::instances::reap_dead(&state.db, state.instance_id, stale_before, now)
+        .await
+        .context("could not end the work of earlier instances")?;
+    if reaped != registry::instances::Reaped::default() {
+        tracing::warn!(?reaped, "ended the work of instances that stopped without finishing it");
+    }
+    Ok(())
+}
+
+/// Background upkeep: renews this instance's heartbeat and ends dead instances' work, voids
+/// expired holds, marks abandoned jobs failed, forgets idle rate-limit buckets.
 fn spawn_workers(state: web::Data<AppState>) {
+    let lease_state = state.clone();
+    tokio::spawn(async move {
+        let state = lease_state;
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let now = state.now();
+            if let Err(err) =
+                registry::instances::heartbeat(&state.db, state.instance_id, now).await
+            {
+                tracing::warn!(error = %err, "instance heartbeat failed");
+            }
+            let stale_before = Some(now - INSTANCE_LEASE);
+            match registry::instances::reap_dead(&state.db, state.instance_id, stale_before, now)
+                .await
+            {
+                Ok(reaped) if reaped != registry::instances::Reaped::default() => {
+                    tracing::warn!(?reaped, "ended the work of instances that stopped");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "dead-instance sweep failed"),
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {

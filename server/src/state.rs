@@ -23,6 +23,8 @@ use crate::rate_limit::RateLimiter;
 
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// This process, as registered in `instances`: its jobs and in-flight keys name it.
+    pub instance_id: uuid::Uuid,
     /// A job's opening and finishing writes (fewer round trips than `db` on SQLite).
     pub job_writer: JobWriter,
     /// Every live agent in memory, refreshed when any instance changes one.
@@ -67,6 +69,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             db,
+            instance_id: uuid::Uuid::now_v7(),
             job_writer,
             agent_index: AgentIndex::new(),
             agent_client,

@@ -16,6 +16,8 @@ pub struct Model {
     pub response_body: Option<String>,
     pub response_headers: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The instance that is running the request, while it is in flight.
+    pub instance_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ pub(crate) mod api_keys;
 pub(crate) mod auctions;
 pub(crate) mod holds;
 pub(crate) mod idempotency_keys;
+pub(crate) mod instances;
 pub(crate) mod job_attempts;
 pub(crate) mod jobs;
 pub(crate) mod ledger_entries;

@@ -29,6 +29,7 @@ fn new_job(caller: UserId) -> (NewJob, AuctionEntry) {
         mode: "execute".into(),
         auction_id: Uuid::now_v7(),
         created_at: Utc::now(),
+        instance: None,
     };
     let auction = AuctionEntry {
         id: job.auction_id,
@@ -224,5 +225,73 @@ async fn three_hundred_concurrent_jobs_against_credits_for_a_hundred_share_batch
             assert_eq!(counts.sealed, 200, "{counts:?}");
             assert!(counts.batches < counts.sealed, "{counts:?}");
         }
+    }
+}
+
+/// Two instances on one database: one stops heartbeating mid-job. The live one, past the
+/// lease, fails the dead one's job, releases its hold and frees its in-flight key; its own work
+/// and a live instance's are left alone.
+#[tokio::test]
+async fn a_live_instance_ends_a_dead_instances_work_and_only_that() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let writer = JobWriter::new(db.clone(), &test_db.url).await.unwrap();
+        let caller = user(&db).await;
+        ledger::ensure_monthly_grant(&db, caller, credits(10), Utc::now()).await.unwrap();
+        let long_ago = Utc::now() - Duration::minutes(1);
+        let (dead, live, me) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        registry::instances::register(&db, dead, long_ago).await.unwrap();
+        registry::instances::register(&db, live, Utc::now()).await.unwrap();
+        registry::instances::register(&db, me, Utc::now()).await.unwrap();
+        let later = Utc::now() + Duration::minutes(15);
+        let mut jobs_of = Vec::new();
+        for owner in [dead, live, me] {
+            let (job, auction) = new_job(caller);
+            let job = NewJob { instance: Some(owner), ..job };
+            writer.open(job.clone(), auction, Some(hold(&job, credits(2), later))).await.unwrap();
+            registry::idempotency::begin_idempotent(
+                &db,
+                caller,
+                &owner.to_string(),
+                "h",
+                Utc::now(),
+                owner,
+            )
+            .await
+            .unwrap();
+            jobs_of.push(job.id);
+        }
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(6), "{backend}");
+
+        let now = Utc::now();
+        let reaped =
+            registry::instances::reap_dead(&db, me, Some(now - Duration::seconds(15)), now)
+                .await
+                .unwrap();
+        assert_eq!(
+            (reaped.instances, reaped.jobs, reaped.holds, reaped.keys),
+            (1, 1, 1, 1),
+            "{backend}"
+        );
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(4), "{backend}");
+        let status = |id| {
+            let db = db.clone();
+            async move { jobs::find_job(&db, caller, id).await.unwrap().unwrap().status }
+        };
+        assert_eq!(status(jobs_of[0]).await, JobStatus::Failed.as_str(), "{backend}");
+        assert_eq!(status(jobs_of[1]).await, JobStatus::Running.as_str(), "{backend}");
+        assert_eq!(status(jobs_of[2]).await, JobStatus::Running.as_str(), "{backend}");
+        // The dead instance's key is free again; the live ones' are still in flight.
+        let again =
+            registry::idempotency::begin_idempotent(&db, caller, &dead.to_string(), "h", now, me)
+                .await
+                .unwrap();
+        assert!(matches!(again, registry::idempotency::IdempotencyStart::Proceed), "{backend}");
+        let busy =
+            registry::idempotency::begin_idempotent(&db, caller, &live.to_string(), "h", now, me)
+                .await
+                .unwrap();
+        assert!(matches!(busy, registry::idempotency::IdempotencyStart::InFlight), "{backend}");
+        assert_ledger_consistent(&db).await;
     }
 }

@@ -250,6 +250,7 @@ pub async fn prepare(
         mode: request.mode.as_str().to_owned(),
         auction_id,
         created_at: now,
+        instance: Some(state.instance_id),
     };
     let auction_entry = AuctionEntry {
         id: auction_id,

@@ -160,8 +160,16 @@ where
     hasher.update(req.path().as_bytes());
     hasher.update(serde_json::to_vec(&body).map_err(ApiError::internal)?);
     let hash = hex::encode(hasher.finalize());
-    match idempotency::begin_idempotent(&state.db, caller.user_id, &key, &hash, state.now()).await?
-    {
+    let started = idempotency::begin_idempotent(
+        &state.db,
+        caller.user_id,
+        &key,
+        &hash,
+        state.now(),
+        state.instance_id,
+    )
+    .await?;
+    match started {
         IdempotencyStart::Replay(stored) => return Ok(replay(stored)),
         IdempotencyStart::InFlight => {
             return Err(ApiError::Conflict {

@@ -139,7 +139,9 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::Validation { field, .. } => Some(field),
-            ApiError::NoEligibleAgent { constraint, .. } => Some(constraint),
+            ApiError::NoEligibleAgent { constraint, .. } => {
+                (!constraint.is_empty()).then_some(constraint.as_str())
+            }
             ApiError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }

@@ -21,6 +21,9 @@ pub struct Claims {
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
+    /// Not before: checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
 
 /// The signing and verification keys, derived from one secret.
@@ -39,6 +42,7 @@ impl JwtKeys {
         validation.set_issuer(&[TOKEN_ISSUER]);
         validation.set_audience(&[TOKEN_AUDIENCE]);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -63,6 +67,7 @@ impl JwtKeys {
             aud: TOKEN_AUDIENCE.into(),
             iat: now.timestamp(),
             exp: now.timestamp() + self.ttl_secs,
+            nbf: None,
         };
         self.sign(&claims)
     }
@@ -72,10 +77,17 @@ impl JwtKeys {
         encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
     }
 
-    /// The user a valid token names, or `None` for any invalid, expired or foreign token.
+    /// The user a valid token names, or `None` for any invalid, expired or foreign token, a
+    /// token not yet valid (`nbf`, or `iat` in the future), or one made to live longer than
+    /// this server issues them for (`exp - iat` above `auth.token_ttl_secs`).
     pub fn verify(&self, token: &str) -> Option<Uuid> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        Uuid::parse_str(&data.claims.sub).ok()
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation).ok()?.claims;
+        let now = Utc::now().timestamp();
+        let leeway = self.validation.leeway as i64;
+        if claims.iat > now + leeway || claims.exp - claims.iat > self.ttl_secs + leeway {
+            return None;
+        }
+        Uuid::parse_str(&claims.sub).ok()
     }
 }
 
@@ -103,6 +115,28 @@ mod tests {
     }
 
     #[test]
+    fn tokens_not_yet_valid_or_made_to_live_too_long_are_refused() {
+        let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef", 3600);
+        let now = Utc::now().timestamp();
+        let claims = |iat: i64, exp: i64, nbf: Option<i64>| Claims {
+            sub: Uuid::new_v4().to_string(),
+            iss: TOKEN_ISSUER.into(),
+            aud: TOKEN_AUDIENCE.into(),
+            exp,
+            iat,
+            nbf,
+        };
+        let ok = keys.sign(&claims(now, now + 3600, Some(now - 1))).unwrap();
+        assert!(keys.verify(&ok).is_some());
+        let early = keys.sign(&claims(now, now + 3600, Some(now + 600))).unwrap();
+        assert_eq!(keys.verify(&early), None, "nbf in the future");
+        let forever = keys.sign(&claims(now, now + 365 * 86_400, None)).unwrap();
+        assert_eq!(keys.verify(&forever), None, "longer than the configured lifetime");
+        let future = keys.sign(&claims(now + 600, now + 1200, None)).unwrap();
+        assert_eq!(keys.verify(&future), None, "issued in the future");
+    }
+
+    #[test]
     fn tokens_missing_a_required_claim_or_with_a_wrong_audience_are_refused() {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef", 3600);
         let now = Utc::now().timestamp();
@@ -112,6 +146,7 @@ mod tests {
             aud: TOKEN_AUDIENCE.into(),
             exp: now + 60,
             iat: now,
+            nbf: None,
         };
         let wrong_aud = Claims { aud: "someone-else".into(), ..base.clone() };
         assert_eq!(keys.verify(&keys.sign(&wrong_aud).unwrap()), None);

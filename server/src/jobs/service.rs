@@ -819,7 +819,8 @@ fn hold_lifetime(state: &AppState, attempts: usize, stream: bool) -> chrono::Dur
     chrono::Duration::milliseconds(configured.max(worst_case).min(i64::MAX as u64) as i64)
 }
 
-/// The request field a caller would change to get past an exclusion.
+/// The request field a caller would change to get past an exclusion; empty when no field of
+/// the request is to blame.
 fn constraint_param(code: &str) -> String {
     match code {
         "max_price" => "auction.max_price",
@@ -831,7 +832,8 @@ fn constraint_param(code: &str) -> String {
         "ignored" => "provider.ignore",
         "context_length" => "max_tokens",
         "category" => "model",
-        other => other,
+        // Paused, circuit open, no bid, owner short of the win fee: nothing the caller sent.
+        _ => "",
     }
     .to_owned()
 }

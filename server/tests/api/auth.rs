@@ -119,6 +119,7 @@ async fn tampered_expired_and_foreign_tokens_are_401() {
         aud: TOKEN_AUDIENCE.into(),
         exp: now + 600,
         iat: now,
+        nbf: None,
     };
     let valid = keys.sign(&claims).unwrap();
     assert_eq!(app.get("/api/me", Some(&valid)).await.status(), 200);

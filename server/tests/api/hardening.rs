@@ -577,3 +577,26 @@ async fn a_restart_after_kill_9_ends_the_dead_processs_work_at_once() {
     assert_eq!(again.status(), 200, "not 409: the dead process's key was freed");
     assert_eq!(json_body(again).await["status"], "delivered");
 }
+
+/// Finding 9, in part: an auction emptied by something the caller did not send (every agent
+/// paused) names no request field as `param`.
+#[tokio::test]
+async fn an_exclusion_the_caller_did_not_cause_names_no_field() {
+    let app = app().await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "x".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let (_, id) = chat_agent(&app, &owner, "resting", &agent, "1", json!({})).await;
+    app.post_json(&format!("/api/agents/{id}/pause"), &json!({}), Some(&owner.token)).await;
+    let ask = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}]});
+    let response = app.post_json("/v1/chat/completions", &ask, Some(&caller.token)).await;
+    assert_eq!(response.status(), 422);
+    let body = json_body(response).await;
+    assert_eq!(body["error"]["code"], "no_eligible_agent");
+    assert_eq!(body["error"]["param"], Value::Null, "{body}");
+}

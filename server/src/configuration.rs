@@ -119,6 +119,9 @@ pub struct AuthSettings {
     pub jwt_secret: Option<String>,
     /// Lifetime of an access token, in seconds (default one day).
     pub token_ttl_secs: Option<u64>,
+    /// Key sealing agents' upstream API keys at rest: 64 hex characters. Unset: generated once
+    /// and kept in `data_dir`. Set it when several instances share one database.
+    pub secrets_key: Option<String>,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -126,6 +129,7 @@ impl std::fmt::Debug for AuthSettings {
         f.debug_struct("AuthSettings")
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("secrets_key", &self.secrets_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

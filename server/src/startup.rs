@@ -20,7 +20,7 @@ use registry::DatabaseConnection;
 
 use crate::auth::{HashingPool, JwtKeys};
 use crate::configuration::ResolvedSettings;
-use crate::egress::{AgentClient, EgressPolicy, GuardedResolver, Lookup, SystemLookup};
+use crate::egress::{AgentClient, EgressPolicy, GuardedResolver, Lookup, SecretBox, SystemLookup};
 use crate::error::openai_error_shape;
 use crate::metrics;
 use crate::rate_limit::{Budget, RateLimiter};
@@ -69,7 +69,8 @@ impl Application {
             );
         }
         let resolver = GuardedResolver::new(Arc::new(policy), lookup);
-        let agent_client = AgentClient::new(resolver, Duration::from_secs(3))
+        let secrets = Arc::new(SecretBox::new(&secrets_key(&settings)?));
+        let agent_client = AgentClient::new(resolver, Duration::from_secs(3), secrets)
             .context("could not build the agent HTTP client")?;
         let jwt_secret = jwt_secret(&settings)?;
         let ttl = settings.raw.auth.token_ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
@@ -236,6 +237,35 @@ fn jwt_secret(settings: &ResolvedSettings) -> anyhow::Result<Vec<u8>> {
     let secret = hex::encode(bytes).into_bytes();
     write_private(&path, &secret)?;
     Ok(secret)
+}
+
+/// The key that seals agents' upstream keys: `auth.secrets_key` (64 hex characters), or one
+/// generated on first start and kept in `data_dir/secrets_key` (mode 0600). Losing it makes the
+/// stored upstream keys unreadable (their agents' calls then fail with `credential_unreadable`
+/// until their owners set the keys again).
+fn secrets_key(settings: &ResolvedSettings) -> anyhow::Result<[u8; 32]> {
+    let parse = |text: &str, origin: &str| -> anyhow::Result<[u8; 32]> {
+        let bytes = hex::decode(text.trim())
+            .map_err(|_| anyhow::anyhow!("{origin} must be 64 hex characters"))?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| anyhow::anyhow!("{origin} must be 64 hex characters"))
+    };
+    if let Some(key) = &settings.raw.auth.secrets_key {
+        return parse(key, "auth.secrets_key");
+    }
+    let dir = &settings.raw.server.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("could not create data_dir {}", dir.display()))?;
+    let path = dir.join("secrets_key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        return parse(&text, &path.display().to_string());
+    }
+    let mut key = [0_u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    write_private(&path, hex::encode(key).as_bytes())?;
+    Ok(key)
 }
 
 /// Writes a new file only its owner can read (a secret kept in `data_dir`).

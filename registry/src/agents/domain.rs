@@ -264,11 +264,24 @@ pub(crate) fn parse_text(
     Ok(text.to_owned())
 }
 
-pub(crate) fn parse_secret(raw: &str) -> Result<Secret, RegistryError> {
+/// Checks an upstream API key as its owner typed it: 1 to 1024 printable characters.
+pub fn check_upstream_key(raw: &str) -> Result<(), RegistryError> {
     if raw.is_empty() || raw.len() > 1024 || raw.chars().any(char::is_control) {
         return Err(RegistryError::invalid(
             "upstream_api_key",
             "must be 1 to 1024 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+/// An upstream key as stored: the server seals keys before storing them, so what arrives here
+/// is the sealed text (a 1024-character key seals to about 1,430), or a key typed directly.
+pub(crate) fn parse_secret(raw: &str) -> Result<Secret, RegistryError> {
+    if raw.is_empty() || raw.len() > 2048 || raw.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            "upstream_api_key",
+            "must be 1 to 2048 printable characters as stored",
         ));
     }
     Ok(Secret::new(raw.to_owned()))

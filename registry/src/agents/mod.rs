@@ -7,7 +7,7 @@ mod store;
 
 pub use domain::{
     AgentKind, AgentName, AgentSpec, AgentState, CATEGORIES, RawAgentSpec, RawPricing, Secret,
-    Visibility,
+    Visibility, check_upstream_key,
 };
 pub use index::{AgentIndex, REPUTATION_REFRESH_MS, Snapshot};
 pub use store::{

@@ -17,6 +17,7 @@ use reqwest::redirect::Policy;
 
 use crate::egress::policy::EgressError;
 use crate::egress::resolver::GuardedResolver;
+use crate::egress::sealing::SecretBox;
 
 /// One call to an agent.
 #[derive(Clone, Debug)]
@@ -56,6 +57,9 @@ pub enum CallError {
     TooLarge { limit: usize },
     #[error("the response broke off")]
     Body,
+    /// The agent's stored upstream key does not open under this server's secrets key.
+    #[error("the agent's upstream key cannot be opened with this server's secrets key")]
+    Credential,
 }
 
 impl CallError {
@@ -68,6 +72,7 @@ impl CallError {
             CallError::Redirect(_) => "redirect",
             CallError::TooLarge { .. } => "response_too_large",
             CallError::Body => "body_failed",
+            CallError::Credential => "credential_unreadable",
         }
     }
 }
@@ -77,12 +82,15 @@ impl CallError {
 pub struct AgentClient {
     http: reqwest::Client,
     resolver: GuardedResolver,
+    /// Opens agents' sealed upstream keys at the moment of the call, and seals new ones.
+    secrets: Arc<SecretBox>,
 }
 
 impl AgentClient {
     pub fn new(
         resolver: GuardedResolver,
         connect_timeout: Duration,
+        secrets: Arc<SecretBox>,
     ) -> Result<AgentClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(resolver.clone()))
@@ -99,11 +107,21 @@ impl AgentClient {
                 HeaderValue::from_static("1"),
             )]))
             .build()?;
-        Ok(AgentClient { http, resolver })
+        Ok(AgentClient { http, resolver, secrets })
     }
 
     pub fn resolver(&self) -> &GuardedResolver {
         &self.resolver
+    }
+
+    /// Seals agents' upstream keys for storage (and opens them for calls).
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// The bearer token to send: the stored upstream key, opened.
+    fn bearer(&self, stored: Option<&str>) -> Result<Option<String>, CallError> {
+        stored.map(|stored| self.secrets.open(stored).ok_or(CallError::Credential)).transpose()
     }
 
     /// POSTs JSON to an agent and reads the whole reply under the call's limits.
@@ -116,7 +134,7 @@ impl AgentClient {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .timeout(call.total_timeout)
             .body(call.body);
-        if let Some(token) = call.bearer {
+        if let Some(token) = self.bearer(call.bearer)? {
             request = request.bearer_auth(token);
         }
         let mut response = match tokio::time::timeout(call.first_byte_timeout, request.send()).await
@@ -170,7 +188,7 @@ impl AgentClient {
             .header(reqwest::header::ACCEPT, HeaderValue::from_static("text/event-stream"))
             .timeout(call.total_timeout)
             .body(call.body);
-        if let Some(token) = call.bearer {
+        if let Some(token) = self.bearer(call.bearer)? {
             request = request.bearer_auth(token);
         }
         let response = match tokio::time::timeout(call.first_byte_timeout, request.send()).await {

@@ -8,13 +8,17 @@
 //!   HTTP client connects only to the addresses it returned (no second lookup to rebind).
 //! * `client` is the one HTTP client for agents: guarded resolver, IP literals checked before
 //!   connecting, no redirects, no proxy from the environment, timeouts and a response cap.
+//! * `sealing` seals agents' upstream keys at rest; the client opens one only to call its
+//!   agent.
 //!
 //! Errors say which rule refused a URL, never what a refused host answered.
 
 mod client;
 mod policy;
 mod resolver;
+mod sealing;
 
 pub use client::{AgentCall, AgentClient, AgentReply, CallError, HOP_HEADER};
 pub use policy::{EgressError, EgressPolicy};
 pub use resolver::{GuardedResolver, Lookup, LookupFuture, StaticLookup, SystemLookup};
+pub use sealing::SecretBox;

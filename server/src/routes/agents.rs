@@ -108,6 +108,13 @@ fn raw_pricing(body: PricingBody) -> Result<RawPricing, ApiError> {
     })
 }
 
+/// Checks an upstream key as typed and seals it for storage: the database never holds it in
+/// clear, and no response ever shows it.
+fn seal(state: &AppState, key: &str) -> Result<String, ApiError> {
+    agents::check_upstream_key(key)?;
+    state.agent_client.secrets().seal(key).map_err(ApiError::internal)
+}
+
 /// Runs a URL through the egress guard; a refusal is a 422 naming the field. Returns the URL
 /// in canonical form (`http://①②⑦.0.0.1` is `http://127.0.0.1/`), which is what is stored and
 /// shown.
@@ -128,6 +135,9 @@ pub(crate) async fn register(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let mut body: RegisterBody = parse_body(body.into_inner())?;
+    if let Some(key) = &body.upstream_api_key {
+        body.upstream_api_key = Some(seal(&state, key)?);
+    }
     if let Some(endpoint) = &body.endpoint {
         body.endpoint = Some(vet(&state, "endpoint", endpoint).await?);
     }
@@ -205,6 +215,9 @@ pub(crate) async fn update(
     // The write check (404, or 403 for another owner's public agent) comes before the URL
     // checks, so that a stranger learns nothing from them.
     agents::load_for_write(&state.db, caller.user_id, id).await?;
+    if let Some(Some(key)) = &body.upstream_api_key {
+        body.upstream_api_key = Some(Some(seal(&state, key)?));
+    }
     if let Some(endpoint) = &body.endpoint {
         body.endpoint = Some(vet(&state, "endpoint", endpoint).await?);
     }

@@ -16,7 +16,8 @@ fn client(allow: &[&str], dns: Vec<(&'static str, Vec<IpAddr>)>) -> AgentClient 
     let policy =
         EgressPolicy::new(&allow.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     let resolver = GuardedResolver::new(Arc::new(policy), Arc::new(StaticLookup::new(dns)));
-    AgentClient::new(resolver, Duration::from_secs(2)).unwrap()
+    let secrets = Arc::new(server::egress::SecretBox::new(&[0; 32]));
+    AgentClient::new(resolver, Duration::from_secs(2), secrets).unwrap()
 }
 
 fn call(url: &str) -> AgentCall<'_> {

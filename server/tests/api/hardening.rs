@@ -600,3 +600,45 @@ async fn an_exclusion_the_caller_did_not_cause_names_no_field() {
     assert_eq!(body["error"]["code"], "no_eligible_agent");
     assert_eq!(body["error"]["param"], Value::Null, "{body}");
 }
+
+/// Finding 9, in part: upstream API keys are sealed at rest (XChaCha20-Poly1305), never shown,
+/// and opened only to call the agent.
+#[tokio::test]
+async fn upstream_keys_are_sealed_at_rest_and_opened_only_for_the_call() {
+    let app = app().await;
+    let owner = app.signup().await;
+    let caller = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "x".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let (_, id) = chat_agent(
+        &app,
+        &owner,
+        "keyed",
+        &agent,
+        "1",
+        json!({"upstream_api_key": "sk-very-secret-upstream"}),
+    )
+    .await;
+    let stored = registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id.to_string() == id)
+        .unwrap();
+    let sealed = stored.upstream_api_key.unwrap().expose().to_owned();
+    assert!(sealed.starts_with("gvs1:") && !sealed.contains("very-secret"), "stored: {sealed}");
+    let shown =
+        app.get(&format!("/api/agents/{id}"), Some(&owner.token)).await.text().await.unwrap();
+    assert!(!shown.contains("very-secret") && !shown.contains("gvs1:"), "{shown}");
+    let ask = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        app.post_json("/v1/chat/completions", &ask, Some(&caller.token)).await.status(),
+        200
+    );
+    let head = agent.last_request().unwrap().head.to_lowercase();
+    assert!(head.contains("authorization: bearer sk-very-secret-upstream"), "{head}");
+}

@@ -74,6 +74,9 @@ pub struct ServerSettings {
     pub v1_body_limit: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// The longest a client may take between two pieces of a request body, in milliseconds:
+    /// a body that trickles in slower is cut off (408) rather than holding a connection.
+    pub body_idle_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -84,6 +87,7 @@ impl Default for ServerSettings {
             api_body_limit: 64 * 1024,
             v1_body_limit: 4 * 1024 * 1024,
             workers: 0,
+            body_idle_ms: 10_000,
         }
     }
 }

@@ -31,6 +31,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
+    /// The body stopped arriving for longer than `server.body_idle_ms`.
+    #[error("the request body stopped arriving; send it at once")]
+    BodyTimeout,
     /// Input that parsed but is not acceptable; `field` names it.
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Validation { .. } => "invalid_request",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidLogin => "invalid_credentials",
@@ -130,6 +134,7 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge { .. }
+            | ApiError::BodyTimeout
             | ApiError::Validation { .. }
             | ApiError::MethodNotAllowed { .. }
             | ApiError::Conflict { .. } => "invalid_request_error",
@@ -187,6 +192,7 @@ impl ResponseError for ApiError {
             ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated | ApiError::InvalidLogin => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. }

@@ -5,6 +5,7 @@
 //! or the wall clock. Dependencies point one way: server -> registry -> auction-engine.
 
 pub mod auth;
+pub mod body_timeout;
 pub mod cli;
 pub mod configuration;
 pub mod demo;

@@ -135,6 +135,7 @@ impl Application {
                 )
                 .app_data(web::PathConfig::default().error_handler(routes::path_error))
                 .app_data(web::QueryConfig::default().error_handler(routes::query_error))
+                .wrap(from_fn(crate::body_timeout::limit_body_idle))
                 .wrap(from_fn(openai_error_shape))
                 .wrap(from_fn(metrics::record))
                 .configure(|cfg| routes::configure(cfg, v1_body_limit))

@@ -18,6 +18,9 @@ use crate::agents::domain::Visibility;
 use crate::agents::store::{Agent, agents_generation, load_agents_and_retired, load_reputations};
 use crate::{RegistryError, UserId};
 
+/// How long a deleted agent's record is kept for its owner's prior, in milliseconds.
+const RETIRED_RECORD_MS: i64 = 90 * 24 * 3600 * 1000;
+
 /// How stale reputation in the index may get, in milliseconds.
 pub const REPUTATION_REFRESH_MS: i64 = 1_000;
 
@@ -43,7 +46,10 @@ impl Snapshot {
     ) -> Snapshot {
         let mut retired_by_category: HashMap<String, Vec<(UserId, ReputationStats)>> =
             HashMap::new();
-        for agent in retired {
+        // A record untouched for 90 days (13 half-lives of evidence) weighs nothing any more:
+        // dropping it keeps the list, and each auction's work on it, bounded.
+        let recent = loaded_ms.saturating_sub(RETIRED_RECORD_MS);
+        for agent in retired.iter().filter(|a| a.reputation.updated_at_ms >= recent) {
             for category in &agent.categories {
                 retired_by_category
                     .entry(category.clone())

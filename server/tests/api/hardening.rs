@@ -148,27 +148,8 @@ async fn log_ins_have_a_tight_budget_of_their_own() {
 #[test]
 fn password_hashing_is_bounded_to_the_cores() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
-        .env("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "600000")
-        .env("GAVEL__RATE_LIMIT__AUTH_BURST", "10000")
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(idx) = line.find("listening on http://") {
-                let _ = sender.send(line[idx + "listening on ".len()..].trim().to_owned());
-            }
-        }
-    });
-    let base = receiver.recv_timeout(Duration::from_secs(60)).expect("gavel printed its address");
+    let served = Served::start(dir.path());
+    let base = served.base.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let statuses = runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -180,9 +161,8 @@ fn password_hashing_is_bounded_to_the_cores() {
         futures::future::join_all(logins).await
     });
     let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+        std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap_or_default();
+    drop(served);
     assert!(statuses.iter().all(|s| [401, 503].contains(s)), "{statuses:?}");
     let peak_kib: u64 = status
         .lines()
@@ -191,7 +171,8 @@ fn password_hashing_is_bounded_to_the_cores() {
         .expect("VmHWM in /proc/<pid>/status");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     // One hash is 19 MiB: the cores' worth plus the server's own ~40 MiB (65 MiB measured on
-    // 2 cores; 444 MiB before the fix, the blocking pool's threads each keeping theirs, and each hash fragmenting the heap).
+    // 2 cores; 444 MiB before the fix, the blocking pool's threads each keeping theirs and
+    // each hash fragmenting the heap).
     assert!(
         peak_kib < (cores * 19 + 60) * 1024,
         "peak RSS {} MiB with {cores} cores",

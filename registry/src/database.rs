@@ -37,6 +37,15 @@ impl Backend {
 /// Opens a pool. `max_connections` of `None` picks the backend's default (8 on SQLite, 32 on
 /// Postgres).
 pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<DatabaseConnection, DbErr> {
+    connect_with_lifetime(url, max_connections, None).await
+}
+
+/// `connect`, with connections replaced once older than `lifetime` (`None`: sqlx's default).
+pub(crate) async fn connect_with_lifetime(
+    url: &str,
+    max_connections: Option<u32>,
+    lifetime: Option<Duration>,
+) -> Result<DatabaseConnection, DbErr> {
     let backend = Backend::of_url(url).ok_or_else(|| {
         DbErr::Custom("database.url must start with sqlite: or postgres://".into())
     })?;
@@ -44,6 +53,9 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Database
     options
         .sqlx_logging(std::env::var("GAVEL_SQL_LOG").is_ok())
         .acquire_timeout(Duration::from_secs(30));
+    if let Some(lifetime) = lifetime {
+        options.max_lifetime(lifetime);
+    }
     match backend {
         Backend::Sqlite => {
             // A pooled SQLite connection is a file handle in this process: it cannot go stale

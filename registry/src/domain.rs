@@ -137,6 +137,10 @@ pub struct KeyName(String);
 
 impl KeyName {
     pub fn parse(raw: &str) -> Result<KeyName, RegistryError> {
+        // The bound is on what was sent, before trimming: an input's size is bounded as sent.
+        if raw.chars().count() > 100 {
+            return Err(RegistryError::invalid("name", "must be at most 100 characters"));
+        }
         let name = raw.trim();
         if name.is_empty() {
             return Err(RegistryError::invalid("name", "must not be empty"));

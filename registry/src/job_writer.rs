@@ -3,12 +3,14 @@
 //!
 //! On a SQLite file the writer keeps one connection that nothing else uses, owned by one task
 //! that commits **batches**: whatever jobs are waiting when it is free (up to 64) go into one
-//! transaction, sent sealed (see `script`) in two hand-offs to sqlx's worker thread: a read
-//! (the reputation and holds the finishing jobs need, after `BEGIN IMMEDIATE`) and the writes
-//! through `COMMIT`. Alone, a job opens and finishes in two hand-offs each; the pooled path
-//! takes six and five. Under load, SQLite's one write lock is taken once per batch instead of
-//! twice per job. The connection being its own is what makes this safe: the `ROLLBACK` after
-//! a failed script reaches the transaction the script began.
+//! `BEGIN IMMEDIATE` transaction, whose statements are sent sealed (see `script`) in two
+//! hand-offs to sqlx's worker thread: a read (the reputation and holds the finishing jobs
+//! need) and the writes. Under load, SQLite's one write lock is taken once per batch instead of
+//! twice per job. The transaction is a sea-orm `DatabaseTransaction`, which holds its
+//! connection from `BEGIN` to `COMMIT` or `ROLLBACK`: the pool cannot recycle the connection
+//! between the read and the writes (sqlx closes a connection past its lifetime when it is
+//! returned, which would end the transaction and leave the writes to run outside it; a test
+//! recycles it at every checkout).
 //!
 //! Anything short of a clean commit is rolled back. A failed batch is retried job by job; a
 //! job that still cannot commit (a hold the payer cannot cover, a hold already settled, any
@@ -22,15 +24,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, QueryTrait, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::RegistryError;
 use crate::agents::{fold_reputation, reputation_rows_query};
-use crate::database::{Backend, connect, sqlite_write_gate};
+use crate::database::{Backend, connect_with_lifetime, sqlite_write_gate};
 use crate::entity::{agent_reputation, holds};
 use crate::jobs::{
     self, AuctionEntry, JobOutcome, NewJob, ReputationUpdate, Settlement, add_close_job, add_job,
@@ -97,11 +100,23 @@ impl JobWriter {
     /// A writer for `db`, which was opened from `url`. Call inside a Tokio runtime: on a
     /// SQLite file it spawns the batching task there.
     pub async fn new(db: DatabaseConnection, url: &str) -> Result<JobWriter, DbErr> {
+        JobWriter::with_connection_lifetime(db, url, None).await
+    }
+
+    /// A writer whose own connection the pool replaces once it is older than `lifetime`
+    /// (`None`: sqlx's default, 30 minutes). Tests pass a nanosecond to put a new connection
+    /// under every checkout.
+    #[doc(hidden)]
+    pub async fn with_connection_lifetime(
+        db: DatabaseConnection,
+        url: &str,
+        lifetime: Option<std::time::Duration>,
+    ) -> Result<JobWriter, DbErr> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let counts = Arc::new(Counters::default());
         let batches = match Backend::of_url(url) {
             Some(Backend::Sqlite) if !in_memory => {
-                let own = connect(url, Some(1)).await?;
+                let own = connect_with_lifetime(url, Some(1), lifetime).await?;
                 let (queue, waiting) = mpsc::unbounded_channel();
                 tokio::spawn(run_batches(own, waiting, Arc::clone(&counts)));
                 Some(queue)
@@ -200,7 +215,6 @@ async fn run_batches(
             Ok(committed) => committed,
             Err(err) => {
                 tracing::debug!(%err, jobs = batch.len(), "sealed batch rolled back");
-                roll_back(&own).await;
                 // One by one, so that one refusal does not send its neighbours to the pool.
                 let mut committed = Vec::with_capacity(batch.len());
                 for unit in &batch {
@@ -209,7 +223,6 @@ async fn run_batches(
                         Ok(done) => committed.push(done.first().copied().unwrap_or(false)),
                         Err(err) => {
                             tracing::debug!(%err, "sealed job write fell back");
-                            roll_back(&own).await;
                             committed.push(false);
                         }
                     }
@@ -228,11 +241,41 @@ async fn run_batches(
 
 /// Commits `batch` in one transaction: which of its units are in it. A unit left out (its
 /// hold is not active, or it cannot be staged) must take the pooled path. On an error nothing
-/// is committed and the caller must roll back.
+/// is committed: the transaction is rolled back.
 async fn commit(
     own: &DatabaseConnection,
     batch: &[Unit],
     counts: &Counters,
+) -> Result<Vec<bool>, RegistryError> {
+    let immediate = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    };
+    let txn = own.begin_with_options(immediate).await?;
+    match stage_and_write(&txn, batch).await {
+        Ok(included) if included.contains(&true) => {
+            txn.commit().await?;
+            counts.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(included)
+        }
+        Ok(included) => {
+            txn.rollback().await?;
+            Ok(included)
+        }
+        Err(err) => {
+            // The error is the one to report; a failed rollback also ends the transaction
+            // (the connection is closed).
+            let _ = txn.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+/// Inside `txn`: reads what the batch needs, stages each unit that can be, and sends the
+/// staged writes. Which units are in.
+async fn stage_and_write(
+    txn: &DatabaseTransaction,
+    batch: &[Unit],
 ) -> Result<Vec<bool>, RegistryError> {
     // The read: the reputation of every agent tried and the hold of every finishing job.
     let mut updates: Vec<ReputationUpdate> = Vec::new();
@@ -246,7 +289,6 @@ async fn commit(
         }
     }
     let mut read = Script::new(DbBackend::Sqlite);
-    read.push_statement(Statement::from_string(DbBackend::Sqlite, "BEGIN IMMEDIATE"));
     if !updates.is_empty() {
         read.push(&reputation_rows_query(&updates).into_query());
     }
@@ -257,7 +299,8 @@ async fn commit(
     }
     let mut reputation_rows = Vec::new();
     let mut holds_by_job = HashMap::new();
-    for row in own.query_all_raw(read.joined()).await? {
+    let rows = if read.is_empty() { Vec::new() } else { txn.query_all_raw(read.joined()).await? };
+    for row in rows {
         // Only a hold has a `job_id` column.
         if row.try_get::<Uuid>("", "job_id").is_ok() {
             let hold = holds::Model::from_query_result(&row, "")?;
@@ -322,16 +365,7 @@ async fn commit(
     }
     if included.contains(&true) {
         fold_reputation(&mut script, reputation_rows, &folded)?;
-        own.execute_raw(script.sealed(true)).await?;
-        counts.batches.fetch_add(1, Ordering::Relaxed);
-    } else {
-        roll_back(own).await;
+        txn.execute_raw(script.sealed(false)).await?;
     }
     Ok(included)
-}
-
-/// Ends whatever transaction a failed script left open on the writer's connection. There may
-/// be none (the script failed at `BEGIN`), so an error here is expected and ignored.
-async fn roll_back(own: &DatabaseConnection) {
-    let _ = own.execute_unprepared("ROLLBACK").await;
 }

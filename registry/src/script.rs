@@ -71,9 +71,8 @@ impl Script {
         self.statements.push(Entry::Plain(self.backend.build(statement)));
     }
 
-    /// Adds a statement given as SQL and values.
-    pub(crate) fn push_statement(&mut self, statement: Statement) {
-        self.statements.push(Entry::Plain(statement));
+    pub(crate) fn is_empty(&self) -> bool {
+        self.statements.is_empty()
     }
 
     /// Adds every statement of `other`, after this script's.

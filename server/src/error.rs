@@ -18,7 +18,58 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use registry::RegistryError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One agent tried, as the error of a failed job lists it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FailedAttempt {
+    pub rank: u32,
+    pub agent: String,
+    /// `success`, `error`, `timeout` or `invalid_output`.
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// The marketplace error shape, `{"error": {...}}` (every `/api/*` error and the plain routes).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code (`invalid_request`, `not_found`, `rate_limited`, ...).
+    pub code: &'static str,
+    pub message: String,
+    /// The request field at fault, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every agent tried, for `all_agents_failed` and `rejected_by_agents`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<FailedAttempt>>,
+}
+
+/// OpenAI's error shape, `{"error": {"message","type","param","code"}}` (every `/v1/*` error),
+/// so that OpenAI SDKs raise their usual exceptions.
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    /// OpenAI's error type (`invalid_request_error`, `authentication_error`, ...).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<FailedAttempt>>,
+}
 
 /// Every error the API can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +102,7 @@ pub enum ApiError {
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed { method: String, path: String, allow: &'static str },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
@@ -62,11 +113,11 @@ pub enum ApiError {
     NoEligibleAgent { constraint: String, message: String },
     /// Every agent tried failed; `attempts` lists them.
     #[error("{message}")]
-    UpstreamFailed { message: String, attempts: serde_json::Value },
+    UpstreamFailed { message: String, attempts: Vec<FailedAttempt> },
     /// Every agent tried rejected the request itself (400, 413, 415, 422): the input is at
     /// fault, and no agent's record takes the blame.
     #[error("every agent rejected the request as invalid: {message}")]
-    RejectedByAgents { message: String, attempts: serde_json::Value },
+    RejectedByAgents { message: String, attempts: Vec<FailedAttempt> },
     /// A job request that came from a Gavel (it carries the hop header): running it would let
     /// an agent pointed back at Gavel loop.
     #[error("this request came from a Gavel agent call; Gavel does not run it as a job")]
@@ -157,32 +208,35 @@ impl ApiError {
         self.to_string()
     }
 
-    fn openai_body(&self) -> serde_json::Value {
-        let mut body = json!({"error": {
-            "message": self.public_message(),
-            "type": self.openai_type(),
-            "param": self.param(),
-            "code": self.code(),
-        }});
-        if let ApiError::UpstreamFailed { attempts, .. }
-        | ApiError::RejectedByAgents { attempts, .. } = self
-        {
-            body["error"]["attempts"] = attempts.clone();
+    fn attempts(&self) -> Option<Vec<FailedAttempt>> {
+        match self {
+            ApiError::UpstreamFailed { attempts, .. }
+            | ApiError::RejectedByAgents { attempts, .. } => Some(attempts.clone()),
+            _ => None,
         }
-        body
     }
 
-    fn marketplace_body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code(), "message": self.public_message()});
-        if let Some(field) = self.param() {
-            error["field"] = json!(field);
+    fn openai_body(&self) -> OpenAiErrorBody {
+        OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.public_message(),
+                kind: self.openai_type(),
+                param: self.param().map(str::to_owned),
+                code: self.code(),
+                attempts: self.attempts(),
+            },
         }
-        if let ApiError::UpstreamFailed { attempts, .. }
-        | ApiError::RejectedByAgents { attempts, .. } = self
-        {
-            error["attempts"] = attempts.clone();
+    }
+
+    fn marketplace_body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.public_message(),
+                field: self.param().map(str::to_owned),
+                attempts: self.attempts(),
+            },
         }
-        json!({ "error": error })
     }
 }
 
@@ -222,6 +276,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Unauthenticated = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((header::ALLOW, *allow));
         }
         response.json(self.marketplace_body())
     }
@@ -279,7 +336,7 @@ pub async fn openai_error_shape(
     let Some(api_error) = response.response().error().and_then(|e| e.as_error::<ApiError>()) else {
         return Ok(response);
     };
-    let body = api_error.openai_body().to_string();
+    let body = serde_json::to_string(&api_error.openai_body()).map_err(ApiError::internal)?;
     let status = response.status();
     let (request, old) = response.into_parts();
     let mut new = HttpResponse::build(status);

@@ -112,7 +112,8 @@ pub struct AgentName(String);
 
 impl AgentName {
     pub fn parse(raw: &str) -> Result<AgentName, RegistryError> {
-        let name = raw.trim().to_lowercase();
+        // Not trimmed: a name is a slug's part, and a space around it is a typo to point out.
+        let name = raw.to_lowercase();
         if name.is_empty() || name.len() > 64 {
             return Err(RegistryError::invalid("name", "must be 1 to 64 characters"));
         }
@@ -255,7 +256,8 @@ pub(crate) fn parse_text(
 ) -> Result<String, RegistryError> {
     let text = raw.trim();
     let len = text.chars().count();
-    if len < min || len > max {
+    // The upper bound is on what was sent, before trimming.
+    if len < min || raw.chars().count() > max {
         return Err(RegistryError::invalid(field, format!("must be {min} to {max} characters")));
     }
     if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {

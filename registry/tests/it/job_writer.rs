@@ -295,3 +295,36 @@ async fn a_live_instance_ends_a_dead_instances_work_and_only_that() {
         assert_ledger_consistent(&db).await;
     }
 }
+
+/// The batch's read and its writes are two calls on the writer's connection. If the pool
+/// replaced that connection between them (sqlx closes one past its lifetime when it is
+/// returned), the read's `BEGIN` would end with the old connection and the writes would run
+/// outside any transaction. Here the pool replaces it at every checkout: every job still
+/// commits sealed, in one transaction each, and the ledger is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_holds_its_connection_from_begin_to_commit() {
+    let test_db = crate::helpers::sqlite().await;
+    let db = test_db.db.clone();
+    let lifetime = Some(std::time::Duration::from_nanos(1));
+    let writer =
+        JobWriter::with_connection_lifetime(db.clone(), &test_db.url, lifetime).await.unwrap();
+    let (caller, owner) = (user(&db).await, user(&db).await);
+    ledger::ensure_monthly_grant(&db, caller, credits(20), Utc::now()).await.unwrap();
+    let later = Utc::now() + Duration::minutes(15);
+    for _ in 0..20 {
+        let (job, auction) = new_job(caller);
+        writer.open(job.clone(), auction, Some(hold(&job, credits(1), later))).await.unwrap();
+        writer
+            .finish(job.id, outcome(JobStatus::Delivered), capture(job.id, 1, owner, 1), Vec::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(writer.counts(), WriterCounts { sealed: 40, pooled: 0, batches: 40 });
+    let caller_balance = ledger::balance(&db, caller).await.unwrap();
+    assert_eq!(
+        (caller_balance.balance, caller_balance.held),
+        (MicroCredits::ZERO, MicroCredits::ZERO)
+    );
+    assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(20));
+    assert_ledger_consistent(&db).await;
+}

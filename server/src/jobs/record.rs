@@ -3,7 +3,7 @@
 //! explanation. This is what `GET /api/auctions/{id}` returns (with the attempts and the
 //! settlement joined in at read time).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use auction_engine::{
@@ -11,8 +11,178 @@ use auction_engine::{
     ReliabilitySource, Routing, SortBy,
 };
 use registry::agents::Agent;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub enum AuctionObject {
+    #[serde(rename = "auction")]
+    Auction,
+}
+
+/// The stored audit record of one auction.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuditDocument {
+    pub id: Uuid,
+    pub object: AuctionObject,
+    pub job_id: Uuid,
+    pub inputs: AuditInputs,
+    /// The first 100 ranked and the first 100 excluded, in full.
+    pub candidates: Vec<CandidateRecord>,
+    /// Candidates past those 100, counted: `ranked`, or by exclusion reason.
+    pub omitted_candidates: BTreeMap<String, usize>,
+    pub outcome: OutcomeRecord,
+}
+
+/// Everything the auction was a function of: replaying these gives the same outcome.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuditInputs {
+    /// Decimal text (a u64 does not fit a JSON number exactly).
+    pub nonce: String,
+    pub seed: String,
+    pub now_ms: i64,
+    pub job: JobInputs,
+    pub constraints: ConstraintsRecord,
+    pub parameters: ParametersRecord,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobInputs {
+    pub category: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub required_features: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ConstraintsRecord {
+    pub max_price: Option<String>,
+    pub regions: Vec<String>,
+    pub max_latency_ms: Option<u32>,
+    pub min_reputation: Option<f64>,
+    pub only: Vec<String>,
+    pub ignore: Vec<String>,
+    /// `balanced`, `cost`, `quality` or `latency`.
+    pub objective: String,
+    pub routing: RoutingRecord,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RoutingRecord {
+    Auction,
+    Sort {
+        /// `price`, `latency` or `reputation`.
+        by: String,
+    },
+    Order {
+        order: Vec<String>,
+    },
+    PriceWeightedRandom,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ParametersRecord {
+    /// `second_score` or `first_price`.
+    pub mechanism: String,
+    pub call_fee: String,
+    pub win_fee: String,
+    pub prior_weight: f64,
+    pub default_prior_mean: f64,
+    pub measured_evidence: f64,
+    pub half_life_ms: i64,
+    pub exploration_rate: f64,
+    pub reference_price: Option<String>,
+    pub reference_multiplier: u32,
+    pub reference_latency_ms: u32,
+}
+
+/// One candidate: ranked with its bid, quality and price, or excluded with the reason.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CandidateRecord {
+    Ranked(Box<RankedRecord>),
+    Excluded(ExcludedRecord),
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RankedRecord {
+    pub agent_id: Uuid,
+    pub slug: String,
+    pub owner_id: Uuid,
+    pub rank: usize,
+    pub price_version: Option<u32>,
+    pub sheet_price: String,
+    pub bid: String,
+    /// `sheet` or `live`.
+    pub bid_source: String,
+    pub quality: QualityRecord,
+    /// The bid divided by the quality factor: what the ranking compares.
+    pub effective_price: String,
+    /// What the agent is paid if it serves.
+    pub price: String,
+    pub price_basis: PriceBasisRecord,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct QualityRecord {
+    pub reliability: f64,
+    /// `posterior_mean`, or `thompson_draw` for an exploring newcomer.
+    pub reliability_source: String,
+    pub reliability_mean: f64,
+    pub reliability_lower_bound: f64,
+    pub prior_mean: f64,
+    pub evidence: f64,
+    pub expected_latency_ms: Option<f64>,
+    pub latency_ms: f64,
+    pub reliability_factor: f64,
+    pub latency_factor: f64,
+    pub factor: f64,
+}
+
+/// How the price was set.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum PriceBasisRecord {
+    /// The runner-up's effective price times the winner's quality factor.
+    SecondScore {
+        runner_up: Uuid,
+        runner_up_slug: Option<String>,
+        runner_up_effective_price: String,
+        formula: String,
+    },
+    /// A lone bidder: the reserve (the competitive reference price), or its own bid.
+    Reserve {
+        reserve: String,
+        runner_up: Option<Uuid>,
+    },
+    OwnBid,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ExcludedRecord {
+    pub agent_id: Uuid,
+    pub slug: String,
+    pub owner_id: Uuid,
+    /// A stable code (`paused`, `over_max_price`, ...).
+    pub reason: String,
+    /// At most 300 characters.
+    pub detail: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutcomeRecord {
+    pub winner: Option<String>,
+    pub clearing_price: Option<String>,
+    pub explored: bool,
+    pub category_prior: f64,
+    pub proven_price: Option<String>,
+    pub reserve: Option<String>,
+    /// The exclusion that left no one, when no one was left.
+    pub binding_exclusion: Option<String>,
+    pub explanation: String,
+}
 
 fn objective_word(objective: Objective) -> &'static str {
     match objective {
@@ -23,38 +193,41 @@ fn objective_word(objective: Objective) -> &'static str {
     }
 }
 
-fn routing_json(routing: &Routing) -> Value {
+fn routing_record(routing: &Routing) -> RoutingRecord {
     match routing {
-        Routing::Auction => json!({"kind": "auction"}),
-        Routing::Sort(key) => json!({"kind": "sort", "by": match key {
-            SortBy::Price => "price",
-            SortBy::Latency => "latency",
-            SortBy::Reputation => "reputation",
-        }}),
-        Routing::Order(order) => json!({"kind": "order", "order": order}),
-        Routing::PriceWeightedRandom => json!({"kind": "price_weighted_random"}),
+        Routing::Auction => RoutingRecord::Auction,
+        Routing::Sort(key) => RoutingRecord::Sort {
+            by: match key {
+                SortBy::Price => "price",
+                SortBy::Latency => "latency",
+                SortBy::Reputation => "reputation",
+            }
+            .to_owned(),
+        },
+        Routing::Order(order) => RoutingRecord::Order { order: order.clone() },
+        Routing::PriceWeightedRandom => RoutingRecord::PriceWeightedRandom,
     }
 }
 
 /// Ranked agents' slugs by id, built once per record (the price basis names its runner-up by id).
 type Slugs<'a> = HashMap<AgentId, &'a str>;
 
-fn basis_json(basis: &PriceBasis, slugs: &Slugs<'_>) -> Value {
-    let slug_of = |id: auction_engine::AgentId| Uuid::from_u128(id.0);
+fn basis_record(basis: &PriceBasis, slugs: &Slugs<'_>) -> PriceBasisRecord {
+    let uuid_of = |id: AgentId| Uuid::from_u128(id.0);
     match basis {
-        PriceBasis::SecondScore { runner_up, runner_up_effective_price } => json!({
-            "rule": "second_score",
-            "runner_up": slug_of(*runner_up),
-            "runner_up_slug": slugs.get(runner_up),
-            "runner_up_effective_price": micros(*runner_up_effective_price),
-            "formula": "price = runner_up_effective_price x quality.factor",
-        }),
-        PriceBasis::Reserve { reserve, runner_up } => json!({
-            "rule": "reserve",
-            "reserve": reserve.to_string(),
-            "runner_up": runner_up.map(slug_of),
-        }),
-        PriceBasis::OwnBid => json!({"rule": "own_bid"}),
+        PriceBasis::SecondScore { runner_up, runner_up_effective_price } => {
+            PriceBasisRecord::SecondScore {
+                runner_up: uuid_of(*runner_up),
+                runner_up_slug: slugs.get(runner_up).map(|s| (*s).to_owned()),
+                runner_up_effective_price: micros(*runner_up_effective_price),
+                formula: "price = runner_up_effective_price x quality.factor".to_owned(),
+            }
+        }
+        PriceBasis::Reserve { reserve, runner_up } => PriceBasisRecord::Reserve {
+            reserve: reserve.to_string(),
+            runner_up: runner_up.map(uuid_of),
+        },
+        PriceBasis::OwnBid => PriceBasisRecord::OwnBid,
     }
 }
 
@@ -71,127 +244,138 @@ fn micros(value: i64) -> String {
     auction_engine::MicroCredits::from_micros(value).to_string()
 }
 
-fn ranked_json(ranked: &Ranked, agent: Option<&Arc<Agent>>, slugs: &Slugs<'_>) -> Value {
-    json!({
-        "agent_id": Uuid::from_u128(ranked.agent_id.0),
-        "slug": ranked.slug.as_ref(),
-        "owner_id": Uuid::from_u128(ranked.owner_id.0),
-        "status": "ranked",
-        "rank": ranked.rank,
-        "price_version": agent.map(|a| a.price_version),
-        "sheet_price": ranked.sheet_price.to_string(),
-        "bid": ranked.bid.to_string(),
-        "bid_source": match ranked.bid_source { BidSource::Sheet => "sheet", BidSource::Live => "live" },
-        "quality": {
-            "reliability": ranked.quality.reliability,
-            "reliability_source": match ranked.quality.reliability_source {
+fn ranked_record(ranked: &Ranked, agent: Option<&Arc<Agent>>, slugs: &Slugs<'_>) -> RankedRecord {
+    let quality = &ranked.quality;
+    RankedRecord {
+        agent_id: Uuid::from_u128(ranked.agent_id.0),
+        slug: ranked.slug.to_string(),
+        owner_id: Uuid::from_u128(ranked.owner_id.0),
+        rank: ranked.rank,
+        price_version: agent.map(|a| a.price_version),
+        sheet_price: ranked.sheet_price.to_string(),
+        bid: ranked.bid.to_string(),
+        bid_source: match ranked.bid_source {
+            BidSource::Sheet => "sheet",
+            BidSource::Live => "live",
+        }
+        .to_owned(),
+        quality: QualityRecord {
+            reliability: quality.reliability,
+            reliability_source: match quality.reliability_source {
                 ReliabilitySource::Mean => "posterior_mean",
                 ReliabilitySource::ThompsonDraw => "thompson_draw",
-            },
-            "reliability_mean": ranked.quality.reliability_mean,
-            "reliability_lower_bound": ranked.quality.reliability_lower_bound,
-            "prior_mean": ranked.quality.prior_mean,
-            "evidence": ranked.quality.evidence,
-            "expected_latency_ms": ranked.quality.expected_latency_ms,
-            "latency_ms": ranked.quality.latency_ms,
-            "reliability_factor": ranked.quality.reliability_factor,
-            "latency_factor": ranked.quality.latency_factor,
-            "factor": ranked.quality.factor,
+            }
+            .to_owned(),
+            reliability_mean: quality.reliability_mean,
+            reliability_lower_bound: quality.reliability_lower_bound,
+            prior_mean: quality.prior_mean,
+            evidence: quality.evidence,
+            expected_latency_ms: quality.expected_latency_ms,
+            latency_ms: quality.latency_ms,
+            reliability_factor: quality.reliability_factor,
+            latency_factor: quality.latency_factor,
+            factor: quality.factor,
         },
-        "effective_price": micros(ranked.effective_price),
-        "price": ranked.price.to_string(),
-        "price_basis": basis_json(&ranked.price_basis, slugs),
-    })
+        effective_price: micros(ranked.effective_price),
+        price: ranked.price.to_string(),
+        price_basis: basis_record(&ranked.price_basis, slugs),
+    }
 }
 
-/// Renders an audit record.
-pub fn audit_json(
+/// Builds an audit record.
+pub fn audit_document(
     auction_id: Uuid,
     job_id: Uuid,
     record: &AuditRecord,
     agents: &HashMap<Uuid, Arc<Agent>>,
-) -> Value {
+) -> AuditDocument {
     let input: &AuctionInput = &record.input;
     let outcome = &record.outcome;
     let slugs: Slugs<'_> = outcome.ranking.iter().map(|r| (r.agent_id, r.slug.as_ref())).collect();
     // A stored record has a bounded size whatever the market's: the first ranks in full (the
     // fallbacks that could serve), the first exclusions in full, the rest counted by reason.
-    let mut candidates: Vec<Value> = outcome
+    let mut candidates: Vec<CandidateRecord> = outcome
         .ranking
         .iter()
         .take(MAX_RECORDED)
-        .map(|ranked| ranked_json(ranked, agents.get(&Uuid::from_u128(ranked.agent_id.0)), &slugs))
+        .map(|ranked| {
+            let agent = agents.get(&Uuid::from_u128(ranked.agent_id.0));
+            CandidateRecord::Ranked(Box::new(ranked_record(ranked, agent, &slugs)))
+        })
         .collect();
     candidates.extend(outcome.exclusions.iter().take(MAX_RECORDED).map(|excluded| {
-        json!({
-            "agent_id": Uuid::from_u128(excluded.agent_id.0),
-            "slug": excluded.slug.as_ref(),
-            "owner_id": Uuid::from_u128(excluded.owner_id.0),
-            "status": "excluded",
-            "reason": excluded.reason.code(),
-            "detail": short(&excluded.reason.describe()),
+        CandidateRecord::Excluded(ExcludedRecord {
+            agent_id: Uuid::from_u128(excluded.agent_id.0),
+            slug: excluded.slug.to_string(),
+            owner_id: Uuid::from_u128(excluded.owner_id.0),
+            reason: excluded.reason.code().to_owned(),
+            detail: short(&excluded.reason.describe()),
         })
     }));
-    let mut omitted: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut omitted: BTreeMap<String, usize> = BTreeMap::new();
     if outcome.ranking.len() > MAX_RECORDED {
-        omitted.insert("ranked", outcome.ranking.len() - MAX_RECORDED);
+        omitted.insert("ranked".to_owned(), outcome.ranking.len() - MAX_RECORDED);
     }
     for excluded in outcome.exclusions.iter().skip(MAX_RECORDED) {
-        *omitted.entry(excluded.reason.code()).or_default() += 1;
+        *omitted.entry(excluded.reason.code().to_owned()).or_default() += 1;
     }
     let constraints = &input.constraints;
     let params = &input.parameters;
-    json!({
-        "id": auction_id,
-        "object": "auction",
-        "job_id": job_id,
-        "inputs": {
-            "nonce": input.nonce.to_string(),
-            "seed": input.seed.to_string(),
-            "now_ms": input.now_ms,
-            "job": {
-                "category": input.job.category,
-                "input_tokens": input.job.input_tokens,
-                "output_tokens": input.job.output_tokens,
-                "required_features": input.job.required_features,
+    AuditDocument {
+        id: auction_id,
+        object: AuctionObject::Auction,
+        job_id,
+        inputs: AuditInputs {
+            nonce: input.nonce.to_string(),
+            seed: input.seed.to_string(),
+            now_ms: input.now_ms,
+            job: JobInputs {
+                category: input.job.category.clone(),
+                input_tokens: input.job.input_tokens,
+                output_tokens: input.job.output_tokens,
+                required_features: input.job.required_features.clone(),
             },
-            "constraints": {
-                "max_price": constraints.max_price.map(|p| p.to_string()),
-                "regions": constraints.regions,
-                "max_latency_ms": constraints.max_latency_ms,
-                "min_reputation": constraints.min_reputation,
-                "only": constraints.only,
-                "ignore": constraints.ignore,
-                "objective": objective_word(constraints.objective),
-                "routing": routing_json(&constraints.routing),
+            constraints: ConstraintsRecord {
+                max_price: constraints.max_price.map(|p| p.to_string()),
+                regions: constraints.regions.clone(),
+                max_latency_ms: constraints.max_latency_ms,
+                min_reputation: constraints.min_reputation,
+                only: constraints.only.clone(),
+                ignore: constraints.ignore.clone(),
+                objective: objective_word(constraints.objective).to_owned(),
+                routing: routing_record(&constraints.routing),
             },
-            "parameters": {
-                "mechanism": match params.mechanism { Mechanism::SecondScore => "second_score", Mechanism::FirstPrice => "first_price" },
-                "call_fee": params.call_fee.to_string(),
-                "win_fee": params.win_fee.to_string(),
-                "prior_weight": params.prior_weight,
-                "default_prior_mean": params.default_prior_mean,
-                "measured_evidence": params.measured_evidence,
-                "half_life_ms": params.half_life_ms,
-                "exploration_rate": params.exploration_rate,
-                "reference_price": params.reference_price.map(|p| p.to_string()),
-                "reference_multiplier": params.reference_multiplier,
-                "reference_latency_ms": params.reference_latency_ms,
+            parameters: ParametersRecord {
+                mechanism: match params.mechanism {
+                    Mechanism::SecondScore => "second_score",
+                    Mechanism::FirstPrice => "first_price",
+                }
+                .to_owned(),
+                call_fee: params.call_fee.to_string(),
+                win_fee: params.win_fee.to_string(),
+                prior_weight: params.prior_weight,
+                default_prior_mean: params.default_prior_mean,
+                measured_evidence: params.measured_evidence,
+                half_life_ms: params.half_life_ms,
+                exploration_rate: params.exploration_rate,
+                reference_price: params.reference_price.map(|p| p.to_string()),
+                reference_multiplier: params.reference_multiplier,
+                reference_latency_ms: params.reference_latency_ms,
             },
         },
-        "candidates": candidates,
-        "omitted_candidates": omitted,
-        "outcome": {
-            "winner": outcome.winner().map(|w| w.slug.as_ref()),
-            "clearing_price": outcome.winner().map(|w| w.price.to_string()),
-            "explored": outcome.explored,
-            "category_prior": outcome.category_prior,
-            "proven_price": outcome.proven_price.map(|p| p.to_string()),
-            "reserve": outcome.reserve.map(|r| r.to_string()),
-            "binding_exclusion": outcome.binding_exclusion().map(|r| r.code()),
-            "explanation": record.explain(),
+        candidates,
+        omitted_candidates: omitted,
+        outcome: OutcomeRecord {
+            winner: outcome.winner().map(|w| w.slug.to_string()),
+            clearing_price: outcome.winner().map(|w| w.price.to_string()),
+            explored: outcome.explored,
+            category_prior: outcome.category_prior,
+            proven_price: outcome.proven_price.map(|p| p.to_string()),
+            reserve: outcome.reserve.map(|r| r.to_string()),
+            binding_exclusion: outcome.binding_exclusion().map(|r| r.code().to_owned()),
+            explanation: record.explain(),
         },
-    })
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +385,7 @@ mod tests {
         AgentId, AgentStatus, Candidate, Constraints, Job, MicroCredits, OwnerId, Parameters,
         PriceSheet, ReputationStats,
     };
+    use serde_json::json;
 
     #[test]
     fn a_record_stays_bounded_however_large_the_market() {
@@ -241,7 +426,13 @@ mod tests {
             parameters: Parameters::default(),
         };
         let record = AuditRecord::new(input);
-        let json = audit_json(Uuid::nil(), Uuid::nil(), &record, &HashMap::new());
+        let json = serde_json::to_value(audit_document(
+            Uuid::nil(),
+            Uuid::nil(),
+            &record,
+            &HashMap::new(),
+        ))
+        .unwrap();
         assert_eq!(json["candidates"].as_array().unwrap().len(), 200);
         assert_eq!(json["omitted_candidates"], json!({"ranked": 25, "paused": 25}));
         assert!(json.to_string().len() < 400_000, "{} bytes", json.to_string().len());

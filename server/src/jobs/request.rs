@@ -6,9 +6,13 @@ use auction_engine::{MicroCredits, Objective, Routing, SortBy};
 use registry::jobs::JobKind;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::routes::{decimal_text, parse_body};
+use crate::vocabulary::{
+    CategoryWord, ModeWord, ObjectiveWord, RoleWord, SortWord, credits_schema,
+};
 
 /// Largest `max_tokens` a caller may ask for.
 pub const MAX_TOKENS_CEILING: u64 = 1_000_000;
@@ -138,44 +142,113 @@ pub struct JobRequest {
     pub include_usage: bool,
 }
 
-#[derive(Deserialize, Default)]
+/// OpenRouter's routing controls.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProviderBody {
+pub struct ProviderBody {
+    /// Try these agents, in this order, instead of the auction's ranking.
+    #[schema(max_items = 100)]
     order: Option<Vec<String>>,
+    /// Only these agents may compete.
+    #[schema(max_items = 100)]
     only: Option<Vec<String>>,
+    /// These agents may not compete.
+    #[schema(max_items = 100)]
     ignore: Option<Vec<String>>,
     allow_fallbacks: Option<bool>,
+    #[schema(value_type = Option<SortWord>)]
     sort: Option<String>,
+    #[schema(schema_with = credits_schema)]
     max_price: Option<Value>,
 }
 
-#[derive(Deserialize, Default)]
+/// What an agent must have to compete.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RequireBody {
+pub struct RequireBody {
+    #[schema(max_items = 32)]
     features: Option<Vec<String>>,
+    #[schema(max_items = 32)]
     regions: Option<Vec<String>>,
     max_latency_ms: Option<u32>,
+    #[schema(minimum = 0, maximum = 1)]
     min_reputation: Option<f64>,
 }
 
-#[derive(Deserialize, Default)]
+/// Gavel's auction controls.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AuctionBody {
+pub struct AuctionBody {
+    /// The most the caller will pay the agent; the auction never clears above it.
+    #[schema(schema_with = credits_schema)]
     max_price: Option<Value>,
+    #[schema(value_type = Option<ObjectiveWord>)]
     objective: Option<String>,
+    /// `recommend` runs the auction only and returns the shortlist.
+    #[schema(value_type = Option<ModeWord>)]
     mode: Option<String>,
+    /// The shortlist's length in `recommend` mode (default 5).
+    #[schema(minimum = 1, maximum = 50)]
     top_k: Option<usize>,
     require: Option<RequireBody>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/jobs`: any JSON job for the agents of a category.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"category": "ocr", "input": {"image_url": "https://example.com/receipt.png"}}))]
 #[serde(deny_unknown_fields)]
-struct JobBody {
+pub struct JobBody {
+    #[schema(value_type = CategoryWord)]
     category: String,
+    /// Any JSON: POSTed to the winning agent as is.
     input: Value,
+    /// Name one agent (its slug) instead of holding an auction.
     agent: Option<String>,
     auction: Option<AuctionBody>,
     provider: Option<ProviderBody>,
+}
+
+/// One chat message, as OpenAI accepts it. Fields beyond `role` and `content` (`name`,
+/// `tool_calls`, `tool_call_id`, ...) are passed to the agent.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the wire format; messages are checked as JSON values")]
+pub struct ChatMessage {
+    #[schema(value_type = RoleWord)]
+    role: String,
+    /// A string, an array of content parts, or null (an assistant's tool call).
+    content: Option<Value>,
+}
+
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the wire format; the body is read as a JSON object")]
+pub struct StreamOptions {
+    /// Send a closing chunk with the usage and its cost.
+    include_usage: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`: OpenAI's body plus Gavel's `models`, `provider` and
+/// `auction`. Every field not listed here (`temperature`, `tools`, `response_format`, ...) is
+/// passed to the agent as sent. `parse_chat` reads these fields from the body's JSON object,
+/// because the rest must reach the agent untouched.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the wire format; `parse_chat` reads the JSON object")]
+pub struct ChatCompletionRequest {
+    /// `auction`, `auction/<category>`, or an agent's slug.
+    #[schema(min_length = 1, max_length = 200, example = "auction")]
+    model: String,
+    #[schema(min_items = 1, max_items = 2048)]
+    messages: Vec<ChatMessage>,
+    /// Fallback agents (slugs) after `model`.
+    #[schema(max_items = 100)]
+    models: Option<Vec<String>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    #[schema(minimum = 1, maximum = 1000000)]
+    max_tokens: Option<u64>,
+    #[schema(minimum = 1, maximum = 1000000)]
+    max_completion_tokens: Option<u64>,
+    provider: Option<ProviderBody>,
+    auction: Option<AuctionBody>,
 }
 
 /// Parses a chat completion request body.

@@ -22,14 +22,16 @@ use registry::jobs::{
 };
 use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FailedAttempt};
 use crate::jobs::bids::{self, BidRequest};
 use crate::jobs::breaker::Circuit;
 use crate::jobs::dispatch::{Delivery, DispatchLimits, dispatch, outcome_word};
-use crate::jobs::record::audit_json;
+use crate::jobs::record::audit_document;
 use crate::jobs::request::{JobRequest, Mode, Target};
 use crate::state::AppState;
 
@@ -43,7 +45,7 @@ pub struct JobResult {
     pub candidates: usize,
     pub delivered: Option<DeliveredJob>,
     /// `recommend` mode: the shortlist.
-    pub shortlist: Option<Vec<Value>>,
+    pub shortlist: Option<Vec<Shortlisted>>,
     /// What the caller was charged in total.
     pub total_cost: MicroCredits,
 }
@@ -56,6 +58,21 @@ pub struct DeliveredJob {
     pub clearing_price: MicroCredits,
     pub agent_cost: MicroCredits,
     pub usage: Option<(u64, u64)>,
+}
+
+/// One agent of a `recommend` shortlist, best first; amounts are decimal strings of credits.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Shortlisted {
+    pub rank: usize,
+    pub agent: String,
+    pub bid: String,
+    /// What the agent would be paid if it won.
+    pub price: String,
+    /// The bid divided by the quality factor: what the auction ranks by.
+    pub effective_price: String,
+    pub reliability: f64,
+    pub reputation: f64,
+    pub expected_latency_ms: Option<f64>,
 }
 
 /// A job whose auction has run and whose hold is placed: ready to dispatch.
@@ -239,7 +256,7 @@ pub async fn prepare(
     let candidate_count = input.candidates.len();
     let record = AuditRecord::new(input);
     let job_id = Uuid::now_v7();
-    let audit = audit_json(auction_id, job_id, &record, &agents_by_id);
+    let audit = audit_document(auction_id, job_id, &record, &agents_by_id);
     let winner = record.outcome.winner();
     let new_job = NewJob {
         id: job_id,
@@ -257,7 +274,7 @@ pub async fn prepare(
         category: request.category.clone(),
         winner: winner.map(|w| Uuid::from_u128(w.agent_id.0)),
         clearing_price: winner.map(|w| w.price),
-        record: audit.to_string(),
+        record: serde_json::to_string(&audit).map_err(ApiError::internal)?,
     };
 
     let ranking = &record.outcome.ranking;
@@ -591,15 +608,18 @@ pub(crate) fn serving_cap(job: &HeldJob, ranked: &Ranked) -> MicroCredits {
 }
 
 /// The attempts as the 502 body lists them.
-pub(crate) fn attempts_summary(attempts: &[Attempt]) -> Value {
-    Value::Array(
-        attempts
-            .iter()
-            .map(|a| {
-                json!({"rank": a.rank, "agent": a.agent_slug, "outcome": a.outcome, "http_status": a.http_status, "error": a.error_code, "latency_ms": a.latency_ms})
-            })
-            .collect(),
-    )
+pub(crate) fn attempts_summary(attempts: &[Attempt]) -> Vec<FailedAttempt> {
+    attempts
+        .iter()
+        .map(|a| FailedAttempt {
+            rank: a.rank,
+            agent: a.agent_slug.clone(),
+            outcome: a.outcome.clone(),
+            http_status: a.http_status,
+            error: a.error_code.clone(),
+            latency_ms: a.latency_ms,
+        })
+        .collect()
 }
 
 /// "all 2 agent(s) failed: a/x (http_500), b/y (timeout)".
@@ -747,20 +767,18 @@ async fn recommend(
     ranking: &[Ranked],
     call_fee: MicroCredits,
 ) -> Result<JobResult, ApiError> {
-    let shortlist: Vec<Value> = ranking
+    let shortlist: Vec<Shortlisted> = ranking
         .iter()
         .take(request.top_k)
-        .map(|r| {
-            json!({
-                "rank": r.rank,
-                "agent": r.slug.as_ref(),
-                "bid": r.bid.to_string(),
-                "price": r.price.to_string(),
-                "effective_price": MicroCredits::from_micros(r.effective_price).to_string(),
-                "reliability": r.quality.reliability_mean,
-                "reputation": r.quality.reliability_lower_bound,
-                "expected_latency_ms": r.quality.expected_latency_ms,
-            })
+        .map(|r| Shortlisted {
+            rank: r.rank,
+            agent: r.slug.to_string(),
+            bid: r.bid.to_string(),
+            price: r.price.to_string(),
+            effective_price: MicroCredits::from_micros(r.effective_price).to_string(),
+            reliability: r.quality.reliability_mean,
+            reputation: r.quality.reliability_lower_bound,
+            expected_latency_ms: r.quality.expected_latency_ms,
         })
         .collect();
     let outcome = JobOutcome {
@@ -774,7 +792,7 @@ async fn recommend(
         input_tokens: Some(request.input_tokens),
         output_tokens: None,
         latency_ms: None,
-        output: Some(Value::Array(shortlist.clone()).to_string()),
+        output: Some(serde_json::to_string(&shortlist).map_err(ApiError::internal)?),
         error: None,
         attempts: Vec::new(),
         finished_at: state.now(),

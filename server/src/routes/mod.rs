@@ -8,6 +8,7 @@ mod credits;
 mod health;
 mod keys;
 mod models;
+pub mod openapi;
 mod records;
 pub(crate) mod v1;
 
@@ -18,59 +19,77 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// `object` of every list response.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ListObject {
+    List,
+}
+
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
     // Chat requests carry whole conversations: `/v1` gets its own, larger body limit.
     let v1_json = web::JsonConfig::default().limit(v1_body_limit).error_handler(json_error);
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi::spec)))
         .service(
             web::scope("/api")
-                .service(resource("/auth/signup").route(web::post().to(account::signup)))
-                .service(resource("/auth/login").route(web::post().to(account::login)))
-                .service(resource("/me").route(web::get().to(account::me)))
+                .service(resource("/auth/signup", "POST").route(web::post().to(account::signup)))
+                .service(resource("/auth/login", "POST").route(web::post().to(account::login)))
+                .service(resource("/me", "GET").route(web::get().to(account::me)))
                 .service(
-                    resource("/keys")
+                    resource("/keys", "GET, POST")
                         .route(web::post().to(keys::create))
                         .route(web::get().to(keys::list)),
                 )
-                .service(resource("/keys/{id}").route(web::delete().to(keys::revoke)))
-                .service(resource("/credits").route(web::get().to(credits::summary)))
-                .service(resource("/credits/ledger").route(web::get().to(credits::ledger)))
+                .service(resource("/keys/{id}", "DELETE").route(web::delete().to(keys::revoke)))
+                .service(resource("/credits", "GET").route(web::get().to(credits::summary)))
+                .service(resource("/credits/ledger", "GET").route(web::get().to(credits::ledger)))
                 .service(
-                    resource("/agents")
+                    resource("/agents", "GET, POST")
                         .route(web::post().to(agents::register))
                         .route(web::get().to(agents::discover)),
                 )
-                .service(resource("/agents/mine").route(web::get().to(agents::mine)))
+                .service(resource("/agents/mine", "GET").route(web::get().to(agents::mine)))
                 .service(
-                    resource("/agents/{id}")
+                    resource("/agents/{id}", "DELETE, GET, PATCH")
                         .route(web::get().to(agents::get))
                         .route(web::patch().to(agents::update))
                         .route(web::delete().to(agents::delete)),
                 )
-                .service(resource("/agents/{id}/{action}").route(web::post().to(agents::set_state)))
-                .service(resource("/auctions/{id}").route(web::get().to(records::auction)))
-                .service(resource("/activity").route(web::get().to(records::activity)))
+                .service(
+                    resource("/agents/{id}/pause", "POST").route(web::post().to(agents::pause)),
+                )
+                .service(
+                    resource("/agents/{id}/resume", "POST").route(web::post().to(agents::resume)),
+                )
+                .service(resource("/auctions/{id}", "GET").route(web::get().to(records::auction)))
+                .service(resource("/activity", "GET").route(web::get().to(records::activity)))
                 .default_service(web::to(no_route)),
         )
         .service(
             web::scope("/v1")
                 .app_data(v1_json)
-                .service(resource("/models").route(web::get().to(models::list)))
-                .service(resource("/models/{id:.+}").route(web::get().to(models::retrieve)))
-                .service(resource("/chat/completions").route(web::post().to(v1::chat_completions)))
-                .service(resource("/jobs").route(web::post().to(v1::create_job)))
-                .service(resource("/jobs/{id}").route(web::get().to(v1::get_job)))
-                .service(resource("/generation").route(web::get().to(v1::generation)))
+                .service(resource("/models", "GET").route(web::get().to(models::list)))
+                .service(resource("/models/{id:.+}", "GET").route(web::get().to(models::retrieve)))
+                .service(
+                    resource("/chat/completions", "POST")
+                        .route(web::post().to(v1::chat_completions)),
+                )
+                .service(resource("/jobs", "POST").route(web::post().to(v1::create_job)))
+                .service(resource("/jobs/{id}", "GET").route(web::get().to(v1::get_job)))
+                .service(resource("/generation", "GET").route(web::get().to(v1::generation)))
                 .default_service(web::to(no_route)),
         );
 }
 
-/// A resource whose wrong-method answer is a JSON 405, not an empty body.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose wrong-method answer is a JSON 405 with the `Allow` header RFC 9110 asks
+/// for, not an empty body. `allow` lists the methods its routes take.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path)
+        .default_service(web::to(move |req: HttpRequest| method_not_allowed(req, allow)))
 }
 
 /// The JSON 404 for any path no route matches.
@@ -78,10 +97,14 @@ pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NoRoute { method: req.method().to_string(), path: truncated(req.path()) })
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn method_not_allowed(
+    req: HttpRequest,
+    allow: &'static str,
+) -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed {
         method: req.method().to_string(),
         path: truncated(req.path()),
+        allow,
     })
 }
 
@@ -135,10 +158,12 @@ pub fn parse_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
     })
 }
 
-/// A `limit` query parameter: absent or empty means `default`, else an integer from 1 to `max`.
+/// A `limit` query parameter: absent means `default`, else an integer from 1 to `max`. An
+/// empty value is refused like any other that is not such an integer: a query parameter is
+/// either there and valid, or absent.
 pub(crate) fn page_limit(text: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
     match text {
-        None | Some("") => Ok(default),
+        None => Ok(default),
         Some(text) => text.parse::<u64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
             ApiError::validation("limit", format!("must be an integer from 1 to {max}"))
         }),

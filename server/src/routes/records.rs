@@ -4,17 +4,47 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use registry::jobs::{ActivityFilter, ActivityRole, Job};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::jobs::record::AuditDocument;
+use crate::routes::ListObject;
 use crate::routes::page_limit;
-use crate::routes::v1::attempt_json;
+use crate::routes::v1::AttemptView;
 use crate::state::AppState;
 
+/// An auction's whole record: the stored audit, with the job's attempts and settlement joined
+/// in when the job is the caller's.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuctionRecord {
+    #[serde(flatten)]
+    record: AuditDocument,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settlement: Option<SettlementView>,
+    created_at: DateTime<Utc>,
+}
+
+/// Where the money went; amounts are decimal strings of credits.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SettlementView {
+    status: String,
+    agent: Option<String>,
+    clearing_price: Option<String>,
+    agent_cost: String,
+    call_fee: String,
+    win_fee: String,
+    caller_paid: String,
+}
+
 /// `GET /api/auctions/{id}`.
+#[utoipa::path(get, path = "/api/auctions/{id}", operation_id = "get_auction", tag = "records", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The auction's id (`x-gavel-auction-id`)")),
+    responses((status = 200, body = AuctionRecord), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn auction(
     caller: Caller,
     state: web::Data<AppState>,
@@ -24,54 +54,101 @@ pub(crate) async fn auction(
     let audit = registry::jobs::find_auction(&state.db, caller.user_id, id)
         .await?
         .ok_or(ApiError::NotFound { what: "auction" })?;
-    let mut record: Value = serde_json::from_str(&audit.record).map_err(ApiError::internal)?;
-    if let Some(job) = registry::jobs::find_job(&state.db, caller.user_id, audit.job_id).await? {
-        let attempts = registry::jobs::job_attempts(&state.db, job.id).await?;
-        record["attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());
-        record["settlement"] = json!({
-            "status": job.status,
-            "agent": job.served.as_ref().map(|s| s.agent_slug.clone()),
-            "clearing_price": job.clearing_price.map(|p| p.to_string()),
-            "agent_cost": job.agent_cost.to_string(),
-            "call_fee": job.call_fee.to_string(),
-            "win_fee": job.win_fee.to_string(),
-            "caller_paid": job.total_cost.to_string(),
-        });
-    }
-    record["created_at"] = json!(audit.created_at);
-    Ok(HttpResponse::Ok().json(record))
+    let record: AuditDocument = serde_json::from_str(&audit.record).map_err(ApiError::internal)?;
+    let (attempts, settlement) =
+        match registry::jobs::find_job(&state.db, caller.user_id, audit.job_id).await? {
+            Some(job) => {
+                let attempts = registry::jobs::job_attempts(&state.db, job.id).await?;
+                let settlement = SettlementView {
+                    status: job.status,
+                    agent: job.served.map(|s| s.agent_slug),
+                    clearing_price: job.clearing_price.map(|p| p.to_string()),
+                    agent_cost: job.agent_cost.to_string(),
+                    call_fee: job.call_fee.to_string(),
+                    win_fee: job.win_fee.to_string(),
+                    caller_paid: job.total_cost.to_string(),
+                };
+                (Some(attempts.iter().map(AttemptView::new).collect()), Some(settlement))
+            }
+            None => (None, None),
+        };
+    Ok(HttpResponse::Ok().json(AuctionRecord {
+        record,
+        attempts,
+        settlement,
+        created_at: audit.created_at,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ActivityQuery {
+    #[param(value_type = Option<crate::vocabulary::ActivityRoleWord>)]
     role: Option<String>,
+    /// A job status (`delivered`, `failed`, ...).
     status: Option<String>,
+    #[param(value_type = Option<crate::vocabulary::CategoryWord>)]
     category: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
+    #[param(value_type = Option<DateTime<Utc>>)]
     until: Option<String>,
+    /// 1 to 1000 rows (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
+    #[param(value_type = Option<crate::vocabulary::ActivityFormat>)]
     format: Option<String>,
 }
 
-fn timestamp(field: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    text.filter(|t| !t.is_empty())
-        .map(|t| {
-            DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)).map_err(|_| {
-                ApiError::validation(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
-            })
-        })
-        .transpose()
+/// One line of activity. `amount` is what the user paid (as caller, negative) or earned (as
+/// owner, the price less the win fee).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ActivityRow {
+    id: String,
+    created_at: String,
+    /// `caller`, `owner`, or `caller+owner` for a job of one's own agent.
+    role: &'static str,
+    category: String,
+    model: String,
+    agent: Option<String>,
+    status: String,
+    amount: String,
+    error: Option<String>,
 }
 
-/// `GET /api/activity`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ActivityPage {
+    object: ListObject,
+    data: Vec<ActivityRow>,
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+fn timestamp(field: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)).map_err(|_| {
+            ApiError::validation(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+        })
+    })
+    .transpose()
+}
+
+/// `GET /api/activity`: as JSON, or as CSV with `format=csv`.
+#[utoipa::path(get, path = "/api/activity", operation_id = "activity", tag = "records", security(("bearer" = [])), params(ActivityQuery),
+    responses((status = 200, description = "The page, or the CSV file with `format=csv`",
+            content((ActivityPage = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn activity(
     caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ActivityQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let role = match query.role.as_deref() {
-        None | Some("") | Some("all") => None,
+        None | Some("all") => None,
         Some("caller") => Some(ActivityRole::Caller),
         Some("owner") => Some(ActivityRole::Owner),
         Some(other) => {
@@ -85,14 +162,13 @@ pub(crate) async fn activity(
     let before = query
         .cursor
         .as_deref()
-        .filter(|c| !c.is_empty())
         .map(|c| {
             Uuid::parse_str(c)
                 .map_err(|_| ApiError::validation("cursor", "is not a cursor from a previous page"))
         })
         .transpose()?;
     let csv = match query.format.as_deref() {
-        None | Some("") | Some("json") => false,
+        None | Some("json") => false,
         Some("csv") => true,
         Some(other) => {
             return Err(ApiError::validation(
@@ -101,10 +177,18 @@ pub(crate) async fn activity(
             ));
         }
     };
+    if let Some(category) = query.category.as_deref()
+        && !registry::agents::CATEGORIES.contains(&category)
+    {
+        return Err(ApiError::validation(
+            "category",
+            format!("`{category}` is not one of: {}", registry::agents::CATEGORIES.join(", ")),
+        ));
+    }
     let filter = ActivityFilter {
         role,
         status: query.status.clone().filter(|s| !s.is_empty()),
-        category: query.category.clone().filter(|s| !s.is_empty()),
+        category: query.category.clone(),
         since: timestamp("since", query.since.as_deref())?,
         until: timestamp("until", query.until.as_deref())?,
         before,
@@ -139,32 +223,12 @@ pub(crate) async fn activity(
             .body(text));
     }
     let next_cursor = if has_more { jobs.last().map(|j| j.id.to_string()) } else { None };
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|row| {
-            json!({
-                "id": row.id, "created_at": row.created_at, "role": row.role, "category": row.category,
-                "model": row.model, "agent": row.agent, "status": row.status, "amount": row.amount, "error": row.error,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(
-        json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor}),
-    ))
-}
-
-/// One line of activity. `amount` is what the user paid (as caller, negative) or earned (as
-/// owner, the price less the win fee).
-struct ActivityRow {
-    id: String,
-    created_at: String,
-    role: &'static str,
-    category: String,
-    model: String,
-    agent: Option<String>,
-    status: String,
-    amount: String,
-    error: Option<String>,
+    Ok(HttpResponse::Ok().json(ActivityPage {
+        object: ListObject::List,
+        data: rows,
+        has_more,
+        next_cursor,
+    }))
 }
 
 impl ActivityRow {

@@ -5,37 +5,249 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderValue;
 use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
 use registry::idempotency::{self, IdempotencyStart, StoredResponse};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, OpenAiErrorBody};
 use crate::jobs::chat_shape;
-use crate::jobs::request::{self, JobRequest};
-use crate::jobs::service::{self, JobResult, Prepared, run_job};
+use crate::jobs::request::{self, ChatCompletionRequest, JobBody, JobRequest};
+use crate::jobs::service::{self, JobResult, Prepared, Shortlisted, run_job};
 use crate::state::AppState;
 
-/// A response ready to send or store.
+/// A response ready to send or store: the body is serialized once, for both.
 struct Rendered {
     status: StatusCode,
-    body: Value,
+    body: String,
     auction_id: Uuid,
     job_id: Uuid,
 }
 
 impl Rendered {
+    fn new(body: &impl Serialize, result: &JobResult) -> Result<Rendered, ApiError> {
+        Ok(Rendered {
+            status: StatusCode::OK,
+            body: serde_json::to_string(body).map_err(ApiError::internal)?,
+            auction_id: result.auction_id,
+            job_id: result.job_id,
+        })
+    }
+
     fn into_response(self) -> HttpResponse {
         HttpResponse::build(self.status)
             .insert_header(("x-gavel-auction-id", self.auction_id.to_string()))
             .insert_header(("x-gavel-job-id", self.job_id.to_string()))
-            .json(self.body)
+            .content_type("application/json")
+            .body(self.body)
     }
 }
 
+/// The auction behind a response, in brief; `GET /api/auctions/{id}` has the whole record.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuctionSummary {
+    id: Uuid,
+    /// The slug of the agent that served (or, for a recommendation, would serve).
+    winner: Option<String>,
+    /// The winner's price, a decimal string of credits.
+    clearing_price: Option<String>,
+    /// How many agents the auction considered.
+    candidates: usize,
+}
+
+/// What the job cost and the tokens Gavel settled on (validated and clamped, never the
+/// agent's raw report). `cost` is a number of credits, as OpenAI-shaped clients read it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Usage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_tokens: Option<u64>,
+    cost: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) enum ChatCompletionObject {
+    #[serde(rename = "chat.completion")]
+    ChatCompletion,
+}
+
+/// The winner's answer as an OpenAI chat completion, with Gavel's `usage.cost` and `auction`.
+/// Fields the agent added beyond these (`system_fingerprint`, ...) are passed through.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChatCompletion {
+    id: String,
+    object: ChatCompletionObject,
+    created: i64,
+    /// The slug of the agent that answered.
+    model: String,
+    /// OpenAI's choices, each with `index`, `message` and an OpenAI `finish_reason`.
+    choices: Vec<Value>,
+    usage: Usage,
+    auction: AuctionSummary,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    passed_through: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) enum RecommendationObject {
+    #[serde(rename = "auction.recommendation")]
+    Recommendation,
+}
+
+/// `auction.mode: "recommend"`: who would win, and at what price; nothing runs.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Recommendation {
+    id: String,
+    object: RecommendationObject,
+    created: i64,
+    model: String,
+    usage: Usage,
+    auction: RecommendedAuction,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RecommendedAuction {
+    id: Uuid,
+    winner: Option<String>,
+    clearing_price: Option<String>,
+    candidates: usize,
+    shortlist: Vec<Shortlisted>,
+}
+
+/// A chat completion, or a recommendation when `auction.mode` is `recommend`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum ChatResponse {
+    Completion(ChatCompletion),
+    Recommendation(Recommendation),
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) enum JobObject {
+    #[serde(rename = "job")]
+    Job,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JobResultStatus {
+    Delivered,
+    Recommended,
+}
+
+/// `POST /v1/jobs`: the agent's output, or the shortlist in `recommend` mode.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobResponse {
+    id: String,
+    object: JobObject,
+    status: JobResultStatus,
+    agent: Option<String>,
+    /// The agent's JSON output as it sent it; in `recommend` mode, the shortlist.
+    output: Value,
+    /// What the caller paid, a decimal string of credits.
+    cost: String,
+    auction: AuctionSummary,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuctionRef {
+    id: Uuid,
+}
+
+/// `GET /v1/jobs/{id}`: a job as stored.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobView {
+    id: String,
+    object: JobObject,
+    /// `chat` or `json`.
+    kind: String,
+    /// `running`, `delivered`, `failed`, `recommended`, ...
+    status: String,
+    category: String,
+    model: String,
+    agent: Option<String>,
+    output: Option<Value>,
+    cost: String,
+    error: Option<String>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    auction: AuctionRef,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Fees {
+    call: String,
+    win: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Tokens {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+}
+
+/// One agent tried for a job, in rank order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AttemptView {
+    rank: u32,
+    agent: String,
+    agent_id: Uuid,
+    /// The price the agent was to be paid, a decimal string of credits.
+    price: String,
+    /// `success`, `error`, `timeout` or `invalid_output`.
+    outcome: String,
+    http_status: Option<u16>,
+    error: Option<String>,
+    latency_ms: u64,
+    started_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Generation {
+    id: String,
+    model: String,
+    agent: Option<String>,
+    status: String,
+    cost: String,
+    agent_cost: String,
+    clearing_price: Option<String>,
+    fees: Fees,
+    tokens: Tokens,
+    latency_ms: Option<u64>,
+    error: Option<String>,
+    auction_id: Uuid,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    attempts: Vec<AttemptView>,
+}
+
+/// `GET /v1/generation?id=`, in OpenRouter's envelope.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GenerationResponse {
+    data: Generation,
+}
+
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "v1", security(("bearer" = [])),
+    request_body = ChatCompletionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the stored response of an earlier request with the same key and body (not with `stream: true`)")),
+    responses(
+        (status = 200, description = "A chat completion (or a recommendation); with `stream: true`, server-sent chunks",
+            content((ChatResponse = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 402, body = OpenAiErrorBody), (status = 404, body = OpenAiErrorBody),
+        (status = 409, body = OpenAiErrorBody), (status = 413, body = OpenAiErrorBody),
+        (status = 415, body = OpenAiErrorBody), (status = 422, body = OpenAiErrorBody),
+        (status = 429, body = OpenAiErrorBody), (status = 502, body = OpenAiErrorBody),
+        (status = 508, body = OpenAiErrorBody)))]
 pub(crate) async fn chat_completions(
     caller: Caller,
     state: web::Data<AppState>,
@@ -57,14 +269,12 @@ pub(crate) async fn chat_completions(
         let model = job.requested_model.clone();
         let recommend = job.mode == request::Mode::Recommend;
         let result = run_job(&state, caller.user_id, job).await?;
-        let body =
-            if recommend { recommendation_json(&result, &model) } else { chat_json(&result) };
-        Ok(Rendered {
-            status: StatusCode::OK,
-            body,
-            auction_id: result.auction_id,
-            job_id: result.job_id,
-        })
+        let body = if recommend {
+            ChatResponse::Recommendation(recommendation(&result, &model))
+        } else {
+            ChatResponse::Completion(chat_completion(&result)?)
+        };
+        Rendered::new(&body, &result)
     })
     .await
 }
@@ -85,18 +295,25 @@ async fn stream(
     let job = request::parse_chat(map)?;
     let model = job.requested_model.clone();
     match service::prepare(&state, caller.user_id, job).await? {
-        Prepared::Recommended(result) => Ok(Rendered {
-            status: StatusCode::OK,
-            body: recommendation_json(&result, &model),
-            auction_id: result.auction_id,
-            job_id: result.job_id,
+        Prepared::Recommended(result) => {
+            Ok(Rendered::new(&recommendation(&result, &model), &result)?.into_response())
         }
-        .into_response()),
         Prepared::Held(job) => crate::jobs::stream::respond(state, *job).await,
     }
 }
 
-/// `POST /v1/jobs`.
+/// `POST /v1/jobs`: any JSON job, run by the auction's winner.
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "create_job", tag = "v1", security(("bearer" = [])), request_body = JobBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the stored response of an earlier request with the same key and body")),
+    responses((status = 200, body = JobResponse,
+            links(("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+                  ("GetGeneration" = (operation_id = "get_generation", parameters(("id" = "$response.body#/id")))),
+                  ("GetAuction" = (operation_id = "get_auction", parameters(("id" = "$response.body#/auction/id")))))),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 402, body = OpenAiErrorBody), (status = 409, body = OpenAiErrorBody),
+        (status = 413, body = OpenAiErrorBody), (status = 415, body = OpenAiErrorBody),
+        (status = 422, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody),
+        (status = 502, body = OpenAiErrorBody), (status = 508, body = OpenAiErrorBody)))]
 pub(crate) async fn create_job(
     caller: Caller,
     state: web::Data<AppState>,
@@ -110,13 +327,7 @@ pub(crate) async fn create_job(
         let state = runner;
         let job: JobRequest = request::parse_job(body)?;
         let result = run_job(&state, caller.user_id, job).await?;
-        let body = job_result_json(&result);
-        Ok(Rendered {
-            status: StatusCode::OK,
-            body,
-            auction_id: result.auction_id,
-            job_id: result.job_id,
-        })
+        Rendered::new(&job_response(&result)?, &result)
     })
     .await
 }
@@ -187,14 +398,14 @@ where
     }
     match handler(body).await {
         Ok(rendered) => {
-            let headers = json!({
-                "x-gavel-auction-id": rendered.auction_id.to_string(),
-                "x-gavel-job-id": rendered.job_id.to_string(),
-            });
+            let headers = StoredHeaders {
+                auction_id: rendered.auction_id.to_string(),
+                job_id: rendered.job_id.to_string(),
+            };
             let stored = StoredResponse {
                 status: rendered.status.as_u16(),
-                headers: headers.to_string(),
-                body: rendered.body.to_string(),
+                headers: serde_json::to_string(&headers).map_err(ApiError::internal)?,
+                body: rendered.body.clone(),
             };
             idempotency::finish_idempotent(&state.db, caller.user_id, &key, stored).await?;
             Ok(rendered.into_response())
@@ -204,6 +415,15 @@ where
             Err(err)
         }
     }
+}
+
+/// The headers stored with an idempotent response, replayed with it.
+#[derive(Serialize)]
+struct StoredHeaders {
+    #[serde(rename = "x-gavel-auction-id")]
+    auction_id: String,
+    #[serde(rename = "x-gavel-job-id")]
+    job_id: String,
 }
 
 fn replay(stored: StoredResponse) -> HttpResponse {
@@ -220,84 +440,113 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     response.content_type("application/json").body(stored.body)
 }
 
-fn auction_summary(result: &JobResult) -> Value {
-    json!({
-        "id": result.auction_id,
-        "winner": result.delivered.as_ref().map(|d| d.agent.slug.clone()),
-        "clearing_price": result.delivered.as_ref().map(|d| d.clearing_price.to_string()),
-        "candidates": result.candidates,
-    })
+fn auction_summary(result: &JobResult) -> AuctionSummary {
+    let first = result.shortlist.as_ref().and_then(|list| list.first());
+    AuctionSummary {
+        id: result.auction_id,
+        winner: match &result.delivered {
+            Some(delivered) => Some(delivered.agent.slug.clone()),
+            None => first.map(|s| s.agent.clone()),
+        },
+        clearing_price: match &result.delivered {
+            Some(delivered) => Some(delivered.clearing_price.to_string()),
+            None => first.map(|s| s.price.clone()),
+        },
+        candidates: result.candidates,
+    }
 }
 
 /// The winner's completion, as an OpenAI chat completion with Gavel's additions.
-fn chat_json(result: &JobResult) -> Value {
-    let Some(delivered) = &result.delivered else {
-        return json!({"id": result.job_id});
-    };
+fn chat_completion(result: &JobResult) -> Result<ChatCompletion, ApiError> {
+    let delivered = result
+        .delivered
+        .as_ref()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an executed job delivered nothing")))?;
     let mut body = match &delivered.output {
         Value::Object(map) => map.clone(),
         other => Map::from_iter([("output".to_owned(), other.clone())]),
     };
-    body.insert("id".into(), json!(result.job_id.to_string()));
-    body.insert("model".into(), json!(delivered.agent.slug));
     chat_shape::shape_completion(&mut body, result.created);
-    // The caller sees the usage Gavel settled on (validated, clamped), never the agent's raw
-    // numbers; OpenAI-shaped clients (litellm, OpenRouter's convention) read `usage.cost` as a
-    // number.
-    let cost = result.total_cost.as_credits_f64();
-    let usage = match delivered.usage {
-        Some((prompt, completion)) => json!({
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt.saturating_add(completion),
-            "cost": cost,
-        }),
-        None => json!({"cost": cost}),
+    let created = body.get("created").and_then(Value::as_i64).unwrap_or(result.created);
+    let choices = match body.remove("choices") {
+        Some(Value::Array(choices)) => choices,
+        _ => Vec::new(),
     };
-    body.insert("usage".into(), usage);
-    body.insert("auction".into(), auction_summary(result));
-    Value::Object(body)
-}
-
-fn recommendation_json(result: &JobResult, model: &str) -> Value {
-    let shortlist = result.shortlist.clone().unwrap_or_default();
-    json!({
-        "id": result.job_id.to_string(),
-        "object": "auction.recommendation",
-        "created": result.created,
-        "model": model,
-        "usage": {"cost": result.total_cost.as_credits_f64()},
-        "auction": {
-            "id": result.auction_id,
-            "winner": shortlist.first().and_then(|s| s.get("agent")).cloned(),
-            "clearing_price": shortlist.first().and_then(|s| s.get("price")).cloned(),
-            "candidates": result.candidates,
-            "shortlist": shortlist,
+    // Gavel's own fields replace the agent's.
+    for field in ["id", "object", "created", "model", "usage", "auction"] {
+        body.remove(field);
+    }
+    // The caller sees the usage Gavel settled on (validated, clamped), never the agent's raw
+    // numbers.
+    let (prompt_tokens, completion_tokens, total_tokens) = match delivered.usage {
+        Some((prompt, completion)) => {
+            (Some(prompt), Some(completion), Some(prompt.saturating_add(completion)))
+        }
+        None => (None, None, None),
+    };
+    Ok(ChatCompletion {
+        id: result.job_id.to_string(),
+        object: ChatCompletionObject::ChatCompletion,
+        created,
+        model: delivered.agent.slug.clone(),
+        choices,
+        usage: Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            cost: result.total_cost.as_credits_f64(),
         },
+        auction: auction_summary(result),
+        passed_through: body,
     })
 }
 
-fn job_result_json(result: &JobResult) -> Value {
-    match &result.delivered {
-        Some(delivered) => json!({
-            "id": result.job_id.to_string(),
-            "object": "job",
-            "status": "delivered",
-            "agent": delivered.agent.slug,
-            "output": delivered.output,
-            "cost": result.total_cost.to_string(),
-            "auction": auction_summary(result),
-        }),
-        None => json!({
-            "id": result.job_id.to_string(),
-            "object": "job",
-            "status": "recommended",
-            "agent": Value::Null,
-            "output": Value::Array(result.shortlist.clone().unwrap_or_default()),
-            "cost": result.total_cost.to_string(),
-            "auction": {"id": result.auction_id, "candidates": result.candidates},
-        }),
+fn recommendation(result: &JobResult, model: &str) -> Recommendation {
+    let summary = auction_summary(result);
+    Recommendation {
+        id: result.job_id.to_string(),
+        object: RecommendationObject::Recommendation,
+        created: result.created,
+        model: model.to_owned(),
+        usage: Usage {
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            cost: result.total_cost.as_credits_f64(),
+        },
+        auction: RecommendedAuction {
+            id: summary.id,
+            winner: summary.winner,
+            clearing_price: summary.clearing_price,
+            candidates: summary.candidates,
+            shortlist: result.shortlist.clone().unwrap_or_default(),
+        },
     }
+}
+
+fn job_response(result: &JobResult) -> Result<JobResponse, ApiError> {
+    let (status, agent, output) = match &result.delivered {
+        Some(delivered) => (
+            JobResultStatus::Delivered,
+            Some(delivered.agent.slug.clone()),
+            delivered.output.clone(),
+        ),
+        None => (
+            JobResultStatus::Recommended,
+            None,
+            serde_json::to_value(result.shortlist.clone().unwrap_or_default())
+                .map_err(ApiError::internal)?,
+        ),
+    };
+    Ok(JobResponse {
+        id: result.job_id.to_string(),
+        object: JobObject::Job,
+        status,
+        agent,
+        output,
+        cost: result.total_cost.to_string(),
+        auction: auction_summary(result),
+    })
 }
 
 fn job_id(text: &str) -> Result<Uuid, ApiError> {
@@ -305,6 +554,10 @@ fn job_id(text: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /v1/jobs/{id}`: the caller's job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "v1", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id (also accepted with OpenRouter's `gen-` prefix)")),
+    responses((status = 200, body = JobView), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
 pub(crate) async fn get_job(
     caller: Caller,
     state: web::Data<AppState>,
@@ -315,29 +568,35 @@ pub(crate) async fn get_job(
         .await?
         .ok_or(ApiError::NotFound { what: "job" })?;
     let output = job.output.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok());
-    Ok(HttpResponse::Ok().json(json!({
-        "id": job.id.to_string(),
-        "object": "job",
-        "kind": job.kind,
-        "status": job.status,
-        "category": job.category,
-        "model": job.requested_model,
-        "agent": job.served.as_ref().map(|s| s.agent_slug.clone()),
-        "output": output,
-        "cost": job.total_cost.to_string(),
-        "error": job.error,
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-        "auction": {"id": job.auction_id},
-    })))
+    Ok(HttpResponse::Ok().json(JobView {
+        id: job.id.to_string(),
+        object: JobObject::Job,
+        kind: job.kind,
+        status: job.status,
+        category: job.category,
+        model: job.requested_model,
+        agent: job.served.map(|s| s.agent_slug),
+        output,
+        cost: job.total_cost.to_string(),
+        error: job.error,
+        created_at: job.created_at,
+        finished_at: job.finished_at,
+        auction: AuctionRef { id: job.auction_id },
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GenerationQuery {
+    /// The job's id.
     id: Option<String>,
 }
 
 /// `GET /v1/generation?id=`: what a job cost and how it went, attempt by attempt.
+#[utoipa::path(get, path = "/v1/generation", operation_id = "get_generation", tag = "v1", security(("bearer" = [])),
+    params(GenerationQuery),
+    responses((status = 200, body = GenerationResponse), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody), (status = 422, body = OpenAiErrorBody)))]
 pub(crate) async fn generation(
     caller: Caller,
     state: web::Data<AppState>,
@@ -349,35 +608,39 @@ pub(crate) async fn generation(
         .await?
         .ok_or(ApiError::NotFound { what: "generation" })?;
     let attempts = registry::jobs::job_attempts(&state.db, job.id).await?;
-    Ok(HttpResponse::Ok().json(json!({"data": {
-        "id": job.id.to_string(),
-        "model": job.requested_model,
-        "agent": job.served.as_ref().map(|s| s.agent_slug.clone()),
-        "status": job.status,
-        "cost": job.total_cost.to_string(),
-        "agent_cost": job.agent_cost.to_string(),
-        "clearing_price": job.clearing_price.map(|p| p.to_string()),
-        "fees": {"call": job.call_fee.to_string(), "win": job.win_fee.to_string()},
-        "tokens": {"prompt": job.input_tokens, "completion": job.output_tokens},
-        "latency_ms": job.latency_ms,
-        "error": job.error,
-        "auction_id": job.auction_id,
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-        "attempts": attempts.iter().map(attempt_json).collect::<Vec<_>>(),
-    }})))
+    Ok(HttpResponse::Ok().json(GenerationResponse {
+        data: Generation {
+            id: job.id.to_string(),
+            model: job.requested_model,
+            agent: job.served.map(|s| s.agent_slug),
+            status: job.status,
+            cost: job.total_cost.to_string(),
+            agent_cost: job.agent_cost.to_string(),
+            clearing_price: job.clearing_price.map(|p| p.to_string()),
+            fees: Fees { call: job.call_fee.to_string(), win: job.win_fee.to_string() },
+            tokens: Tokens { prompt: job.input_tokens, completion: job.output_tokens },
+            latency_ms: job.latency_ms,
+            error: job.error,
+            auction_id: job.auction_id,
+            created_at: job.created_at,
+            finished_at: job.finished_at,
+            attempts: attempts.iter().map(AttemptView::new).collect(),
+        },
+    }))
 }
 
-pub(crate) fn attempt_json(attempt: &registry::jobs::Attempt) -> Value {
-    json!({
-        "rank": attempt.rank,
-        "agent": attempt.agent_slug,
-        "agent_id": attempt.agent_id,
-        "price": attempt.price.to_string(),
-        "outcome": attempt.outcome,
-        "http_status": attempt.http_status,
-        "error": attempt.error_code,
-        "latency_ms": attempt.latency_ms,
-        "started_at": attempt.started_at,
-    })
+impl AttemptView {
+    pub(crate) fn new(attempt: &registry::jobs::Attempt) -> AttemptView {
+        AttemptView {
+            rank: attempt.rank,
+            agent: attempt.agent_slug.clone(),
+            agent_id: attempt.agent_id,
+            price: attempt.price.to_string(),
+            outcome: attempt.outcome.clone(),
+            http_status: attempt.http_status,
+            error: attempt.error_code.clone(),
+            latency_ms: attempt.latency_ms,
+            started_at: attempt.started_at,
+        }
+    }
 }

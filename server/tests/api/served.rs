@@ -1,0 +1,89 @@
+//! `gavel serve` as a child process: the real binary on a data directory of the test's, its
+//! stderr kept for the test to read, killable with SIGKILL. For what only the real process
+//! shows: crash recovery, peak RSS, what is logged.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    /// On SQLite in `dir`, with the test defaults.
+    pub(crate) fn start(dir: &std::path::Path) -> Served {
+        Served::start_with(dir, &[])
+    }
+
+    /// With extra `GAVEL__*` settings (a Postgres URL, Redis, ...). `RUST_LOG` is left unset,
+    /// so the binary's default log filter is what is tested.
+    pub(crate) fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gavel"));
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
+            .env("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8")
+            .env("GAVEL__AUTH__JWT_SECRET", crate::helpers::TEST_JWT_SECRET)
+            .env("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "600000")
+            .env("GAVEL__RATE_LIMIT__AUTH_BURST", "10000")
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let log = log.clone();
+            move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(idx) = line.find("listening on http://") {
+                        let _ = sender.send(line[idx + "listening on ".len()..].trim().to_owned());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            }
+        });
+        let base = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => panic!("gavel did not start: {:?}", log.lock().unwrap()),
+        };
+        Served { child, base, log }
+    }
+
+    /// Every line the process has written to stderr so far.
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Peak resident memory so far, in MiB (`VmHWM`).
+    pub(crate) fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            / 1024
+    }
+
+    /// SIGKILL: no graceful shutdown, no settlement.
+    pub(crate) fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -30,7 +30,9 @@ pub struct AuditDocument {
     pub inputs: AuditInputs,
     /// The first 100 ranked and the first 100 excluded, in full.
     pub candidates: Vec<CandidateRecord>,
-    /// Candidates past those 100, counted: `ranked`, or by exclusion reason.
+    /// Candidates past those 100, counted: `ranked`, or by exclusion reason. (Absent from
+    /// records written before the count existed.)
+    #[serde(default)]
     pub omitted_candidates: BTreeMap<String, usize>,
     pub outcome: OutcomeRecord,
 }

@@ -522,6 +522,10 @@ fn price(field: &'static str, value: Option<Value>) -> Result<Option<MicroCredit
     if amount.is_negative() {
         return Err(ApiError::validation(field, "must not be negative"));
     }
+    // The same bound as a price sheet's: no job is worth more, and `/openapi.json` says so.
+    if amount > MicroCredits::from_micros(1_000_000 * 1_000_000) {
+        return Err(ApiError::validation(field, "must be at most 1000000 credits"));
+    }
     Ok(Some(amount))
 }
 

@@ -178,6 +178,10 @@ pub(crate) fn decimal_text(
 ) -> Result<Option<String>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
+        // "-0" is zero, but no amount a caller or owner sends is signed.
+        Some(Value::String(text)) if text.starts_with('-') => {
+            Err(ApiError::validation(field, "must not be negative"))
+        }
         Some(Value::String(text)) => Ok(Some(text)),
         Some(Value::Number(number)) => Ok(Some(number.to_string())),
         Some(_) => {

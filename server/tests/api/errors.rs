@@ -91,3 +91,41 @@ async fn openai_routes_answer_in_openai_error_shape() {
     assert!(error["message"].as_str().unwrap().contains("/v1/does-not-exist"));
     assert!(error.get("param").is_some(), "OpenAI errors always carry param: {body}");
 }
+
+/// What schemathesis found, kept as plain regression tests: a 405 lists the allowed methods;
+/// an empty query value is refused, not read as absent; an amount is never signed (not even
+/// `-0`) and never above a million credits; a name's length is checked as sent.
+#[tokio::test]
+async fn inputs_the_schema_refuses_are_refused() {
+    let app = spawn_app().await;
+    let user = app.signup().await;
+    let response = app.client.put(app.url("/api/agents/mine")).bearer_auth(&user.token).send();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    for (query, param) in [("limit=", "limit"), ("until=", "until"), ("category=nope", "category")]
+    {
+        let url = app.url(&format!("/api/activity?{query}"));
+        let response = app.client.get(url).bearer_auth(&user.token).send().await.unwrap();
+        assert_eq!(response.status(), 422, "{query}");
+        assert_eq!(json_body(response).await["error"]["field"], param, "{query}");
+    }
+    for max_price in [serde_json::json!("-0"), serde_json::json!("1000001"), serde_json::json!(2e6)]
+    {
+        let job = serde_json::json!({"category": "ocr", "input": {}, "auction": {"max_price": max_price}});
+        let response =
+            app.client.post(app.url("/v1/jobs")).bearer_auth(&user.token).json(&job).send();
+        let body = json_body(response.await.unwrap()).await;
+        assert_eq!(body["error"]["param"], "auction.max_price", "{max_price}: {body}");
+    }
+    let name = format!("\u{a0}{}", "k".repeat(100));
+    let response = app
+        .client
+        .post(app.url("/api/keys"))
+        .bearer_auth(&user.token)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+}

@@ -40,6 +40,9 @@ pub async fn run(mut settings: ResolvedSettings) -> anyhow::Result<()> {
     // A busy port is reported before the demo writes anything.
     let listener = listen(settings.bind)?;
     settings.raw.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+    // Before the sample data is written: a second demo on the same file stops here. The server
+    // started below shares this lock.
+    let _data_lock = crate::data_lock::lock_database(&settings.database_url)?;
     let db = connect_and_migrate(&settings).await?;
 
     let swift = start_chat_agent(ChatPersona {

@@ -20,6 +20,7 @@ use registry::DatabaseConnection;
 
 use crate::auth::{HashingPool, JwtKeys};
 use crate::configuration::ResolvedSettings;
+use crate::data_lock::{DataLock, lock_database};
 use crate::egress::{AgentClient, EgressPolicy, GuardedResolver, Lookup, SecretBox, SystemLookup};
 use crate::error::openai_error_shape;
 use crate::metrics;
@@ -35,6 +36,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// One server per SQLite file, for as long as this one runs.
+    _data_lock: Option<Arc<DataLock>>,
 }
 
 impl Application {
@@ -58,6 +61,7 @@ impl Application {
         listener: TcpListener,
         lookup: Arc<dyn Lookup>,
     ) -> anyhow::Result<Application> {
+        let data_lock = lock_database(&settings.database_url)?;
         let db = connect_and_migrate(&settings).await?;
         let policy = EgressPolicy::new(&settings.raw.egress.allow_cidrs)
             .map_err(|e| anyhow::anyhow!("egress.allow_cidrs: {e}"))?
@@ -148,7 +152,7 @@ impl Application {
         let server = server.listen(listener)?.run();
         end_dead_instances(&state).await?;
         spawn_workers(state.clone());
-        Ok(Application { port, server, state })
+        Ok(Application { port, server, state, _data_lock: data_lock })
     }
 
     pub fn port(&self) -> u16 {

@@ -1,5 +1,9 @@
 //! The job path: parse a request, run the auction, hold, dispatch with fallback, settle, and
-//! keep the record. Routes in `routes::v1` are thin wrappers around `service::run_job`.
+//! keep the record. Routes in `routes::v1` are thin wrappers around `service::run_job` (and,
+//! for `stream: true`, `service::prepare` then `stream::respond`).
+//!
+//! Inside, dependencies point one way: `stream` -> `service` -> `settlement` -> `request`,
+//! `record`, `dispatch`; `settlement` holds the money rules both paths apply.
 
 pub mod bids;
 pub mod breaker;
@@ -8,4 +12,5 @@ pub mod dispatch;
 pub mod record;
 pub mod request;
 pub mod service;
+pub mod settlement;
 pub mod stream;

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::routes::{decimal_text, parse_body};
+use crate::input::{decimal_text, parse_body};
 use crate::vocabulary::{
     CategoryWord, ModeWord, ObjectiveWord, RoleWord, SortWord, credits_schema,
 };

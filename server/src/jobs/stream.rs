@@ -40,14 +40,11 @@ use crate::egress::AgentCall;
 use crate::error::ApiError;
 use crate::jobs::chat_shape::ChunkShaper;
 use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
-use crate::jobs::service::{
-    Conclusion, HeldJob, Verdicts, attempts_summary, conclude, delivered_cost, failed_outcome,
-    failure_message, reputation_update, serving_cap,
+use crate::jobs::settlement::{
+    Conclusion, HeldJob, MAX_STREAM, Verdicts, attempts_summary, conclude, delivered_cost,
+    failed_outcome, failure_message, reputation_update, serving_cap,
 };
 use crate::state::AppState;
-
-/// The longest a relayed stream may last once started; its hold lives at least this long.
-pub const MAX_STREAM: Duration = Duration::from_secs(3600);
 
 /// Starts relaying a held job; answers once it is known whether the caller gets a stream or
 /// a plain error.

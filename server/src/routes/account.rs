@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, peer_key};
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::parse_body;
+use crate::input::parse_body;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]

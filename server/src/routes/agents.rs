@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, MaybeCaller};
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::{ListObject, decimal_text, page_limit, parse_body};
+use crate::input::{decimal_text, parse_body};
+use crate::routes::{ListObject, page_limit};
 use crate::state::AppState;
 use crate::vocabulary::{
     AgentKindWord, AgentStateWord, AgentStatusWord, CategoryWord, VisibilityWord, credits_schema,

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::input::parse_body;
 use crate::routes::ListObject;
-use crate::routes::parse_body;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]

@@ -131,3 +131,24 @@ async fn a_graceful_shutdown_finishes_and_settles_the_jobs_in_flight() {
     assert_eq!((balance.balance.to_string(), balance.held.to_string()), ("98".into(), "0".into()));
     assert!(client.get(health).send().await.is_err(), "no new connections after the stop");
 }
+
+/// The embedded database takes one server: a second `gavel serve` on the same SQLite file
+/// stops at start, naming the file and the way out, and the first keeps serving. Once the
+/// first is killed (`kill -9`: no cleanup), a new one starts at once: no stale lock.
+#[test]
+fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = crate::served::Served::start(dir.path());
+    let second = crate::served::Served::command(dir.path(), &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains("another Gavel server is running on"), "{stderr}");
+    assert!(stderr.contains("gavel.db"), "{stderr}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let health = runtime.block_on(reqwest::get(format!("{}/healthz", first.base))).unwrap();
+    assert_eq!(health.status(), 200);
+    first.kill_9();
+    let third = crate::served::Served::start(dir.path());
+    let health = runtime.block_on(reqwest::get(format!("{}/healthz", third.base))).unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -21,20 +21,7 @@ impl Served {
     /// With extra `GAVEL__*` settings (a Postgres URL, Redis, ...). `RUST_LOG` is left unset,
     /// so the binary's default log filter is what is tested.
     pub(crate) fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gavel"));
-        command
-            .current_dir(dir)
-            .env_clear()
-            .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
-            .env("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8")
-            .env("GAVEL__AUTH__JWT_SECRET", crate::helpers::TEST_JWT_SECRET)
-            .env("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "600000")
-            .env("GAVEL__RATE_LIMIT__AUTH_BURST", "10000")
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
+        let mut child = Served::command(dir, env).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -55,6 +42,24 @@ impl Served {
             Err(_) => panic!("gavel did not start: {:?}", log.lock().unwrap()),
         };
         Served { child, base, log }
+    }
+
+    /// `gavel serve` on `dir` with the test defaults and `env`, not started.
+    pub(crate) fn command(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gavel"));
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("GAVEL__SERVER__BIND", "127.0.0.1:0")
+            .env("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8")
+            .env("GAVEL__AUTH__JWT_SECRET", crate::helpers::TEST_JWT_SECRET)
+            .env("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "600000")
+            .env("GAVEL__RATE_LIMIT__AUTH_BURST", "10000")
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command
     }
 
     /// Every line the process has written to stderr so far.

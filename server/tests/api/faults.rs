@@ -82,8 +82,9 @@ fn sqlite_url(dir: &std::path::Path) -> String {
 }
 
 /// `kill -9` of the real binary while 16 callers run jobs, then a restart: the dead process's
-/// jobs are failed and their holds released at once, every wallet matches its activity, and
-/// the ledger is exact.
+/// jobs are failed and their holds released at once, every wallet matches its activity, every
+/// 200 a caller received is a delivered job it paid for once, the jobs paid for without a 200
+/// number at most the requests in flight at the kill, and the ledger is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_then_restart_leaves_money_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,11 +103,13 @@ async fn kill_9_under_load_then_restart_leaves_money_exact() {
     for i in 0..4 {
         callers.push(signup(&base, &format!("caller{i}@example.com")).await);
     }
+    // Four loops per caller; each counts the 200s it received before the server died.
     let load: Vec<_> = (0..16)
         .map(|i| {
             let (base, token) = (base.clone(), callers[i % 4].clone());
             tokio::spawn(async move {
                 let job = json!({"category": "ocr", "input": {"n": i}});
+                let mut received = 0_usize;
                 loop {
                     let sent = client()
                         .post(format!("{base}/v1/jobs"))
@@ -114,8 +117,17 @@ async fn kill_9_under_load_then_restart_leaves_money_exact() {
                         .json(&job)
                         .send()
                         .await;
-                    if sent.is_err() {
-                        return; // the server is gone
+                    match sent {
+                        Ok(response) if response.status() == 200 => {
+                            // A 200 counts once its body has arrived whole.
+                            if response.bytes().await.is_ok() {
+                                received += 1;
+                            } else {
+                                return (i % 4, received);
+                            }
+                        }
+                        Ok(response) => panic!("{}", response.status()),
+                        Err(_) => return (i % 4, received), // the server is gone
                     }
                 }
             })
@@ -124,20 +136,113 @@ async fn kill_9_under_load_then_restart_leaves_money_exact() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let peak = first.peak_rss_mib();
     tokio::task::spawn_blocking(move || first.kill_9()).await.unwrap();
+    let mut received = [0_usize; 4];
     for task in load {
-        task.await.unwrap();
+        let (caller, count) = task.await.unwrap();
+        received[caller] += count;
     }
     assert!(peak < RSS_BOUND_MIB, "peak RSS {peak} MiB");
 
     let second = spawn_served(dir.path(), vec![]).await;
-    for token in &callers {
+    for (idx, token) in callers.iter().enumerate() {
         assert_wallet_matches_activity(&second.base, token, 100.0).await;
+        let activity = get(&second.base, token, "/api/activity?role=caller&limit=1000").await;
+        let rows = activity["data"].as_array().unwrap();
+        let delivered = rows.iter().filter(|row| row["status"] == "delivered").count();
+        // Only delivered jobs cost anything.
+        for row in rows.iter().filter(|row| row["status"] != "delivered") {
+            assert_eq!(amount(&row["amount"]), 0.0, "{row}");
+        }
+        // Each caller had four requests in flight at most when the server died.
+        eprintln!("caller {idx}: {} 200s received, {delivered} jobs delivered", received[idx]);
+        assert!(
+            received[idx] <= delivered && delivered <= received[idx] + 4,
+            "caller {idx}: {} received, {delivered} delivered",
+            received[idx]
+        );
     }
-    let delivered =
-        get(&second.base, &callers[0], "/api/activity?role=caller&status=delivered").await;
-    assert!(!delivered["data"].as_array().unwrap().is_empty(), "load ran before the kill");
+    assert!(received.iter().sum::<usize>() > 0, "load ran before the kill");
     drop(second);
     assert_ledger_exact(&sqlite_url(dir.path())).await;
+}
+
+/// Two instances on one Postgres: a key revoked, an agent paused or repriced on one holds on
+/// the other from its very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_a_pause_and_a_reprice_on_one_instance_hold_on_the_other_at_once() {
+    let Some(admin_url) = registry::testing::test_database_url() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
+        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let postgres = registry::testing::TempPostgres::create(&admin_url).await.unwrap();
+    let env = vec![("GAVEL__DATABASE__URL".to_owned(), postgres.url.clone())];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_served(dir_a.path(), env.clone()).await;
+    let b = spawn_served(dir_b.path(), env).await;
+    let agent = TestAgent::start(Behaviour::Json(200, r#"{"text":"ok"}"#.into())).await;
+    let owner = signup(&a.base, "owner@example.com").await;
+    let created = register(
+        &a.base,
+        &owner,
+        json!({"name": "worker", "kind": "json", "categories": ["ocr"],
+        "endpoint": agent.url, "pricing": {"per_call": "0.25"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let caller = signup(&a.base, "caller@example.com").await;
+    let key: Value = json_body(
+        client()
+            .post(format!("{}/api/keys", a.base))
+            .bearer_auth(&caller)
+            .json(&json!({"name": "k"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (key, key_id) = (key["key"].as_str().unwrap(), key["id"].as_str().unwrap());
+    let job = json!({"category": "ocr", "input": {}});
+    let run_on_b =
+        || client().post(format!("{}/v1/jobs", b.base)).bearer_auth(key).json(&job).send();
+    let first = json_body(run_on_b().await.unwrap()).await;
+    assert_eq!(first["auction"]["clearing_price"], "0.25", "{first}");
+
+    // Reprice on A: B's next auction clears at the new price.
+    let patch = json!({"pricing": {"per_call": "0.5"}});
+    let response = client()
+        .patch(format!("{}/api/agents/{id}", a.base))
+        .bearer_auth(&owner)
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let repriced = json_body(run_on_b().await.unwrap()).await;
+    assert_eq!(repriced["auction"]["clearing_price"], "0.5", "{repriced}");
+
+    // Pause on A: B's next job finds no eligible agent.
+    let paused = client()
+        .post(format!("{}/api/agents/{id}/pause", a.base))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    let refused = run_on_b().await.unwrap();
+    assert_eq!(refused.status(), 422);
+    assert_eq!(json_body(refused).await["error"]["code"], "no_eligible_agent");
+
+    // Revoke on A: B refuses the key on its next request.
+    let revoked = client()
+        .delete(format!("{}/api/keys/{key_id}", a.base))
+        .bearer_auth(&caller)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(run_on_b().await.unwrap().status(), 401);
+    drop((a, b));
 }
 
 async fn spawn_served(dir: &std::path::Path, env: Vec<(String, String)>) -> Served {

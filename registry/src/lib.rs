@@ -28,7 +28,7 @@ pub use api_keys::{
     ApiKeyInfo, CreatedApiKey, KeyOwner, authenticate_api_key, create_api_key, list_api_keys,
     revoke_api_key,
 };
-pub use credentials::{API_KEY_PREFIX, hash_password, verify_password};
+pub use credentials::{API_KEY_PREFIX, hash_password, release_hash_memory, verify_password};
 pub use database::{Backend, connect};
 pub use domain::{Email, Handle, KeyName, Password, UserId};
 pub use error::RegistryError;

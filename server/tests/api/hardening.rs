@@ -640,3 +640,35 @@ fn malformed_request_heads_are_refused_without_error_logs() {
     let errors: Vec<String> = served.log().into_iter().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// The hashing threads' argon2 memory (19 MiB each) is freed once they sit idle: after a burst
+/// of sign-ups the server's RSS falls back instead of keeping one buffer per core for good.
+#[test]
+fn idle_hashing_threads_give_their_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+    let base = served.base.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let signups = (0..8).map(|i| {
+            let body = json!({"email": format!("user{i}@example.com"), "password": "correct horse battery staple"});
+            let request = client.post(format!("{base}/api/auth/signup")).json(&body).send();
+            async move { assert_eq!(request.await.unwrap().status(), 201) }
+        });
+        futures::future::join_all(signups).await;
+    });
+    let busy = served.rss_mib();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    // Every thread idle for 10 s in turn, plus a margin.
+    let deadline = Instant::now() + Duration::from_secs(10 * cores + 15);
+    let mut now = busy;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        now = served.rss_mib();
+        if busy.saturating_sub(now) >= 19 * cores - 4 {
+            return;
+        }
+    }
+    panic!("RSS {busy} MiB after the sign-ups, still {now} MiB idle");
+}

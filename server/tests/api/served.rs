@@ -79,6 +79,18 @@ impl Served {
             / 1024
     }
 
+    /// Resident memory now, in MiB (`VmRSS`).
+    pub(crate) fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+            / 1024
+    }
+
     /// SIGKILL: no graceful shutdown, no settlement.
     pub(crate) fn kill_9(mut self) {
         let _ = self.child.kill();

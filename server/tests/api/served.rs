@@ -69,25 +69,23 @@ impl Served {
 
     /// Peak resident memory so far, in MiB (`VmHWM`).
     pub(crate) fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmHWM in /proc/<pid>/status")
-            / 1024
+        self.status_mib("VmHWM:")
     }
 
     /// Resident memory now, in MiB (`VmRSS`).
     pub(crate) fn rss_mib(&self) -> u64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A `/proc/<pid>/status` line given in kB, in MiB.
+    fn status_mib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS in /proc/<pid>/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
             / 1024
     }
 

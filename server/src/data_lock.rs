@@ -64,6 +64,8 @@ pub fn lock_database(url: &str) -> anyhow::Result<Option<Arc<DataLock>>> {
         }
     }
     let lock = Arc::new(DataLock { path: path.clone(), _file: file });
+    // Locks already released leave the table, so it holds no more than the live ones.
+    held.retain(|_, lock| lock.strong_count() > 0);
     held.insert(path, Arc::downgrade(&lock));
     Ok(Some(lock))
 }

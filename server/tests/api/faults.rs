@@ -9,40 +9,12 @@ use registry::ledger;
 use serde_json::{Value, json};
 
 use crate::helpers::json_body;
-use crate::served::Served;
+use crate::served::{Served, client, get, register, signup};
 use crate::test_agent::{Behaviour, TestAgent};
 
 /// Peak RSS allowed to a server process in these tests: idle it is ~20 MiB; the malicious
 /// matrix once reached 164 MiB and stayed there.
 const RSS_BOUND_MIB: u64 = 120;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
-}
-
-async fn signup(base: &str, email: &str) -> String {
-    let body = json!({"email": email, "password": "correct horse battery staple"});
-    let response =
-        client().post(format!("{base}/api/auth/signup")).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    json_body(response).await["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn register(base: &str, token: &str, agent: Value) -> Value {
-    let response = client()
-        .post(format!("{base}/api/agents"))
-        .bearer_auth(token)
-        .json(&agent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    json_body(response).await
-}
-
-async fn get(base: &str, token: &str, path: &str) -> Value {
-    json_body(client().get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap()).await
-}
 
 /// What `token`'s user paid in all, by its activity (as caller): the sum of its amounts.
 async fn paid_by_activity(base: &str, token: &str) -> f64 {

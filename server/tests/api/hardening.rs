@@ -392,27 +392,11 @@ async fn a_restart_after_kill_9_ends_the_dead_processs_work_at_once() {
     })
     .await
     .unwrap();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let signup = |base: String, email: &'static str| {
-        let client = client.clone();
-        async move {
-            let body = json!({"email": email, "password": "correct horse battery staple"});
-            let response =
-                client.post(format!("{base}/api/auth/signup")).json(&body).send().await.unwrap();
-            json_body(response).await["access_token"].as_str().unwrap().to_owned()
-        }
-    };
-    let owner = signup(first.base.clone(), "owner@example.com").await;
-    let caller = signup(first.base.clone(), "caller@example.com").await;
+    let client = crate::served::client();
+    let owner = crate::served::signup(&first.base, "owner@example.com").await;
+    let caller = crate::served::signup(&first.base, "caller@example.com").await;
     let agent = json!({"name": "slow", "kind": "json", "categories": ["ocr"], "endpoint": slow.url, "pricing": {"per_call": "5"}});
-    let response = client
-        .post(format!("{}/api/agents", first.base))
-        .bearer_auth(&owner)
-        .json(&agent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    crate::served::register(&first.base, &owner, agent).await;
     let job = json!({"category": "ocr", "input": {"x": 1}});
     let in_flight = client
         .post(format!("{}/v1/jobs", first.base))

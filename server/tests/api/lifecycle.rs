@@ -139,7 +139,10 @@ async fn a_graceful_shutdown_finishes_and_settles_the_jobs_in_flight() {
 fn a_second_server_on_the_same_sqlite_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first = crate::served::Served::start(dir.path());
-    let second = crate::served::Served::command(dir.path(), &[]).output().unwrap();
+    let second = crate::served::output_within(
+        &mut crate::served::Served::command(dir.path(), &[]),
+        std::time::Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "{stderr}");
     assert!(stderr.contains("another Gavel server is running on"), "{stderr}");

@@ -2,9 +2,13 @@
 //! stderr kept for the test to read, killable with SIGKILL. For what only the real process
 //! shows: crash recovery, peak RSS, what is logged.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::json_body;
 
 pub(crate) struct Served {
     pub(crate) child: Child,
@@ -101,4 +105,66 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `command` to its end, its output kept, but for no longer than `limit`: a child that
+/// hangs is killed and the test fails, rather than the whole run waiting on it.
+pub(crate) fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// A client with a deadline on every request.
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// Signs a user up on the server at `base`; its access token.
+pub(crate) async fn signup(base: &str, email: &str) -> String {
+    let body = json!({"email": email, "password": "correct horse battery staple"});
+    let response =
+        client().post(format!("{base}/api/auth/signup")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    json_body(response).await["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Registers `agent` as the user of `token`; the agent as created.
+pub(crate) async fn register(base: &str, token: &str, agent: Value) -> Value {
+    let response = client()
+        .post(format!("{base}/api/agents"))
+        .bearer_auth(token)
+        .json(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    json_body(response).await
+}
+
+/// `GET path` as the user of `token`, as JSON.
+pub(crate) async fn get(base: &str, token: &str, path: &str) -> Value {
+    json_body(client().get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap()).await
 }

@@ -158,3 +158,61 @@ pub async fn authenticate_api_key(
     }
     Ok(Some(KeyOwner { key_id: row.id, user_id: UserId(row.user_id) }))
 }
+
+/// Keys already checked, by hash, for the one server on its database (a SQLite file), where
+/// every revoke passes through this process and calls [`ApiKeyCache::forget`] before it
+/// answers. A key is read from the database once, and again each minute to keep its
+/// `last_used_at`; in between it is checked in memory. Never used where several instances
+/// share the database: there a revoke on one must hold on every other at once.
+#[derive(Debug, Default)]
+pub struct ApiKeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (KeyOwner, DateTime<Utc>)>>,
+    /// Bumped by every revoke: a read of the database that started before it is not cached.
+    revocations: std::sync::atomic::AtomicU64,
+}
+
+/// The most keys the cache remembers; past it, it starts afresh.
+const KEY_CACHE_LIMIT: usize = 100_000;
+
+impl ApiKeyCache {
+    /// [`authenticate_api_key`], from memory when the key was checked in the last minute.
+    pub async fn authenticate(
+        &self,
+        db: &DatabaseConnection,
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<KeyOwner>, RegistryError> {
+        use std::sync::atomic::Ordering;
+        let hash = hash_api_key(secret);
+        if let Ok(entries) = self.entries.lock()
+            && let Some((owner, checked_at)) = entries.get(&hash)
+            && now - *checked_at < LAST_USED_RESOLUTION
+        {
+            return Ok(Some(*owner));
+        }
+        let epoch = self.revocations.load(Ordering::SeqCst);
+        let owner = authenticate_api_key(db, secret, now).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            match owner {
+                Some(owner) if self.revocations.load(Ordering::SeqCst) == epoch => {
+                    if entries.len() >= KEY_CACHE_LIMIT {
+                        entries.clear();
+                    }
+                    entries.insert(hash, (owner, now));
+                }
+                _ => {
+                    entries.remove(&hash);
+                }
+            }
+        }
+        Ok(owner)
+    }
+
+    /// A key was revoked: it is checked against the database again from now on.
+    pub fn forget(&self, key_id: Uuid) {
+        self.revocations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, (owner, _)| owner.key_id != key_id);
+        }
+    }
+}

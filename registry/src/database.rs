@@ -34,18 +34,19 @@ impl Backend {
     }
 }
 
+/// The SQLite file a `sqlite:` URL names; `None` for an in-memory database or another backend.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
 /// Opens a pool. `max_connections` of `None` picks the backend's default (8 on SQLite, 32 on
 /// Postgres).
 pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<DatabaseConnection, DbErr> {
-    connect_with_lifetime(url, max_connections, None).await
-}
-
-/// `connect`, with connections replaced once older than `lifetime` (`None`: sqlx's default).
-pub(crate) async fn connect_with_lifetime(
-    url: &str,
-    max_connections: Option<u32>,
-    lifetime: Option<Duration>,
-) -> Result<DatabaseConnection, DbErr> {
     let backend = Backend::of_url(url).ok_or_else(|| {
         DbErr::Custom("database.url must start with sqlite: or postgres://".into())
     })?;
@@ -53,9 +54,6 @@ pub(crate) async fn connect_with_lifetime(
     options
         .sqlx_logging(std::env::var("GAVEL_SQL_LOG").is_ok())
         .acquire_timeout(Duration::from_secs(30));
-    if let Some(lifetime) = lifetime {
-        options.max_lifetime(lifetime);
-    }
     match backend {
         Backend::Sqlite => {
             // A pooled SQLite connection is a file handle in this process: it cannot go stale
@@ -89,7 +87,7 @@ static SQLITE_WRITE_GATE: LazyLock<Arc<tokio::sync::Mutex<()>>> =
     LazyLock::new(|| Arc::new(tokio::sync::Mutex::new(())));
 
 /// Waits for this process's turn to write to SQLite.
-pub(crate) async fn sqlite_write_gate() -> tokio::sync::OwnedMutexGuard<()> {
+async fn sqlite_write_gate() -> tokio::sync::OwnedMutexGuard<()> {
     Arc::clone(&SQLITE_WRITE_GATE).lock_owned().await
 }
 
@@ -130,5 +128,19 @@ pub(crate) async fn in_write_txn<T>(
             txn.rollback().await?;
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_file;
+
+    #[test]
+    fn only_sqlite_files_are_files() {
+        assert_eq!(sqlite_file("sqlite://data/gavel.db?mode=rwc"), Some("data/gavel.db".into()));
+        assert_eq!(sqlite_file("sqlite:///tmp/x.db"), Some("/tmp/x.db".into()));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://file?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://localhost/test"), None);
     }
 }

@@ -48,6 +48,12 @@ pub enum RegistryError {
     PasswordHash(String),
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
+    /// The SQLite writer's own connection failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer or the book cannot serve (stopped, poisoned): nothing was written.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
 }
 
 impl RegistryError {

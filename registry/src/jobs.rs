@@ -16,7 +16,6 @@ use crate::entity::{auctions, job_attempts, jobs};
 use crate::ledger::{self, Capture, HoldRequest};
 use crate::script::Script;
 
-pub use crate::job_writer::{JobWriter, WriterCounts};
 use crate::{RegistryError, UserId};
 
 /// What kind of request a job came from.
@@ -125,6 +124,28 @@ pub struct JobOutcome {
     pub error: Option<String>,
     pub attempts: Vec<Attempt>,
     pub finished_at: DateTime<Utc>,
+}
+
+impl JobOutcome {
+    /// A job that ended without delivering: nothing served, nothing charged.
+    pub fn failed(error: String, attempts: Vec<Attempt>, finished_at: DateTime<Utc>) -> JobOutcome {
+        JobOutcome {
+            status: JobStatus::Failed,
+            served: None,
+            clearing_price: None,
+            agent_cost: MicroCredits::ZERO,
+            call_fee: MicroCredits::ZERO,
+            win_fee: MicroCredits::ZERO,
+            total_cost: MicroCredits::ZERO,
+            input_tokens: None,
+            output_tokens: None,
+            latency_ms: None,
+            output: None,
+            error: Some(error),
+            attempts,
+            finished_at,
+        }
+    }
 }
 
 /// A job as its caller (or, for activity, the serving agent's owner) sees it.

@@ -441,39 +441,9 @@ pub(crate) async fn add_capture(
     add_capture_postings(script, &hold, capture, now).map(Some)
 }
 
-/// For a transaction that has read the job's `hold` and found it active: adds its claim (a
-/// checked statement) and the capture's postings and transfer to `script`.
-pub(crate) fn add_capture_of_active_hold(
-    script: &mut Script,
-    hold: &holds::Model,
-    capture: Capture,
-    now: DateTime<Utc>,
-) -> Result<(), RegistryError> {
-    check_capture(&capture)?;
-    script.push_checked(claim_update(hold.job_id, HoldStatus::Captured, now).into_query());
-    add_capture_postings(script, hold, capture, now).map(drop)
-}
-
-/// For a transaction that has read the job's `hold` and found it active: adds its claim (a
-/// checked statement) and the freeing of it to `script`.
-pub(crate) fn add_release_of_active_hold(
-    script: &mut Script,
-    hold: &holds::Model,
-    now: DateTime<Utc>,
-) {
-    script.push_checked(claim_update(hold.job_id, HoldStatus::Released, now).into_query());
-    let posting = Posting { account: hold.account_id, balance_delta: 0, held_delta: -hold.amount };
-    add_postings(script, vec![posting]);
-}
-
-/// Whether a hold read in a transaction can still be captured or released.
-pub(crate) fn hold_is_active(hold: &holds::Model) -> bool {
-    hold.status == HoldStatus::Active.as_str()
-}
-
 /// A capture is refused before any write when its payouts do not sum to its charge or the
 /// charge is negative.
-fn check_capture(capture: &Capture) -> Result<(), RegistryError> {
+pub(crate) fn check_capture(capture: &Capture) -> Result<(), RegistryError> {
     let mut payout_total = MicroCredits::ZERO;
     for payout in &capture.payouts {
         payout_total = payout_total.checked_add(payout.amount).ok_or(RegistryError::Overflow)?;

@@ -9,6 +9,7 @@
 
 pub mod agents;
 mod api_keys;
+mod bank;
 mod credentials;
 mod database;
 mod domain;
@@ -16,20 +17,21 @@ mod entity;
 mod error;
 pub mod idempotency;
 pub mod instances;
-mod job_writer;
 pub mod jobs;
 pub mod ledger;
 mod script;
+mod sqlite_writer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
 
 pub use api_keys::{
-    ApiKeyInfo, CreatedApiKey, KeyOwner, authenticate_api_key, create_api_key, list_api_keys,
-    revoke_api_key,
+    ApiKeyCache, ApiKeyInfo, CreatedApiKey, KeyOwner, authenticate_api_key, create_api_key,
+    list_api_keys, revoke_api_key,
 };
+pub use bank::{Bank, BankCounts};
 pub use credentials::{API_KEY_PREFIX, hash_password, release_hash_memory, verify_password};
-pub use database::{Backend, connect};
+pub use database::{Backend, connect, sqlite_file};
 pub use domain::{Email, Handle, KeyName, Password, UserId};
 pub use error::RegistryError;
 pub use users::{

@@ -4,8 +4,9 @@
 //! server on the same file stops at start, saying so. The operating system releases the lock
 //! when the process ends, however it ends (`kill -9` included), so no stale lock is ever left.
 //!
-//! CLI commands (`gavel migrate`, `gavel admin ...`) do not take the lock: they work on the file
-//! beside a running server, as before.
+//! `gavel migrate` does not take the lock. `gavel admin grant` moves money, so it never writes
+//! behind a running server's back: when the lock is taken it asks that server (`local_admin`),
+//! and otherwise it holds the lock while it works on the file.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -24,43 +25,44 @@ pub struct DataLock {
 static HELD: LazyLock<Mutex<HashMap<PathBuf, Weak<DataLock>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The SQLite file a `sqlite:` URL names; `None` for an in-memory database or another backend.
-fn database_file(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
-        return None;
-    }
-    Some(PathBuf::from(path))
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process (a running server) holds it.
+    #[error(
+        "another Gavel server is running on {}: the embedded database takes one server. \
+         Stop the other one, or run several servers on Postgres (database.url)",
+        .0.display()
+    )]
+    Taken(PathBuf),
+    #[error("{0}")]
+    Io(String),
 }
 
 /// Takes the lock of the SQLite file `url` names, or says which file another server holds.
 /// `None` when the database is not a SQLite file (Postgres runs many instances).
-pub fn lock_database(url: &str) -> anyhow::Result<Option<Arc<DataLock>>> {
-    let Some(database) = database_file(url) else { return Ok(None) };
+pub fn lock_database(url: &str) -> Result<Option<Arc<DataLock>>, LockError> {
+    let Some(database) = registry::sqlite_file(url) else { return Ok(None) };
     let path = lock_path(&database);
-    let mut held = HELD.lock().map_err(|_| anyhow::anyhow!("the data lock table is poisoned"))?;
+    let mut held =
+        HELD.lock().map_err(|_| LockError::Io("the data lock table is poisoned".into()))?;
     if let Some(lock) = held.get(&path).and_then(Weak::upgrade) {
         return Ok(Some(lock));
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|err| {
-            anyhow::anyhow!("could not create the directory {}: {err}", parent.display())
+            LockError::Io(format!("could not create the directory {}: {err}", parent.display()))
         })?;
     }
     let file =
         OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|err| {
-            anyhow::anyhow!("could not open the lock file {}: {err}", path.display())
+            LockError::Io(format!("could not open the lock file {}: {err}", path.display()))
         })?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) => anyhow::bail!(
-            "another Gavel server is running on {}: the embedded database takes one server. \
-             Stop the other one, or run several servers on Postgres (database.url)",
-            database.display()
-        ),
+        Err(TryLockError::WouldBlock) => return Err(LockError::Taken(database)),
         Err(TryLockError::Error(err)) => {
-            anyhow::bail!("could not lock {}: {err}", path.display())
+            return Err(LockError::Io(format!("could not lock {}: {err}", path.display())));
         }
     }
     let lock = Arc::new(DataLock { path: path.clone(), _file: file });
@@ -85,15 +87,6 @@ impl DataLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_sqlite_files_are_locked() {
-        assert_eq!(database_file("sqlite://data/gavel.db?mode=rwc"), Some("data/gavel.db".into()));
-        assert_eq!(database_file("sqlite:///tmp/x.db"), Some("/tmp/x.db".into()));
-        assert_eq!(database_file("sqlite::memory:"), None);
-        assert_eq!(database_file("sqlite://file?mode=memory"), None);
-        assert_eq!(database_file("postgres://localhost/test"), None);
-    }
 
     #[test]
     fn a_process_shares_its_own_lock() {

@@ -318,7 +318,9 @@ impl From<RegistryError> for ApiError {
             | RegistryError::Unbalanced(_)
             | RegistryError::Overflow
             | RegistryError::PasswordHash(_)
-            | RegistryError::Database(_) => ApiError::internal(err),
+            | RegistryError::Database(_)
+            | RegistryError::Sqlite(_)
+            | RegistryError::Storage(_) => ApiError::internal(err),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod error;
 pub mod input;
 pub mod jobs;
+pub mod local_admin;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;

@@ -6,6 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 use server::cli::{AdminCommand, Cli, Command};
 use server::configuration::{ResolvedSettings, Settings};
+use server::data_lock::{LockError, lock_database};
+use server::local_admin;
 use server::startup::{Application, connect_and_migrate};
 use uuid::Uuid;
 
@@ -50,6 +52,27 @@ async fn admin_grant(
     let amount = auction_engine::MicroCredits::parse_decimal(credits)
         .with_context(|| format!("--credits `{credits}`"))?;
     anyhow::ensure!(amount.micros() > 0, "--credits must be positive");
+    // A server running on this SQLite file is the authority for money: ask it.
+    let _lock = match lock_database(&settings.database_url) {
+        Ok(lock) => lock,
+        Err(LockError::Taken(database)) => {
+            let door = local_admin::find(&database)?;
+            let request = local_admin::GrantRequest {
+                email: email.to_owned(),
+                credits: credits.to_owned(),
+                transfer_id: Uuid::now_v7(),
+            };
+            let reply = local_admin::grant(&door, &request).await?;
+            tracing::info!(
+                "granted {amount} credits to {email} through the running server; balance {} \
+                 (available {})",
+                reply.balance,
+                reply.available
+            );
+            return Ok(());
+        }
+        Err(err) => return Err(err.into()),
+    };
     let db = connect_and_migrate(settings).await?;
     let email = registry::Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
     let user = registry::find_credentials_by_email(&db, &email)

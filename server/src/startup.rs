@@ -4,7 +4,7 @@
 //! `Application::build` binds before it returns, so a test that asks for port 0 learns the
 //! real port from `port()`.
 
-use registry::jobs::JobWriter;
+use registry::Bank;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// The operator's door on a SQLite file; closed (its file removed) when the server goes.
+    _door: Option<crate::local_admin::AdminDoor>,
     /// One server per SQLite file, for as long as this one runs.
     _data_lock: Option<Arc<DataLock>>,
 }
@@ -112,12 +114,25 @@ impl Application {
         let workers = settings.raw.server.workers;
         let api_body_limit = settings.raw.server.api_body_limit;
         let v1_body_limit = settings.raw.server.v1_body_limit;
-        let job_writer = JobWriter::new(db.clone(), &settings.database_url)
+        let bank = Bank::new(db.clone(), &settings.database_url)
             .await
-            .context("could not open the job writer's database connection")?;
-        let state = web::Data::new(AppState::new(
+            .context("could not load the ledger into the bank")?;
+        // On a SQLite file this process is the authority for money: the operator's CLI comes
+        // in through a door on loopback rather than writing to the file behind its back.
+        let door = match (
+            &data_lock,
+            bank.is_authority(),
+            registry::sqlite_file(&settings.database_url),
+        ) {
+            (Some(_), true, Some(database)) => Some(
+                crate::local_admin::open(&database, listener.local_addr()?)
+                    .context("could not write the admin door file next to the database")?,
+            ),
+            _ => None,
+        };
+        let mut state = AppState::new(
             db,
-            job_writer,
+            bank,
             agent_client,
             redis,
             jwt,
@@ -126,7 +141,13 @@ impl Application {
             HashingPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .context("could not start the password hashing threads")?,
             settings,
-        ));
+        );
+        state.local_admin_token = door.as_ref().map(|door| door.token.clone());
+        if state.bank.is_authority() {
+            // The one server on its file: every agent change is made, and announced, here.
+            state.agent_index.trust_announcements();
+        }
+        let state = web::Data::new(state);
 
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -152,7 +173,7 @@ impl Application {
         let server = server.listen(listener)?.run();
         end_dead_instances(&state).await?;
         spawn_workers(state.clone());
-        Ok(Application { port, server, state, _data_lock: data_lock })
+        Ok(Application { port, server, state, _door: door, _data_lock: data_lock })
     }
 
     pub fn port(&self) -> u16 {
@@ -345,7 +366,7 @@ fn spawn_workers(state: web::Data<AppState>) {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tick.tick().await;
-            match registry::ledger::reap_expired_holds(&state.db, state.now(), 1000).await {
+            match state.bank.reap_expired(state.now()).await {
                 Ok(0) => {}
                 Ok(voided) => {
                     state.metrics.holds_reaped.inc_by(voided);

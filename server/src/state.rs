@@ -1,6 +1,6 @@
 //! `AppState`: what every handler shares, built once in `startup`.
 
-use registry::jobs::JobWriter;
+use registry::Bank;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -25,10 +25,12 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// This process, as registered in `instances`: its jobs and in-flight keys name it.
     pub instance_id: uuid::Uuid,
-    /// A job's opening and finishing writes (fewer round trips than `db` on SQLite).
-    pub job_writer: JobWriter,
+    /// Every balance, hold, grant and job settlement goes through it (`registry::Bank`).
+    pub bank: Bank,
     /// Every live agent in memory, refreshed when any instance changes one.
     pub agent_index: AgentIndex,
+    /// API keys checked in the last minute (used only where this server is the only one).
+    pub api_keys: registry::ApiKeyCache,
     /// The SSRF-guarded client for every call to an agent URL.
     pub agent_client: AgentClient,
     /// Per-agent circuit breakers (this instance's view).
@@ -45,6 +47,8 @@ pub struct AppState {
     pub hashing: HashingPool,
     pub settings: ResolvedSettings,
     pub metrics: Metrics,
+    /// The token of this run's admin door (`local_admin`); `None` where there is none.
+    pub local_admin_token: Option<String>,
     /// Users whose grant for the current month is known to be in. A cache only: the ledger's
     /// conditional update is what makes the grant happen once, across instances too.
     granted: Mutex<HashMap<UserId, GrantPeriod>>,
@@ -58,7 +62,7 @@ impl AppState {
     #[expect(clippy::too_many_arguments, reason = "built once, in startup, from its parts")]
     pub fn new(
         db: DatabaseConnection,
-        job_writer: JobWriter,
+        bank: Bank,
         agent_client: AgentClient,
         redis: Option<ConnectionManager>,
         jwt: JwtKeys,
@@ -70,8 +74,9 @@ impl AppState {
         AppState {
             db,
             instance_id: uuid::Uuid::now_v7(),
-            job_writer,
+            bank,
             agent_index: AgentIndex::new(),
+            api_keys: registry::ApiKeyCache::default(),
             agent_client,
             relays: TaskTracker::new(),
             breakers: Breakers::new(
@@ -85,6 +90,7 @@ impl AppState {
             hashing,
             settings,
             metrics: Metrics::new(),
+            local_admin_token: None,
             granted: Mutex::new(HashMap::new()),
             reference_prices: Mutex::new(HashMap::new()),
         }
@@ -145,9 +151,7 @@ impl AppState {
         if cached {
             return Ok(());
         }
-        let applied =
-            registry::ledger::ensure_monthly_grant(&self.db, user, self.monthly_grant(), now)
-                .await?;
+        let applied = self.bank.ensure_monthly_grant(user, self.monthly_grant(), now).await?;
         if applied == registry::ledger::Applied::Done {
             self.metrics.grants.inc();
         }

@@ -8,6 +8,7 @@
 //! most every `REPUTATION_REFRESH_MS`, which is as fresh as scoring needs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use auction_engine::ReputationStats;
@@ -119,9 +120,19 @@ impl Snapshot {
 }
 
 /// The shared, self-refreshing index.
+///
+/// By default every snapshot reads the registry generation, so that a change made by any
+/// instance holds on this one from its next request. A server that is the only one on its
+/// database (a SQLite file) makes every change itself: it [`announces`](AgentIndex::announce)
+/// each one after its commit, and the index reads the generation only after an announcement
+/// (or when reputations are due for a refresh), not on every job.
 #[derive(Debug)]
 pub struct AgentIndex {
     current: RwLock<Arc<Snapshot>>,
+    /// Changes come only from this process, announced.
+    announced_only: AtomicBool,
+    /// A change was announced since the generation was last read.
+    changed: AtomicBool,
 }
 
 impl Default for AgentIndex {
@@ -133,7 +144,22 @@ impl Default for AgentIndex {
 impl AgentIndex {
     pub fn new() -> AgentIndex {
         let empty = Snapshot { generation: -1, ..Snapshot::default() };
-        AgentIndex { current: RwLock::new(Arc::new(empty)) }
+        AgentIndex {
+            current: RwLock::new(Arc::new(empty)),
+            announced_only: AtomicBool::new(false),
+            changed: AtomicBool::new(true),
+        }
+    }
+
+    /// From now on, read the generation only after an [`announce`](AgentIndex::announce).
+    /// Only for the one server on its database.
+    pub fn trust_announcements(&self) {
+        self.announced_only.store(true, Ordering::SeqCst);
+    }
+
+    /// An agent changed (its transaction has committed): the next snapshot reloads.
+    pub fn announce(&self) {
+        self.changed.store(true, Ordering::SeqCst);
     }
 
     fn current(&self) -> Arc<Snapshot> {
@@ -149,10 +175,22 @@ impl AgentIndex {
         db: &DatabaseConnection,
         now_ms: i64,
     ) -> Result<Arc<Snapshot>, RegistryError> {
+        let current = self.current();
+        if self.announced_only.load(Ordering::SeqCst)
+            && now_ms - current.reputation_loaded_ms < REPUTATION_REFRESH_MS
+            && !self.changed.swap(false, Ordering::SeqCst)
+        {
+            return Ok(current);
+        }
         // The generation is read before the agents: a change landing in between makes the
         // snapshot newer than its label, never older, so it is reloaded again next time.
-        let generation = agents_generation(db).await?;
-        let current = self.current();
+        let generation = match agents_generation(db).await {
+            Ok(generation) => generation,
+            Err(err) => {
+                self.changed.store(true, Ordering::SeqCst);
+                return Err(err);
+            }
+        };
         let fresh_reputation = now_ms - current.reputation_loaded_ms < REPUTATION_REFRESH_MS;
         if current.generation == generation && fresh_reputation {
             return Ok(current);

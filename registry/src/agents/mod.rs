@@ -15,4 +15,4 @@ pub use store::{
     find_visible_agent, list_own_agents, load_agent, load_agents_and_retired, load_for_write,
     load_live_agents, price_version, record_attempt, register_agent, update_agent,
 };
-pub(crate) use store::{add_reputation_updates, fold_reputation, reputation_rows_query};
+pub(crate) use store::{add_reputation_updates, reputation_stats};

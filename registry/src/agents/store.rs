@@ -140,7 +140,7 @@ fn to_agent(
     }
 }
 
-fn reputation_stats(row: agent_reputation::Model) -> ReputationStats {
+pub(crate) fn reputation_stats(row: agent_reputation::Model) -> ReputationStats {
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     ReputationStats {
         successes: row.successes,

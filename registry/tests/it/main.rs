@@ -6,6 +6,6 @@
 
 mod accounts;
 mod agents;
+mod bank;
 mod helpers;
-mod job_writer;
 mod ledger;

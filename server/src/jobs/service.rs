@@ -19,7 +19,7 @@ use registry::agents::{Agent, AgentKind, AgentState, Visibility};
 use registry::jobs::{
     Attempt, AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, Served, Settlement,
 };
-use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
+use registry::ledger::{Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
 use serde::Serialize;
 use serde_json::Value;
@@ -169,7 +169,7 @@ pub async fn prepare(
     };
 
     let owners: Vec<Uuid> = pool.iter().map(|a| a.owner_id.0).collect();
-    let owner_funds = ledger::available_balances(&state.db, &owners).await?;
+    let owner_funds = state.bank.available_balances(&owners).await?;
     let params = state.auction_parameters_for(&request.category);
     let candidates: Vec<Candidate> = pool
         .iter()
@@ -274,7 +274,7 @@ pub async fn prepare(
             ),
             None => ("category", format!("no agent serves `{}`", request.category)),
         };
-        state.job_writer.open(new_job, auction_entry, None).await?;
+        state.bank.open(new_job, auction_entry, None).await?;
         conclude(
             state,
             job_id,
@@ -315,9 +315,9 @@ pub async fn prepare(
         (request, Uuid::now_v7())
     });
     // The job, its auction record and its hold are written together.
-    if let Err(err) = state.job_writer.open(new_job.clone(), auction_entry.clone(), hold).await {
+    if let Err(err) = state.bank.open(new_job.clone(), auction_entry.clone(), hold).await {
         if matches!(err, RegistryError::InsufficientCredits { .. }) {
-            state.job_writer.open(new_job, auction_entry, None).await?;
+            state.bank.open(new_job, auction_entry, None).await?;
             conclude(
                 state,
                 job_id,
@@ -542,7 +542,7 @@ async fn recommend(
     } else {
         Settlement::Nothing
     };
-    state.job_writer.finish(job_id, outcome, settlement, Vec::new()).await?;
+    state.bank.finish(job_id, outcome, settlement, Vec::new()).await?;
     state.metrics.job_finished(request.kind.as_str(), "recommended");
     Ok(JobResult {
         job_id,

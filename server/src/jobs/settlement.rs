@@ -11,7 +11,7 @@ use auction_engine::reputation::Outcome as AttemptOutcome;
 use auction_engine::{MicroCredits, Ranked, settle_on_usage, sheet_price, split};
 use registry::RegistryError;
 use registry::agents::Agent;
-use registry::jobs::{Attempt, JobOutcome, JobStatus, ReputationUpdate, Settlement};
+use registry::jobs::{Attempt, JobOutcome, ReputationUpdate, Settlement};
 use registry::ledger::{Capture, Payee, Payout};
 use uuid::Uuid;
 
@@ -193,22 +193,7 @@ pub(crate) fn failed_outcome(
     message: &str,
     attempts: Vec<Attempt>,
 ) -> JobOutcome {
-    JobOutcome {
-        status: JobStatus::Failed,
-        served: None,
-        clearing_price: None,
-        agent_cost: MicroCredits::ZERO,
-        call_fee: MicroCredits::ZERO,
-        win_fee: MicroCredits::ZERO,
-        total_cost: MicroCredits::ZERO,
-        input_tokens: None,
-        output_tokens: None,
-        latency_ms: None,
-        output: None,
-        error: Some(message.to_owned()),
-        attempts,
-        finished_at: state.now(),
-    }
+    JobOutcome::failed(message.to_owned(), attempts, state.now())
 }
 
 /// How a job's money ends.
@@ -234,11 +219,11 @@ pub(crate) async fn conclude(
 ) -> Result<MicroCredits, ApiError> {
     let (agent, held) = match conclusion {
         Conclusion::Release => {
-            state.job_writer.finish(job_id, outcome, Settlement::Release, reputation).await?;
+            state.bank.finish(job_id, outcome, Settlement::Release, reputation).await?;
             return Ok(MicroCredits::ZERO);
         }
         Conclusion::Nothing => {
-            state.job_writer.finish(job_id, outcome, Settlement::Nothing, reputation).await?;
+            state.bank.finish(job_id, outcome, Settlement::Nothing, reputation).await?;
             return Ok(MicroCredits::ZERO);
         }
         Conclusion::Charge { agent, held } => (agent, held),
@@ -248,7 +233,7 @@ pub(crate) async fn conclude(
     outcome.total_cost = parts.caller_pays;
     if parts.caller_pays == MicroCredits::ZERO {
         let settlement = if held { Settlement::Release } else { Settlement::Nothing };
-        state.job_writer.finish(job_id, outcome, settlement, reputation).await?;
+        state.bank.finish(job_id, outcome, settlement, reputation).await?;
         return Ok(MicroCredits::ZERO);
     }
     let capture = |owner_share: MicroCredits, note: &str| Capture {
@@ -267,11 +252,11 @@ pub(crate) async fn conclude(
     // Only a negative owner share (a win fee above the price) can fail for want of funds; any
     // other capture is covered by the hold, so the common path keeps no copy for a retry.
     if !parts.owner_receives.is_negative() {
-        state.job_writer.finish(job_id, outcome, Settlement::Capture(full), reputation).await?;
+        state.bank.finish(job_id, outcome, Settlement::Capture(full), reputation).await?;
         return Ok(parts.caller_pays);
     }
     match state
-        .job_writer
+        .bank
         .finish(job_id, outcome.clone(), Settlement::Capture(full), reputation.clone())
         .await
     {
@@ -280,10 +265,7 @@ pub(crate) async fn conclude(
         // waived down to what the price covers, so the caller still pays what it agreed.
         Err(RegistryError::AccountCannotCover { .. }) => {
             let reduced = capture(MicroCredits::ZERO, " (win fee reduced)");
-            state
-                .job_writer
-                .finish(job_id, outcome, Settlement::Capture(reduced), reputation)
-                .await?;
+            state.bank.finish(job_id, outcome, Settlement::Capture(reduced), reputation).await?;
             Ok(parts.caller_pays)
         }
         Err(err) => Err(err.into()),

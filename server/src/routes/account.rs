@@ -150,7 +150,7 @@ pub(crate) async fn me(
 ) -> Result<HttpResponse, ApiError> {
     let user =
         registry::find_user(&state.db, caller.user_id).await?.ok_or(ApiError::Unauthenticated)?;
-    let balance = registry::ledger::balance(&state.db, UserId(user.id.0)).await?;
+    let balance = state.bank.balance(UserId(user.id.0)).await?;
     Ok(HttpResponse::Ok().json(Me {
         id: user.id.0,
         email: user.email,

@@ -294,6 +294,7 @@ pub(crate) async fn register(
     let agent =
         agents::register_agent(&state.db, caller.user_id, spec, Uuid::now_v7(), state.now())
             .await?;
+    state.agent_index.announce();
     Ok(HttpResponse::Created().json(AgentView::new(&state, &agent, Some(caller.user_id))))
 }
 
@@ -378,6 +379,7 @@ pub(crate) async fn update(
         pricing: body.pricing.map(raw_pricing).transpose()?,
     };
     let agent = agents::update_agent(&state.db, caller.user_id, id, patch, state.now()).await?;
+    state.agent_index.announce();
     Ok(HttpResponse::Ok().json(AgentView::new(&state, &agent, Some(caller.user_id))))
 }
 
@@ -417,6 +419,7 @@ async fn set_state(
     let patch =
         RawAgentPatch { status: Some(status.as_str().to_owned()), ..RawAgentPatch::default() };
     let agent = agents::update_agent(&state.db, caller.user_id, id, patch, state.now()).await?;
+    state.agent_index.announce();
     Ok(HttpResponse::Ok().json(AgentView::new(&state, &agent, Some(caller.user_id))))
 }
 
@@ -432,6 +435,7 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = agent_id(&path)?;
     agents::delete_agent(&state.db, caller.user_id, id, state.now()).await?;
+    state.agent_index.announce();
     Ok(HttpResponse::NoContent().finish())
 }
 

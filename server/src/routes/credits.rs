@@ -67,7 +67,7 @@ pub(crate) async fn summary(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let balance = registry::ledger::balance(&state.db, caller.user_id).await?;
+    let balance = state.bank.balance(caller.user_id).await?;
     Ok(HttpResponse::Ok().json(CreditSummary {
         balance: balance.balance.to_string(),
         held: balance.held.to_string(),

@@ -104,5 +104,6 @@ pub(crate) async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let key_id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound { what: "api key" })?;
     registry::revoke_api_key(&state.db, caller.user_id, key_id, state.now()).await?;
+    state.api_keys.forget(key_id);
     Ok(HttpResponse::NoContent().finish())
 }

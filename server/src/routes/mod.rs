@@ -6,6 +6,7 @@ mod account;
 pub(crate) mod agents;
 mod credits;
 mod health;
+mod internal;
 mod keys;
 mod models;
 pub mod openapi;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
         .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
         .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::spec)))
+        .service(resource("/internal/admin/grant", "POST").route(web::post().to(internal::grant)))
         .service(
             web::scope("/api")
                 .service(resource("/auth/signup", "POST").route(web::post().to(account::signup)))

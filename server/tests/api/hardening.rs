@@ -380,8 +380,10 @@ async fn an_agent_cannot_point_back_at_gavel() {
     assert_eq!(json_body(looped).await["error"]["code"], "loop_detected");
 }
 
-/// Finding 7: after `kill -9` mid-job and a restart, the dead process's job is failed, its
-/// hold released and its `Idempotency-Key` free at once, not after 6 h, 15 min and 15 min.
+/// Finding 7: after `kill -9` mid-job and a restart, the dead process's hold is gone and its
+/// `Idempotency-Key` free at once, not after 15 min. On a SQLite file the server is the
+/// authority for money and a job is written when it ends, so a job cut off by a crash never
+/// happened: no record, nothing held, nothing charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_kill_9_ends_the_dead_processs_work_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -456,7 +458,7 @@ async fn a_restart_after_kill_9_ends_the_dead_processs_work_at_once() {
             .unwrap(),
     )
     .await;
-    assert_eq!(activity["data"][0]["status"], "failed", "{activity}");
+    assert_eq!(activity["data"].as_array().unwrap().len(), 0, "{activity}");
     // The key is free: the same request runs anew (against an agent that now answers).
     let fast = TestAgent::start(Behaviour::Json(200, r#"{"text":"done"}"#.into())).await;
     let agents = json_body(

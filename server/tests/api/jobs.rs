@@ -293,15 +293,16 @@ async fn concurrent_jobs_against_a_balance_for_a_hundred(app: &TestApp) {
     let agent = TestAgent::start(chat("ok")).await;
     chat_agent(app, &owner, "solo", &agent, "1", json!({})).await;
     // 100 free + 100 granted = 200 credits; each job holds and costs exactly 2 (price 1 + fee 1).
-    registry::ledger::admin_grant(
-        &app.state.db,
-        UserId(caller.id),
-        MicroCredits::from_credits(100).unwrap(),
-        Uuid::now_v7(),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    app.state
+        .bank
+        .admin_grant(
+            UserId(caller.id),
+            MicroCredits::from_credits(100).unwrap(),
+            Uuid::now_v7(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
     let (_, key) = app.create_key(&caller, "load").await;
     let platform_before = registry::ledger::account_balance(
         &app.state.db,

@@ -155,3 +155,55 @@ fn a_second_server_on_the_same_sqlite_file_is_refused() {
     let health = runtime.block_on(reqwest::get(format!("{}/healthz", third.base))).unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// On a SQLite file the running server is the authority for money, so `gavel admin grant`
+/// beside it goes through it (its loopback door) and the grant shows at once; a request at
+/// the door without its token is refused. With the server stopped the CLI writes to the file
+/// itself, and the next server loads both grants from the ledger.
+#[test]
+fn admin_grant_goes_through_the_running_server_and_works_without_one() {
+    use crate::served::{Served, get, output_within, signup};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = Served::start(dir.path());
+    let token = runtime.block_on(signup(&first.base, "granted@example.com"));
+    let grant = |credits: &str| {
+        let mut command = Served::command(dir.path(), &[]);
+        command.args(["admin", "grant", "--email", "granted@example.com", "--credits", credits]);
+        output_within(&mut command, std::time::Duration::from_secs(60))
+    };
+    let output = grant("25");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("through the running server"), "{stderr}");
+    let credits = runtime.block_on(get(&first.base, &token, "/api/credits"));
+    assert_eq!(credits["balance"], "125", "{credits}");
+
+    // The door answers only with its token.
+    let door = dir.path().join("data/gavel.db.admin");
+    assert!(door.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&door).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the door is the server user's alone");
+    }
+    let forged = runtime.block_on(
+        reqwest::Client::new()
+            .post(format!("{}/internal/admin/grant", first.base))
+            .bearer_auth("not-the-token")
+            .json(&serde_json::json!({"email": "granted@example.com", "credits": "1000",
+                "transfer_id": uuid::Uuid::now_v7()}))
+            .send(),
+    );
+    assert_eq!(forged.unwrap().status(), 401);
+
+    first.kill_9();
+    let output = grant("5");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("through the running server"), "{stderr}");
+    let second = Served::start(dir.path());
+    let credits = runtime.block_on(get(&second.base, &token, "/api/credits"));
+    assert_eq!(credits["balance"], "130", "{credits}");
+}

@@ -17,15 +17,7 @@ async fn funded(app: &TestApp, credits: i64) -> TestUser {
     let user = app.signup().await;
     let amount = auction_engine::MicroCredits::from_credits(credits).unwrap();
     let user_id = registry::UserId(user.id);
-    registry::ledger::admin_grant(
-        &app.state.db,
-        user_id,
-        amount,
-        Uuid::now_v7(),
-        chrono::Utc::now(),
-    )
-    .await
-    .unwrap();
+    app.state.bank.admin_grant(user_id, amount, Uuid::now_v7(), chrono::Utc::now()).await.unwrap();
     user
 }
 

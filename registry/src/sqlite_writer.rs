@@ -1,0 +1,558 @@
+//! The one writer of a SQLite file: a thread that owns a rusqlite connection and commits every
+//! unit waiting for it in one transaction (group commit), with a savepoint per unit.
+//!
+//! A *unit* is everything one operation leaves behind: a finished job's row, its auction
+//! record, its attempts, the reputation of the agents it tried and its transfer with the
+//! balance changes; or a grant. When the thread is idle a unit commits at once (no timer, so a
+//! lone job never waits for company); under load, whatever queued while the last commit ran
+//! goes into the next one (up to [`MAX_BATCH`]), so SQLite's write lock and its WAL append are
+//! paid once per batch rather than once per job. A unit that fails is rolled back to its
+//! savepoint and answered with its error; its neighbours commit.
+//!
+//! After `COMMIT` the thread applies each committed unit's effect to the [`Book`] (balances,
+//! holds freed), in commit order, and only then answers. So the book never shows money the
+//! file does not have, and a load of an account (also a unit, read inside the same ordered
+//! stream) can never count a commit twice. A crash before `COMMIT` loses the batch whole: no
+//! caller was told it happened.
+//!
+//! Statements are prepared once and cached on the connection; values are bound, never joined
+//! into SQL text. Column encodings match what sqlx writes (a UUID as 16 bytes, a time as
+//! RFC 3339 text), since the pool reads these rows back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use auction_engine::MicroCredits;
+use auction_engine::reputation::ReputationStats;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::RegistryError;
+use crate::agents::reputation_stats;
+use crate::bank::{Book, Wallet};
+use crate::entity::agent_reputation;
+use crate::jobs::{AuctionEntry, JobOutcome, NewJob, ReputationUpdate};
+use crate::ledger::{AccountKind, Applied, GRANT_SOURCE_ACCOUNT};
+
+/// The most units one transaction commits.
+const MAX_BATCH: usize = 256;
+
+/// One durable change, committed whole or not at all.
+pub(crate) enum Unit {
+    /// A finished job: its rows, and the money it moved.
+    Job(Box<JobUnit>),
+    /// This month's free grant, once per user and month.
+    MonthlyGrant { user: Uuid, period: String, amount: i64, now: DateTime<Utc> },
+    /// The operator's grant, once per `transfer_id`.
+    AdminGrant { user: Uuid, amount: i64, transfer_id: Uuid, now: DateTime<Utc> },
+    /// Brings an account the book has not seen (a user who signed up since the start) into it.
+    Load { account: Uuid },
+}
+
+/// A finished job's whole durable footprint.
+pub(crate) struct JobUnit {
+    pub(crate) job: NewJob,
+    pub(crate) auction: AuctionEntry,
+    pub(crate) outcome: JobOutcome,
+    pub(crate) reputation: Vec<ReputationUpdate>,
+    pub(crate) transfer: Option<TransferRows>,
+    /// Holds freed once the unit commits: `(account, amount)`.
+    pub(crate) releases: Vec<(Uuid, i64)>,
+}
+
+/// A transfer: legs that sum to zero, each also a change of its account's balance.
+pub(crate) struct TransferRows {
+    pub(crate) kind: &'static str,
+    pub(crate) key: String,
+    pub(crate) job_id: Option<Uuid>,
+    pub(crate) memo: Option<String>,
+    pub(crate) legs: Vec<(Uuid, i64)>,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// What a committed unit does to the book.
+#[derive(Default)]
+struct Effect {
+    balances: Vec<(Uuid, i64)>,
+    releases: Vec<(Uuid, i64)>,
+    grant_period: Option<(Uuid, String)>,
+    loaded: Option<(Uuid, Wallet)>,
+}
+
+struct Request {
+    unit: Unit,
+    done: oneshot::Sender<Result<Applied, RegistryError>>,
+}
+
+/// How the writer's commits went.
+#[derive(Default)]
+pub(crate) struct WriterCounters {
+    pub(crate) units: AtomicU64,
+    pub(crate) batches: AtomicU64,
+}
+
+/// The handle the rest of the process writes through.
+pub(crate) struct SqliteWriter {
+    queue: Mutex<mpsc::Sender<Request>>,
+    pub(crate) counts: Arc<WriterCounters>,
+}
+
+impl SqliteWriter {
+    /// Opens `file`, loads every account into `book` (each balance the sum of its entries) and
+    /// starts the writer thread. Blocking: call from a blocking context.
+    pub(crate) fn start(
+        file: &Path,
+        book: Arc<Mutex<Book>>,
+    ) -> Result<SqliteWriter, RegistryError> {
+        let conn = open(file)?;
+        load_book(&conn, &book)?;
+        let (queue, waiting) = mpsc::channel();
+        let counts = Arc::new(WriterCounters::default());
+        let thread_counts = Arc::clone(&counts);
+        std::thread::Builder::new()
+            .name("gavel-sqlite-writer".into())
+            .spawn(move || run(conn, waiting, book, thread_counts))
+            .map_err(|err| RegistryError::Storage(format!("cannot start the writer: {err}")))?;
+        Ok(SqliteWriter { queue: Mutex::new(queue), counts })
+    }
+
+    /// Queues `unit` and waits for its commit (or its error).
+    pub(crate) async fn write(&self, unit: Unit) -> Result<Applied, RegistryError> {
+        let (done, answer) = oneshot::channel();
+        let sent = self
+            .queue
+            .lock()
+            .map_err(|_| RegistryError::Storage("the writer queue is poisoned".into()))?
+            .send(Request { unit, done });
+        if sent.is_err() {
+            return Err(RegistryError::Storage("the writer has stopped".into()));
+        }
+        answer
+            .await
+            .map_err(|_| RegistryError::Storage("the writer stopped during a write".into()))?
+    }
+}
+
+fn open(file: &Path) -> Result<Connection, RegistryError> {
+    let conn = Connection::open(file)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Fills the book from the file. This process is the only server on it (the data lock), so
+/// any active hold in the table is a leftover of a crash under an older version: it is voided,
+/// and wallets' `held` starts at zero (holds live in memory from here on). A cached balance
+/// that differs from the sum of the account's entries is corrected to that sum, loudly.
+fn load_book(conn: &Connection, book: &Mutex<Book>) -> Result<(), RegistryError> {
+    let now = time_text(Utc::now());
+    conn.execute(
+        "UPDATE holds SET status = 'expired', settled_at = ?1 WHERE status = 'active'",
+        params![now],
+    )?;
+    conn.execute("UPDATE accounts SET held = 0 WHERE held <> 0", [])?;
+    let mut sums: HashMap<Uuid, i64> = HashMap::new();
+    let mut statement = conn.prepare(
+        "SELECT account_id, CAST(SUM(amount) AS INTEGER) FROM ledger_entries GROUP BY account_id",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get(1)?)))?;
+    for row in rows {
+        let (id, sum) = row?;
+        sums.insert(uuid_of(&id)?, sum);
+    }
+    let mut statement = conn.prepare("SELECT id, kind, balance, grant_period FROM accounts")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get(3)?))
+    })?;
+    let mut wallets = HashMap::new();
+    for row in rows {
+        let (id, kind, cached, grant_period): (Vec<u8>, String, i64, Option<String>) = row?;
+        let id = uuid_of(&id)?;
+        let balance = sums.get(&id).copied().unwrap_or(0);
+        if balance != cached {
+            tracing::error!(account = %id, cached, entries = balance,
+                "an account's cached balance differed from its entries; using the entries");
+            conn.execute(
+                "UPDATE accounts SET balance = ?2 WHERE id = ?1",
+                params![id.as_bytes(), balance],
+            )?;
+        }
+        let wallet = kind == AccountKind::UserWallet.as_str();
+        wallets.insert(id, Wallet { balance, held: 0, wallet, grant_period });
+    }
+    book.lock().map_err(|_| poisoned())?.load(wallets);
+    Ok(())
+}
+
+/// The thread: waits for a unit, takes whatever else is waiting, commits, applies, answers.
+fn run(
+    mut conn: Connection,
+    waiting: mpsc::Receiver<Request>,
+    book: Arc<Mutex<Book>>,
+    counts: Arc<WriterCounters>,
+) {
+    while let Ok(first) = waiting.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = commit(&mut conn, &batch);
+        let answers: Vec<Result<Applied, RegistryError>> = match results {
+            Ok(results) => {
+                counts.batches.fetch_add(1, Ordering::Relaxed);
+                match book.lock() {
+                    Ok(mut book) => results
+                        .into_iter()
+                        .map(|result| {
+                            result.map(|(applied, effect)| {
+                                counts.units.fetch_add(1, Ordering::Relaxed);
+                                apply(&mut book, effect);
+                                applied
+                            })
+                        })
+                        .collect(),
+                    Err(_) => batch.iter().map(|_| Err(poisoned())).collect(),
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, units = batch.len(), "a write batch did not commit");
+                let message = err.to_string();
+                batch.iter().map(|_| Err(RegistryError::Storage(message.clone()))).collect()
+            }
+        };
+        for (request, answer) in batch.into_iter().zip(answers) {
+            let _ = request.done.send(answer);
+        }
+    }
+}
+
+fn poisoned() -> RegistryError {
+    RegistryError::Storage("the book's lock is poisoned".into())
+}
+
+fn apply(book: &mut Book, effect: Effect) {
+    if let Some((account, wallet)) = effect.loaded {
+        book.insert_if_absent(account, wallet);
+    }
+    for (account, delta) in effect.balances {
+        book.credit(account, delta);
+    }
+    for (account, amount) in effect.releases {
+        book.unreserve(account, amount);
+    }
+    if let Some((account, period)) = effect.grant_period {
+        book.set_grant_period(account, period);
+    }
+}
+
+type UnitResult = Result<(Applied, Effect), RegistryError>;
+
+/// One transaction for the batch, a savepoint per unit. `Err` when the transaction itself
+/// failed (nothing committed); otherwise each unit's own result.
+fn commit(conn: &mut Connection, batch: &[Request]) -> Result<Vec<UnitResult>, rusqlite::Error> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let savepoint = tx.savepoint()?;
+        let result = execute(&savepoint, &request.unit);
+        if result.is_ok() {
+            savepoint.commit()?;
+        }
+        // Dropped uncommitted, a savepoint rolls back to where it began and is released.
+        results.push(result);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn execute(tx: &Connection, unit: &Unit) -> UnitResult {
+    match unit {
+        Unit::Job(job) => {
+            write_job(tx, job)?;
+            let mut effect = Effect { releases: job.releases.clone(), ..Effect::default() };
+            if let Some(transfer) = &job.transfer {
+                write_transfer(tx, transfer)?;
+                effect.balances = transfer.legs.clone();
+            }
+            Ok((Applied::Done, effect))
+        }
+        Unit::MonthlyGrant { user, period, amount, now } => {
+            let claimed = tx
+                .prepare_cached(
+                    "UPDATE accounts SET grant_period = ?2 \
+                     WHERE id = ?1 AND (grant_period IS NULL OR grant_period < ?2)",
+                )?
+                .execute(params![user.as_bytes(), period])?;
+            let effect =
+                Effect { grant_period: Some((*user, period.clone())), ..Effect::default() };
+            if claimed == 0 || *amount == 0 {
+                return Ok((Applied::AlreadyDone, effect));
+            }
+            let transfer = TransferRows {
+                kind: "grant",
+                key: format!("grant:{user}:{period}"),
+                job_id: None,
+                memo: Some(format!("free credits for {period}")),
+                legs: vec![(*user, *amount), (GRANT_SOURCE_ACCOUNT, -amount)],
+                now: *now,
+            };
+            match write_transfer(tx, &transfer) {
+                Ok(()) => Ok((Applied::Done, Effect { balances: transfer.legs, ..effect })),
+                // This month's grant exists although the account's marker said otherwise
+                // (a restored backup, a manual edit): grant nothing.
+                Err(RegistryError::Sqlite(err)) if is_unique_violation(&err) => {
+                    Ok((Applied::AlreadyDone, effect))
+                }
+                Err(err) => Err(err),
+            }
+        }
+        Unit::AdminGrant { user, amount, transfer_id, now } => {
+            let transfer = TransferRows {
+                kind: "admin_grant",
+                key: format!("admin_grant:{transfer_id}"),
+                job_id: None,
+                memo: Some("granted by the operator".to_owned()),
+                legs: vec![(*user, *amount), (GRANT_SOURCE_ACCOUNT, -amount)],
+                now: *now,
+            };
+            match write_transfer(tx, &transfer) {
+                Ok(()) => {
+                    Ok((Applied::Done, Effect { balances: transfer.legs, ..Effect::default() }))
+                }
+                Err(RegistryError::Sqlite(err)) if is_unique_violation(&err) => {
+                    Ok((Applied::AlreadyDone, Effect::default()))
+                }
+                Err(err) => Err(err),
+            }
+        }
+        Unit::Load { account } => {
+            let row = tx
+                .prepare_cached("SELECT kind, balance, grant_period FROM accounts WHERE id = ?1")?
+                .query_row(params![account.as_bytes()], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get(2)?))
+                })
+                .optional()?;
+            let Some((kind, balance, grant_period)) = row else {
+                return Err(RegistryError::NotFound { what: "account" });
+            };
+            let wallet = Wallet {
+                balance,
+                held: 0,
+                wallet: kind == AccountKind::UserWallet.as_str(),
+                grant_period,
+            };
+            Ok((Applied::Done, Effect { loaded: Some((*account, wallet)), ..Effect::default() }))
+        }
+    }
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err.sqlite_error_code(), Some(ErrorCode::ConstraintViolation))
+}
+
+fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
+    let (job, outcome) = (&unit.job, &unit.outcome);
+    let served = outcome.served.as_ref();
+    let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    tx.prepare_cached(
+        "INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
+         auction_id, agent_id, agent_slug, owner_id, clearing_price, agent_cost, call_fee, \
+         win_fee, total_cost, input_tokens, output_tokens, latency_ms, output, error, \
+         created_at, finished_at, instance_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+    )?
+    .execute(params![
+        job.id.as_bytes(),
+        job.caller.0.as_bytes(),
+        job.kind.as_str(),
+        job.category,
+        job.requested_model,
+        job.mode,
+        outcome.status.as_str(),
+        job.auction_id.as_bytes(),
+        served.map(|s| s.agent_id.as_bytes().to_vec()),
+        served.map(|s| s.agent_slug.as_str()),
+        served.map(|s| s.owner.0.as_bytes().to_vec()),
+        outcome.clearing_price.map(MicroCredits::micros),
+        outcome.agent_cost.micros(),
+        outcome.call_fee.micros(),
+        outcome.win_fee.micros(),
+        outcome.total_cost.micros(),
+        count(outcome.input_tokens),
+        count(outcome.output_tokens),
+        count(outcome.latency_ms),
+        outcome.output,
+        outcome.error,
+        time_text(job.created_at),
+        time_text(outcome.finished_at),
+        job.instance.map(|id| id.as_bytes().to_vec()),
+    ])?;
+    let auction = &unit.auction;
+    tx.prepare_cached(
+        "INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \
+         clearing_price, record, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        auction.id.as_bytes(),
+        job.id.as_bytes(),
+        job.caller.0.as_bytes(),
+        auction.category,
+        auction.winner.map(|id| id.as_bytes().to_vec()),
+        auction.clearing_price.map(MicroCredits::micros),
+        auction.record,
+        time_text(job.created_at),
+    ])?;
+    let mut insert_attempt = tx.prepare_cached(
+        "INSERT INTO job_attempts (job_id, rank, agent_id, agent_slug, price, outcome, \
+         http_status, error_code, latency_ms, started_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for attempt in &outcome.attempts {
+        insert_attempt.execute(params![
+            job.id.as_bytes(),
+            attempt.rank,
+            attempt.agent_id.as_bytes(),
+            attempt.agent_slug,
+            attempt.price.micros(),
+            attempt.outcome,
+            attempt.http_status,
+            attempt.error_code,
+            i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX),
+            time_text(attempt.started_at),
+        ])?;
+    }
+    write_reputation(tx, &unit.reputation)
+}
+
+/// Folds each attempt into its agent's evidence, read and written inside this transaction.
+fn write_reputation(tx: &Connection, updates: &[ReputationUpdate]) -> Result<(), RegistryError> {
+    let mut touched: BTreeMap<Uuid, ReputationStats> = BTreeMap::new();
+    for update in updates {
+        let current = match touched.get(&update.agent) {
+            Some(stats) => *stats,
+            None => read_reputation(tx, update.agent)?,
+        };
+        let next =
+            current.record(update.outcome, update.latency_ms, update.now_ms, update.half_life_ms);
+        touched.insert(update.agent, next);
+    }
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut statement = tx.prepare_cached(
+        "UPDATE agent_reputation SET successes = ?2, failures = ?3, updated_at_ms = ?4, \
+         latency_ewma_ms = ?5, latency_p95_ms = ?6, total_successes = ?7, total_errors = ?8, \
+         total_timeouts = ?9, total_invalid = ?10 WHERE agent_id = ?1",
+    )?;
+    for (agent, stats) in touched {
+        statement.execute(params![
+            agent.as_bytes(),
+            stats.successes,
+            stats.failures,
+            stats.updated_at_ms,
+            stats.latency_ewma_ms,
+            stats.latency_p95_ms,
+            count(stats.total_successes),
+            count(stats.total_errors),
+            count(stats.total_timeouts),
+            count(stats.total_invalid),
+        ])?;
+    }
+    Ok(())
+}
+
+fn read_reputation(tx: &Connection, agent: Uuid) -> Result<ReputationStats, RegistryError> {
+    let row = tx
+        .prepare_cached(
+            "SELECT successes, failures, updated_at_ms, latency_ewma_ms, latency_p95_ms, \
+             total_successes, total_errors, total_timeouts, total_invalid \
+             FROM agent_reputation WHERE agent_id = ?1",
+        )?
+        .query_row(params![agent.as_bytes()], |row| {
+            Ok(agent_reputation::Model {
+                agent_id: agent,
+                successes: row.get(0)?,
+                failures: row.get(1)?,
+                updated_at_ms: row.get(2)?,
+                latency_ewma_ms: row.get(3)?,
+                latency_p95_ms: row.get(4)?,
+                total_successes: row.get(5)?,
+                total_errors: row.get(6)?,
+                total_timeouts: row.get(7)?,
+                total_invalid: row.get(8)?,
+            })
+        })
+        .optional()?;
+    row.map(reputation_stats).ok_or(RegistryError::NotFound { what: "agent" })
+}
+
+/// The transfer, its entries and each leg's balance change. A wallet that would go below zero
+/// is refused here too, as a last line: the book has already decided that it cannot.
+fn write_transfer(tx: &Connection, transfer: &TransferRows) -> Result<(), RegistryError> {
+    let mut total: i64 = 0;
+    for (_, amount) in &transfer.legs {
+        total = total.checked_add(*amount).ok_or(RegistryError::Overflow)?;
+    }
+    if total != 0 {
+        return Err(RegistryError::Unbalanced(format!("{} legs sum to {total}", transfer.kind)));
+    }
+    let transfer_id = Uuid::now_v7();
+    let now = time_text(transfer.now);
+    let job_id = transfer.job_id.map(|id| id.as_bytes().to_vec());
+    tx.prepare_cached(
+        "INSERT INTO transfers (id, kind, idempotency_key, job_id, memo, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        transfer_id.as_bytes(),
+        transfer.kind,
+        transfer.key,
+        job_id,
+        transfer.memo,
+        now
+    ])?;
+    let mut entry = tx.prepare_cached(
+        "INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, job_id, memo, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut balance = tx.prepare_cached(
+        "UPDATE accounts SET balance = balance + ?2 \
+         WHERE id = ?1 AND (kind <> 'user' OR balance + ?2 >= 0)",
+    )?;
+    for (account, amount) in transfer.legs.iter().filter(|(_, amount)| *amount != 0) {
+        entry.execute(params![
+            transfer_id.as_bytes(),
+            account.as_bytes(),
+            amount,
+            transfer.kind,
+            job_id,
+            transfer.memo,
+            now
+        ])?;
+        if balance.execute(params![account.as_bytes(), amount])? != 1 {
+            return Err(RegistryError::AccountCannotCover {
+                account: *account,
+                amount: MicroCredits::from_micros(-amount),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A time as sqlx stores it in SQLite, so that the pool reads it back and compares it alike.
+fn time_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn uuid_of(bytes: &[u8]) -> Result<Uuid, RegistryError> {
+    Uuid::from_slice(bytes).map_err(|err| RegistryError::Storage(format!("a stored id: {err}")))
+}

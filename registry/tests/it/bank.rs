@@ -1,0 +1,450 @@
+//! The bank: on a SQLite file the process is the authority (balances and holds in memory, one
+//! group-committing writer); on Postgres the database is. Both are held to one set of
+//! expectations: every refusal is decided and named, nothing refused is written, and the
+//! ledger stays exact.
+
+use std::sync::Arc;
+
+use auction_engine::MicroCredits;
+use chrono::{DateTime, Duration, Utc};
+use registry::jobs::{
+    self, AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, ReputationUpdate, Settlement,
+};
+use registry::ledger::{self, Capture, HoldRequest, PLATFORM_REVENUE_ACCOUNT, Payee, Payout};
+use registry::{Bank, RegistryError, UserId};
+use uuid::Uuid;
+
+use crate::helpers::{all_backends, assert_ledger_consistent, user};
+
+fn credits(n: i64) -> MicroCredits {
+    MicroCredits::from_credits(n).unwrap()
+}
+
+fn new_job(caller: UserId) -> (NewJob, AuctionEntry) {
+    let job = NewJob {
+        id: Uuid::now_v7(),
+        caller,
+        kind: JobKind::Json,
+        category: "ocr".into(),
+        requested_model: "auction".into(),
+        mode: "execute".into(),
+        auction_id: Uuid::now_v7(),
+        created_at: Utc::now(),
+        instance: None,
+    };
+    let auction = AuctionEntry {
+        id: job.auction_id,
+        category: "ocr".into(),
+        winner: None,
+        clearing_price: None,
+        record: "{}".into(),
+    };
+    (job, auction)
+}
+
+fn hold(job: &NewJob, amount: MicroCredits, expires_at: DateTime<Utc>) -> (HoldRequest, Uuid) {
+    (HoldRequest { job_id: job.id, payer: job.caller, amount, expires_at }, Uuid::now_v7())
+}
+
+fn outcome(status: JobStatus) -> JobOutcome {
+    JobOutcome {
+        status,
+        served: None,
+        clearing_price: None,
+        agent_cost: MicroCredits::ZERO,
+        call_fee: MicroCredits::ZERO,
+        win_fee: MicroCredits::ZERO,
+        total_cost: MicroCredits::ZERO,
+        input_tokens: None,
+        output_tokens: None,
+        latency_ms: None,
+        output: Some("{\"text\":\"ok\"}".into()),
+        error: None,
+        attempts: Vec::new(),
+        finished_at: Utc::now(),
+    }
+}
+
+/// `charge` from the job's hold: `owner` gets `owner_share`, the platform the rest.
+fn capture(job_id: Uuid, charge: i64, owner: UserId, owner_share: i64) -> Settlement {
+    Settlement::Capture(Capture {
+        job_id,
+        charge: credits(charge),
+        payouts: vec![
+            Payout { payee: Payee::User(owner), amount: credits(owner_share) },
+            Payout { payee: Payee::PlatformRevenue, amount: credits(charge - owner_share) },
+        ],
+        memo: None,
+    })
+}
+
+#[tokio::test]
+async fn the_bank_commits_jobs_and_decides_every_refusal() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+        assert_eq!(bank.is_authority(), backend == "sqlite");
+        // Users who sign up after the bank started are read into it when first needed.
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        bank.ensure_monthly_grant(caller, credits(10), Utc::now()).await.unwrap();
+        let later = Utc::now() + Duration::minutes(15);
+        let platform_before = ledger::account_balance(&db, PLATFORM_REVENUE_ACCOUNT).await.unwrap();
+
+        // A hold the caller can cover; then one it cannot, which writes nothing at all.
+        let (a, a_auction) = new_job(caller);
+        bank.open(a.clone(), a_auction, Some(hold(&a, credits(4), later))).await.unwrap();
+        let (b, b_auction) = new_job(caller);
+        let refused = bank.open(b.clone(), b_auction, Some(hold(&b, credits(7), later))).await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::InsufficientCredits { requested, available })
+                    if requested == credits(7) && available == credits(6)
+            ),
+            "{backend}: {refused:?}"
+        );
+        assert!(jobs::find_job(&db, caller, b.id).await.unwrap().is_none(), "{backend}");
+        // A second hold on one job is refused too.
+        let (again, again_auction) = new_job(caller);
+        let twice = bank
+            .open(
+                again.clone(),
+                again_auction,
+                Some((hold(&a, credits(1), later).0, Uuid::now_v7())),
+            )
+            .await;
+        assert!(matches!(twice, Err(RegistryError::HoldExists { .. })), "{backend}: {twice:?}");
+        assert!(jobs::find_job(&db, caller, again.id).await.unwrap().is_none(), "{backend}");
+
+        let (c, c_auction) = new_job(caller);
+        bank.open(c.clone(), c_auction, Some(hold(&c, credits(5), later))).await.unwrap();
+        assert_eq!(bank.balance(caller).await.unwrap().held, credits(9), "{backend}");
+
+        // A's capture; a second one charges nothing more.
+        bank.finish(a.id, outcome(JobStatus::Delivered), capture(a.id, 3, owner, 2), Vec::new())
+            .await
+            .unwrap();
+        let repeat = bank
+            .finish(a.id, outcome(JobStatus::Delivered), capture(a.id, 3, owner, 2), Vec::new())
+            .await;
+        assert!(
+            matches!(repeat, Ok(()) | Err(RegistryError::NotFound { .. })),
+            "{backend}: {repeat:?}"
+        );
+        let job = jobs::find_job(&db, caller, a.id).await.unwrap().unwrap();
+        assert_eq!(job.status, "delivered", "{backend}");
+        // The owner's share would take the owner below zero: refused, and the job can still end.
+        let short = bank
+            .finish(c.id, outcome(JobStatus::Delivered), capture(c.id, 1, owner, -3), Vec::new())
+            .await;
+        assert!(
+            matches!(short, Err(RegistryError::AccountCannotCover { .. })),
+            "{backend}: {short:?}"
+        );
+        bank.finish(c.id, outcome(JobStatus::Failed), Settlement::Release, Vec::new())
+            .await
+            .unwrap();
+
+        // A job whose hold expired is ended by the reaper and cannot be captured any more.
+        let (d, d_auction) = new_job(caller);
+        let expired = Utc::now() - Duration::minutes(1);
+        bank.open(d.clone(), d_auction, Some(hold(&d, credits(2), expired))).await.unwrap();
+        assert_eq!(bank.reap_expired(Utc::now()).await.unwrap(), 1, "{backend}");
+        let late = bank
+            .finish(d.id, outcome(JobStatus::Delivered), capture(d.id, 1, owner, 1), Vec::new())
+            .await;
+        assert!(
+            matches!(
+                late,
+                Err(RegistryError::HoldNotActive { .. } | RegistryError::NotFound { .. })
+            ),
+            "{backend}: {late:?}"
+        );
+
+        let caller_balance = bank.balance(caller).await.unwrap();
+        assert_eq!((caller_balance.balance, caller_balance.held), (credits(7), MicroCredits::ZERO));
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().balance, credits(7), "{backend}");
+        assert_eq!(bank.balance(owner).await.unwrap().balance, credits(2), "{backend}");
+        assert_eq!(
+            ledger::account_balance(&db, PLATFORM_REVENUE_ACCOUNT).await.unwrap(),
+            platform_before.checked_add(credits(1)).unwrap(),
+            "{backend}"
+        );
+        assert_ledger_consistent(&db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_concurrent_jobs_against_credits_for_a_hundred_share_batches_exactly() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let bank = Arc::new(Bank::new(db.clone(), &test_db.url).await.unwrap());
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        bank.ensure_monthly_grant(caller, credits(100), Utc::now()).await.unwrap();
+        let later = Utc::now() + Duration::minutes(15);
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let bank = Arc::clone(&bank);
+                tokio::spawn(async move {
+                    let (job, auction) = new_job(caller);
+                    let id = job.id;
+                    match bank.open(job.clone(), auction, Some(hold(&job, credits(1), later))).await
+                    {
+                        Ok(()) => {}
+                        Err(RegistryError::InsufficientCredits { .. }) => return false,
+                        Err(err) => panic!("open: {err:?}"),
+                    }
+                    bank.finish(
+                        id,
+                        outcome(JobStatus::Delivered),
+                        capture(id, 1, owner, 1),
+                        Vec::new(),
+                    )
+                    .await
+                    .unwrap();
+                    true
+                })
+            })
+            .collect();
+        let mut delivered = 0;
+        for task in tasks {
+            delivered += usize::from(task.await.unwrap());
+        }
+        assert_eq!(delivered, 100, "{backend}");
+        let caller_balance = bank.balance(caller).await.unwrap();
+        assert_eq!(
+            (caller_balance.balance, caller_balance.held),
+            (MicroCredits::ZERO, MicroCredits::ZERO)
+        );
+        assert_eq!(bank.balance(owner).await.unwrap().balance, credits(100), "{backend}");
+        assert_ledger_consistent(&db).await;
+        let counts = bank.counts();
+        if backend == "sqlite" {
+            // 100 jobs and the grant, each one unit, in fewer transactions than units.
+            assert!(counts.units >= 101, "{counts:?}");
+            assert!(counts.batches < counts.units, "{counts:?}");
+        }
+    }
+}
+
+/// One unit that fails (its reputation update names no agent) is rolled back to its savepoint
+/// and answered with its error; the units committed beside it in the same transaction stand,
+/// and the failed job's hold is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_unit_does_not_spoil_its_batch() {
+    let test_db = crate::helpers::sqlite().await;
+    let db = test_db.db.clone();
+    let bank = Arc::new(Bank::new(db.clone(), &test_db.url).await.unwrap());
+    let (caller, owner) = (user(&db).await, user(&db).await);
+    bank.ensure_monthly_grant(caller, credits(50), Utc::now()).await.unwrap();
+    let later = Utc::now() + Duration::minutes(15);
+    let mut opened = Vec::new();
+    for _ in 0..50 {
+        let (job, auction) = new_job(caller);
+        bank.open(job.clone(), auction, Some(hold(&job, credits(1), later))).await.unwrap();
+        opened.push(job.id);
+    }
+    let bad = opened[25];
+    let tasks: Vec<_> = opened
+        .iter()
+        .map(|&id| {
+            let bank = Arc::clone(&bank);
+            tokio::spawn(async move {
+                let reputation = if id == bad {
+                    vec![ReputationUpdate {
+                        agent: Uuid::now_v7(),
+                        outcome: auction_engine::reputation::Outcome::Success,
+                        latency_ms: 1.0,
+                        now_ms: 0,
+                        half_life_ms: 1,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                bank.finish(id, outcome(JobStatus::Delivered), capture(id, 1, owner, 1), reputation)
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    for (id, result) in opened.iter().zip(&results) {
+        if *id == bad {
+            assert!(matches!(result, Err(RegistryError::NotFound { what: "agent" })), "{result:?}");
+            assert!(jobs::find_job(&db, caller, *id).await.unwrap().is_none());
+        } else {
+            assert!(result.is_ok(), "{result:?}");
+        }
+    }
+    let caller_balance = bank.balance(caller).await.unwrap();
+    assert_eq!((caller_balance.balance, caller_balance.held), (credits(1), MicroCredits::ZERO));
+    assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(49));
+    let counts = bank.counts();
+    assert!(counts.batches < counts.units, "the finishes shared commits: {counts:?}");
+    assert_ledger_consistent(&db).await;
+}
+
+/// The old sealed writer's hazard was a `BEGIN` and its writes on two pool checkouts. The
+/// writer now owns one connection on one thread, so there is no pool to swap it: twenty jobs
+/// in a row each commit whole, and the ledger is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_holds_its_connection_from_begin_to_commit() {
+    let test_db = crate::helpers::sqlite().await;
+    let db = test_db.db.clone();
+    let bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+    let (caller, owner) = (user(&db).await, user(&db).await);
+    bank.ensure_monthly_grant(caller, credits(20), Utc::now()).await.unwrap();
+    let later = Utc::now() + Duration::minutes(15);
+    for _ in 0..20 {
+        let (job, auction) = new_job(caller);
+        bank.open(job.clone(), auction, Some(hold(&job, credits(1), later))).await.unwrap();
+        bank.finish(
+            job.id,
+            outcome(JobStatus::Delivered),
+            capture(job.id, 1, owner, 1),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    }
+    // The caller read into the book, the grant, twenty jobs: a unit each. (The owner is only
+    // ever credited, so it is never read: the file has its balance.)
+    assert_eq!(bank.counts().units, 22);
+    let caller_balance = ledger::balance(&db, caller).await.unwrap();
+    assert_eq!(
+        (caller_balance.balance, caller_balance.held),
+        (MicroCredits::ZERO, MicroCredits::ZERO)
+    );
+    assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(20));
+    assert_ledger_consistent(&db).await;
+}
+
+/// A process that stops with jobs open (a crash, as far as the file knows) leaves no trace of
+/// them: the next bank on the file loads every balance from the entries, nothing held.
+#[tokio::test]
+async fn a_new_bank_on_the_file_starts_from_the_entries() {
+    let test_db = crate::helpers::sqlite().await;
+    let db = test_db.db.clone();
+    let (caller, owner) = (user(&db).await, user(&db).await);
+    let later = Utc::now() + Duration::minutes(15);
+    let open_job = {
+        let bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+        bank.ensure_monthly_grant(caller, credits(10), Utc::now()).await.unwrap();
+        let (job, auction) = new_job(caller);
+        bank.open(job.clone(), auction, Some(hold(&job, credits(3), later))).await.unwrap();
+        bank.finish(
+            job.id,
+            outcome(JobStatus::Delivered),
+            capture(job.id, 3, owner, 2),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        let (open, auction) = new_job(caller);
+        bank.open(open.clone(), auction, Some(hold(&open, credits(5), later))).await.unwrap();
+        assert_eq!(bank.balance(caller).await.unwrap().held, credits(5));
+        open.id
+    };
+    let bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+    let caller_balance = bank.balance(caller).await.unwrap();
+    assert_eq!((caller_balance.balance, caller_balance.held), (credits(7), MicroCredits::ZERO));
+    assert_eq!(bank.balance(owner).await.unwrap().balance, credits(2));
+    assert!(jobs::find_job(&db, caller, open_job).await.unwrap().is_none());
+    // The month's grant is remembered: asking again grants nothing.
+    let again = bank.ensure_monthly_grant(caller, credits(10), Utc::now()).await.unwrap();
+    assert_eq!(again, ledger::Applied::AlreadyDone);
+    assert_ledger_consistent(&db).await;
+}
+
+#[tokio::test]
+async fn admin_grants_are_once_per_transfer_id() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+        let user = user(&db).await;
+        let id = Uuid::now_v7();
+        for expected in [ledger::Applied::Done, ledger::Applied::AlreadyDone] {
+            let applied = bank.admin_grant(user, credits(5), id, Utc::now()).await.unwrap();
+            assert_eq!(applied, expected, "{backend}");
+        }
+        assert_eq!(bank.balance(user).await.unwrap().balance, credits(5), "{backend}");
+        let refused = bank.admin_grant(user, MicroCredits::ZERO, Uuid::now_v7(), Utc::now()).await;
+        assert!(matches!(refused, Err(RegistryError::Invalid { .. })), "{backend}: {refused:?}");
+        assert_ledger_consistent(&db).await;
+    }
+}
+
+/// Two instances on one Postgres database: one stops heartbeating mid-job. The live one, past the
+/// lease, fails the dead one's job, releases its hold and frees its in-flight key; its own work
+/// and a live instance's are left alone.
+#[tokio::test]
+async fn a_live_instance_ends_a_dead_instances_work_and_only_that() {
+    // Instances share a database on Postgres only: a SQLite file has one server (the data
+    // lock), whose open jobs live in its memory and end with it.
+    let Some(test_db) = crate::helpers::postgres().await else { return };
+    let backend = "postgres";
+    {
+        let db = test_db.db.clone();
+        let writer = Bank::new(db.clone(), &test_db.url).await.unwrap();
+        assert!(!writer.is_authority());
+        let caller = user(&db).await;
+        ledger::ensure_monthly_grant(&db, caller, credits(10), Utc::now()).await.unwrap();
+        let long_ago = Utc::now() - Duration::minutes(1);
+        let (dead, live, me) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        registry::instances::register(&db, dead, long_ago).await.unwrap();
+        registry::instances::register(&db, live, Utc::now()).await.unwrap();
+        registry::instances::register(&db, me, Utc::now()).await.unwrap();
+        let later = Utc::now() + Duration::minutes(15);
+        let mut jobs_of = Vec::new();
+        for owner in [dead, live, me] {
+            let (job, auction) = new_job(caller);
+            let job = NewJob { instance: Some(owner), ..job };
+            writer.open(job.clone(), auction, Some(hold(&job, credits(2), later))).await.unwrap();
+            registry::idempotency::begin_idempotent(
+                &db,
+                caller,
+                &owner.to_string(),
+                "h",
+                Utc::now(),
+                owner,
+            )
+            .await
+            .unwrap();
+            jobs_of.push(job.id);
+        }
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(6), "{backend}");
+
+        let now = Utc::now();
+        let reaped =
+            registry::instances::reap_dead(&db, me, Some(now - Duration::seconds(15)), now)
+                .await
+                .unwrap();
+        assert_eq!(
+            (reaped.instances, reaped.jobs, reaped.holds, reaped.keys),
+            (1, 1, 1, 1),
+            "{backend}"
+        );
+        assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(4), "{backend}");
+        let status = |id| {
+            let db = db.clone();
+            async move { jobs::find_job(&db, caller, id).await.unwrap().unwrap().status }
+        };
+        assert_eq!(status(jobs_of[0]).await, JobStatus::Failed.as_str(), "{backend}");
+        assert_eq!(status(jobs_of[1]).await, JobStatus::Running.as_str(), "{backend}");
+        assert_eq!(status(jobs_of[2]).await, JobStatus::Running.as_str(), "{backend}");
+        // The dead instance's key is free again; the live ones' are still in flight.
+        let again =
+            registry::idempotency::begin_idempotent(&db, caller, &dead.to_string(), "h", now, me)
+                .await
+                .unwrap();
+        assert!(matches!(again, registry::idempotency::IdempotencyStart::Proceed), "{backend}");
+        let busy =
+            registry::idempotency::begin_idempotent(&db, caller, &live.to_string(), "h", now, me)
+                .await
+                .unwrap();
+        assert!(matches!(busy, registry::idempotency::IdempotencyStart::InFlight), "{backend}");
+        assert_ledger_consistent(&db).await;
+    }
+}

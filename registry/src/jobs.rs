@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::database::in_write_txn;
+use crate::database::{Durability, in_write_txn_with};
 use crate::entity::{auctions, job_attempts, jobs};
 use crate::ledger::{self, Capture, HoldRequest};
 use crate::script::Script;
@@ -227,7 +227,7 @@ pub async fn open_job_with_hold(
     hold: Option<(HoldRequest, Uuid)>,
 ) -> Result<(), RegistryError> {
     let now = job.created_at;
-    in_write_txn(db, async |txn| {
+    in_write_txn_with(db, Durability::Relaxed, async |txn| {
         let mut script = Script::new(txn.get_database_backend());
         add_job(&mut script, job, auction);
         match &hold {
@@ -320,7 +320,7 @@ pub async fn finish_job(
     settlement: Settlement,
     reputation: Vec<ReputationUpdate>,
 ) -> Result<(), RegistryError> {
-    in_write_txn(db, async |txn| {
+    in_write_txn_with(db, Durability::Relaxed, async |txn| {
         let mut script = Script::new(txn.get_database_backend());
         // Rows are locked in one order everywhere (agents by id, then the hold and accounts),
         // so concurrent finishes cannot deadlock on Postgres.

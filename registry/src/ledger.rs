@@ -834,3 +834,9 @@ pub async fn audit_ledger(db: &DatabaseConnection) -> Result<LedgerAudit, Regist
     let total = sums.values().sum();
     Ok(LedgerAudit { accounts_checked: accounts.len(), mismatches, total })
 }
+
+/// How many transfers of `kind` (`capture`, `grant`, ...) the ledger holds.
+pub async fn count_transfers(db: &DatabaseConnection, kind: &str) -> Result<u64, RegistryError> {
+    use sea_orm::PaginatorTrait;
+    Ok(transfers::Entity::find().filter(transfers::Column::Kind.eq(kind)).count(db).await?)
+}

@@ -113,6 +113,7 @@ impl SqliteWriter {
         let (queue, waiting) = mpsc::channel();
         let counts = Arc::new(WriterCounters::default());
         let thread_counts = Arc::clone(&counts);
+        checkpoint_in_background(file, &conn, Arc::downgrade(&counts))?;
         std::thread::Builder::new()
             .name("gavel-sqlite-writer".into())
             .spawn(move || run(conn, waiting, book, thread_counts))
@@ -143,8 +144,56 @@ fn open(file: &Path) -> Result<Connection, RegistryError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A savepoint keeps the pages it changes in a sub-journal: in memory, not in a temporary
+    // file created, written and deleted for every unit (measured: most of a lone job's commit).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // 16 MiB of pages (the default is 2 MiB): the right edges of the job tables' indexes stay
+    // cached between commits.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
+}
+
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL from a thread of its own. A checkpoint copies pages and syncs the
+/// database file, milliseconds of work: run by the writer (SQLite's automatic checkpoint, by
+/// whichever connection commits past 1,000 WAL pages), it would stall every job queued behind
+/// it. The writer's connection has automatic checkpoints off; this thread runs a `PASSIVE`
+/// one (it never blocks the writer or a reader) every half second, and stops with the writer
+/// (`alive` is the writer's).
+fn checkpoint_in_background(
+    file: &Path,
+    writer: &Connection,
+    alive: std::sync::Weak<WriterCounters>,
+) -> Result<(), RegistryError> {
+    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let conn = open(file)?;
+    std::thread::Builder::new()
+        .name("gavel-sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut checkpointed = 0;
+            while let Some(counts) = alive.upgrade() {
+                drop(counts);
+                std::thread::sleep(CHECKPOINT_EVERY);
+                // Only when something was committed since: a checkpoint syncs the file.
+                let Some(batches) = alive.upgrade().map(|c| c.batches.load(Ordering::Relaxed))
+                else {
+                    break;
+                };
+                if batches == checkpointed {
+                    continue;
+                }
+                checkpointed = batches;
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(err) = done {
+                    tracing::warn!(%err, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(|err| RegistryError::Storage(format!("cannot start the checkpointer: {err}")))?;
+    Ok(())
 }
 
 /// Fills the book from the file. This process is the only server on it (the data lock), so

@@ -6,6 +6,11 @@
 //! process (`GAVEL_BIN`, default `target/release/gavel`) on SQLite in a temporary directory;
 //! the load generator and the mock agent run here. Everything shares the machine's cores, so
 //! quote medians and ratios from one run.
+//!
+//! `GAVEL__DATABASE__URL=postgres://...` runs it on Postgres; with `BENCH_INSTANCES=2` as well,
+//! a second Gavel on the same database takes every other connection of the c=64 run. After
+//! the run Gavel is killed (`SIGKILL`) and the ledger is checked: one capture per 200 the load
+//! generator received, every balance the sum of its entries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -20,7 +25,10 @@ use tokio::net::TcpListener;
 
 const SEQUENTIAL: usize = 2_000;
 const CONCURRENT: usize = 64;
-const CONCURRENT_TOTAL: usize = 20_000;
+/// Jobs at concurrency 64; `BENCH_JOBS` overrides (100,000 for the RSS figure).
+fn concurrent_total() -> usize {
+    std::env::var("BENCH_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000)
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -38,13 +46,25 @@ async fn main() {
         ("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "1000000".to_owned()),
         ("GAVEL__RATE_LIMIT__AUTH_BURST", "1000000".to_owned()),
         ("RUST_LOG", "warn,gavel=info".to_owned()),
+        // Shared by the instances of a two-instance run.
+        ("GAVEL__AUTH__JWT_SECRET", "bench-secret-bench-secret-bench-secret-0".to_owned()),
     ];
+    let instances: usize =
+        std::env::var("BENCH_INSTANCES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     let mut gavel = Command::new(&bin)
         .envs(env.clone())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run scripts/bench (it builds target/release/gavel)");
     let base = read_address(gavel.stderr.take().unwrap());
+    let mut others = Vec::new();
+    let mut bases = vec![base.clone()];
+    for _ in 1..instances {
+        let mut other =
+            Command::new(&bin).envs(env.clone()).stderr(Stdio::piped()).spawn().unwrap();
+        bases.push(read_address(other.stderr.take().unwrap()));
+        others.push(other);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss_kib = rss_kib(gavel.id());
 
@@ -86,6 +106,8 @@ async fn main() {
 
     let direct_url = format!("{agent}/v1/chat/completions");
     let gavel_url = format!("{base}/v1/chat/completions");
+    let gavel_urls: Vec<String> =
+        bases.iter().map(|base| format!("{base}/v1/chat/completions")).collect();
     let direct_body =
         json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16});
     let gavel_body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, "auction": {"max_price": "2"}});
@@ -96,8 +118,9 @@ async fn main() {
 
     let direct_c1 = sequential(&client, &direct_url, &direct_body, None, SEQUENTIAL).await;
     let gavel_c1 = sequential(&client, &gavel_url, &gavel_body, Some(&key), SEQUENTIAL).await;
-    let direct_c64 = concurrent(&client, &direct_url, &direct_body, None).await;
-    let gavel_c64 = concurrent(&client, &gavel_url, &gavel_body, Some(&key)).await;
+    let direct_c64 =
+        concurrent(&client, std::slice::from_ref(&direct_url), &direct_body, None).await;
+    let gavel_c64 = concurrent(&client, &gavel_urls, &gavel_body, Some(&key)).await;
 
     // Every Gavel request above was a settled job: check the ledger agrees.
     let activity: Value = client
@@ -110,14 +133,31 @@ async fn main() {
         .await
         .unwrap();
     let busy_rss_kib = rss_kib(gavel.id());
+    // SIGKILL: whatever a caller was answered for is already committed.
     let _ = gavel.kill();
     let _ = gavel.wait();
+    for mut other in others {
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+    // Every 200 above is one capture on the ledger, and every balance is the sum of its
+    // entries.
+    let answered = 200 + gavel_c1.len() + gavel_c64.1.len();
+    let database = std::env::var("GAVEL__DATABASE__URL")
+        .unwrap_or_else(|_| format!("sqlite://{}/gavel.db", data.path().display()));
+    let db = registry::connect(&database, Some(1)).await.unwrap();
+    let audit = registry::ledger::audit_ledger(&db).await.unwrap();
+    let captures = registry::ledger::count_transfers(&db, "capture").await.unwrap();
 
     let p = |v: &[Duration], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "\nGavel overhead benchmark ({} sequential, {} at concurrency {})",
-        SEQUENTIAL, CONCURRENT_TOTAL, CONCURRENT
+        "\nGavel overhead benchmark ({} sequential, {} at concurrency {}; {} instance(s) on {})",
+        SEQUENTIAL,
+        concurrent_total(),
+        CONCURRENT,
+        instances,
+        if std::env::var_os("GAVEL__DATABASE__URL").is_some() { "Postgres" } else { "SQLite" }
     );
     println!("| path | c=1 p50 | c=1 p99 | c=64 throughput | c=64 p99 |");
     println!("|---|---|---|---|---|");
@@ -139,10 +179,25 @@ async fn main() {
         us(p(&gavel_c1, 0.99)) - us(p(&direct_c1, 0.99))
     );
     println!(
-        "\nidle RSS {:.1} MiB, after the run {:.1} MiB",
+        "| ratio (Gavel / direct) | {:.1}x | {:.1}x | {:.2}x | |",
+        us(p(&gavel_c1, 0.5)) / us(p(&direct_c1, 0.5)),
+        us(p(&gavel_c1, 0.99)) / us(p(&direct_c1, 0.99)),
+        gavel_c64.0 / direct_c64.0
+    );
+    println!(
+        "\nidle RSS {:.1} MiB, after {} jobs {:.1} MiB",
         idle_rss_kib as f64 / 1024.0,
+        answered,
         busy_rss_kib as f64 / 1024.0
     );
+    println!(
+        "ledger: {answered} answered 200, {captures} captures; {} accounts checked, {} mismatches, entries sum to {}",
+        audit.accounts_checked,
+        audit.mismatches.len(),
+        audit.total
+    );
+    assert_eq!(captures, answered as u64, "one capture per 200");
+    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
     println!("latest settled job: {}", activity["data"][0]["id"]);
 }
 
@@ -185,28 +240,28 @@ async fn sequential(
     latencies
 }
 
-/// `CONCURRENT_TOTAL` requests over `CONCURRENT` workers; (requests per second, sorted latencies).
+/// `concurrent_total()` requests over `CONCURRENT` workers; (requests per second, sorted latencies).
 async fn concurrent(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     body: &Value,
     key: Option<&str>,
 ) -> (f64, Vec<Duration>) {
+    let total = concurrent_total();
     let started = Instant::now();
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..CONCURRENT)
-        .map(|_| {
+        .map(|worker| {
             let (client, url, body, key, counter) = (
                 client.clone(),
-                url.to_owned(),
+                urls[worker % urls.len()].clone(),
                 body.clone(),
                 key.map(str::to_owned),
                 Arc::clone(&counter),
             );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CONCURRENT_TOTAL
-                {
+                while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                     let begun = Instant::now();
                     let mut request = client.post(&url).json(&body);
                     if let Some(key) = &key {
@@ -221,7 +276,7 @@ async fn concurrent(
             })
         })
         .collect();
-    let mut all = Vec::with_capacity(CONCURRENT_TOTAL);
+    let mut all = Vec::with_capacity(total);
     for worker in workers {
         all.extend(worker.await.unwrap());
     }

@@ -121,9 +121,9 @@ pub(crate) enum Durability {
     /// On Postgres, `synchronous_commit = off` for this transaction only: the commit returns
     /// before its WAL is flushed. Exact across any crash of Gavel; a crash of Postgres or its
     /// machine can lose the last such commits (up to 3 x `wal_writer_delay`, 600 ms by
-    /// default), whole, never half. Used for jobs' writes, where a flush per commit capped
-    /// throughput at a few hundred jobs a second. Nothing on SQLite (WAL, `NORMAL` already
-    /// loses nothing to a process crash).
+    /// default), whole, never half. Used for jobs' writes, whose rows (the payer's, the
+    /// owner's and the platform's accounts) would otherwise stay locked until the flush.
+    /// Nothing on SQLite (WAL, `NORMAL` already loses nothing to a process crash).
     Relaxed,
 }
 

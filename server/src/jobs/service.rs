@@ -16,9 +16,7 @@ use auction_engine::{
 };
 use rand::RngCore;
 use registry::agents::{Agent, AgentKind, AgentState, Visibility};
-use registry::jobs::{
-    Attempt, AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, Served, Settlement,
-};
+use registry::jobs::{AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, Served, Settlement};
 use registry::ledger::{Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
 use serde::Serialize;
@@ -29,12 +27,12 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::jobs::bids::{self, BidRequest};
 use crate::jobs::breaker::Circuit;
-use crate::jobs::dispatch::{Delivery, DispatchLimits, dispatch, outcome_word};
+use crate::jobs::dispatch::{Delivery, DispatchLimits, dispatch};
 use crate::jobs::record::audit_document;
 use crate::jobs::request::{JobRequest, Mode, Target};
 use crate::jobs::settlement::{
-    Conclusion, HeldJob, MAX_STREAM, Verdicts, attempts_summary, conclude, delivered_cost,
-    failed_outcome, failure_message,
+    AttemptFacts, AttemptLog, Conclusion, HeldJob, MAX_STREAM, attempts_summary, conclude,
+    delivered_cost, failed_outcome, failure_message,
 };
 use crate::state::AppState;
 
@@ -394,9 +392,7 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
         timeout: Duration::from_millis(state.settings.raw.dispatch.timeout_ms),
         max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
     };
-    let mut attempts = Vec::new();
-    let mut reputation = Vec::new();
-    let mut verdicts = Verdicts::default();
+    let mut log = AttemptLog::default();
     for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = job.agents.get(&agent_id) else { continue };
@@ -404,89 +400,69 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
         let (delivery, elapsed) =
             dispatch(&state.agent_client, agent, &job.request.payload, limits).await;
         let latency_ms = elapsed.as_millis() as u64;
-        let (outcome, http_status, code) = match &delivery {
-            Delivery::Delivered { .. } => (AttemptOutcome::Success, None, None),
+        let facts = AttemptFacts { ranked, agent, started_at, latency_ms };
+        let (output, usage) = match delivery {
             Delivery::Failed { outcome, http_status, code } => {
-                (*outcome, *http_status, Some(code.clone()))
+                log.failed(state, &job, &facts, (outcome, http_status, code));
+                continue;
             }
+            Delivery::Delivered { output, usage } => (output, usage),
         };
-        verdicts.attempted(
-            state,
-            &job,
-            agent_id,
-            outcome,
-            http_status,
-            latency_ms,
-            &mut reputation,
-        );
-        attempts.push(Attempt {
-            rank: ranked.rank as u32,
-            agent_id,
-            agent_slug: agent.slug.clone(),
-            price: ranked.price,
-            outcome: outcome_word(outcome).to_owned(),
-            http_status,
-            error_code: code,
-            latency_ms,
-            started_at,
-        });
-        if let Delivery::Delivered { output, usage } = delivery {
-            verdicts.someone_delivered(state, &job, &mut reputation);
-            let usage = usage.map(|reported| job.request.validated_usage(reported));
-            let agent_cost = delivered_cost(&job, agent, ranked, usage);
-            let outcome = JobOutcome {
-                status: JobStatus::Delivered,
-                served: Some(Served {
-                    agent_id,
-                    agent_slug: agent.slug.clone(),
-                    owner: agent.owner_id,
-                }),
-                clearing_price: Some(ranked.price),
+        log.delivered(state, &job, &facts, (AttemptOutcome::Success, None), true);
+        let usage = usage.map(|reported| job.request.validated_usage(reported));
+        let agent_cost = delivered_cost(&job, agent, ranked, usage);
+        let outcome = JobOutcome {
+            status: JobStatus::Delivered,
+            served: Some(Served {
+                agent_id,
+                agent_slug: agent.slug.clone(),
+                owner: agent.owner_id,
+            }),
+            clearing_price: Some(ranked.price),
+            agent_cost,
+            call_fee: job.call_fee,
+            win_fee: job.win_fee,
+            total_cost: MicroCredits::ZERO,
+            input_tokens: Some(usage.map_or(job.request.input_tokens, |u| u.0)),
+            output_tokens: usage.map(|u| u.1),
+            latency_ms: Some(latency_ms),
+            output: Some(output.to_string()),
+            error: None,
+            attempts: log.attempts,
+            finished_at: state.now(),
+        };
+        let charge = Conclusion::Charge { agent, held: job.hold_amount > MicroCredits::ZERO };
+        let total_cost = conclude(state, job.job_id, outcome, charge, log.reputation).await?;
+        state.observe_clearing_price(&job.request.category, ranked);
+        state.metrics.job_finished(job.request.kind.as_str(), "delivered");
+        return Ok(JobResult {
+            job_id: job.job_id,
+            created: job.created,
+            auction_id: job.auction_id,
+            candidates: job.candidate_count,
+            delivered: Some(DeliveredJob {
+                agent: Arc::clone(agent),
+                output,
+                clearing_price: ranked.price,
                 agent_cost,
-                call_fee: job.call_fee,
-                win_fee: job.win_fee,
-                total_cost: MicroCredits::ZERO,
-                input_tokens: Some(usage.map_or(job.request.input_tokens, |u| u.0)),
-                output_tokens: usage.map(|u| u.1),
-                latency_ms: Some(latency_ms),
-                output: Some(output.to_string()),
-                error: None,
-                attempts,
-                finished_at: state.now(),
-            };
-            let charge = Conclusion::Charge { agent, held: job.hold_amount > MicroCredits::ZERO };
-            let total_cost = conclude(state, job.job_id, outcome, charge, reputation).await?;
-            state.observe_clearing_price(&job.request.category, ranked);
-            state.metrics.job_finished(job.request.kind.as_str(), "delivered");
-            return Ok(JobResult {
-                job_id: job.job_id,
-                created: job.created,
-                auction_id: job.auction_id,
-                candidates: job.candidate_count,
-                delivered: Some(DeliveredJob {
-                    agent: Arc::clone(agent),
-                    output,
-                    clearing_price: ranked.price,
-                    agent_cost,
-                    usage,
-                }),
-                shortlist: None,
-                total_cost,
-            });
-        }
+                usage,
+            }),
+            shortlist: None,
+            total_cost,
+        });
     }
 
     // Nobody delivered: nothing is charged.
-    let summary = attempts_summary(&attempts);
-    let message = failure_message(&attempts);
-    let rejected = verdicts.nobody_delivered(state, &job, &mut reputation);
+    let summary = attempts_summary(&log.attempts);
+    let message = failure_message(&log.attempts);
+    let rejected = log.nobody_delivered(state, &job);
     let release = if job.hold_amount > MicroCredits::ZERO {
         Conclusion::Release
     } else {
         Conclusion::Nothing
     };
-    conclude(state, job.job_id, failed_outcome(state, &message, attempts), release, reputation)
-        .await?;
+    let outcome = failed_outcome(state, &message, log.attempts);
+    conclude(state, job.job_id, outcome, release, log.reputation).await?;
     state.metrics.job_finished(job.request.kind.as_str(), "all_failed");
     if rejected {
         return Err(ApiError::RejectedByAgents { message, attempts: summary });

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use auction_engine::reputation::Outcome as AttemptOutcome;
 use auction_engine::{MicroCredits, Ranked, settle_on_usage, sheet_price, split};
+use chrono::{DateTime, Utc};
 use registry::RegistryError;
 use registry::agents::Agent;
 use registry::jobs::{Attempt, JobOutcome, ReputationUpdate, Settlement};
@@ -16,6 +17,7 @@ use registry::ledger::{Capture, Payee, Payout};
 use uuid::Uuid;
 
 use crate::error::{ApiError, FailedAttempt};
+use crate::jobs::dispatch::outcome_word;
 use crate::jobs::request::JobRequest;
 use crate::state::AppState;
 
@@ -51,7 +53,7 @@ fn rejects_input(http_status: Option<u16>) -> bool {
 /// and reputation take it; if every agent rejected it, the input was the caller's fault and no
 /// agent pays for it. So no caller can knock an agent out with bad requests.
 #[derive(Default)]
-pub(crate) struct Verdicts {
+struct Verdicts {
     held: Vec<(Uuid, AttemptOutcome, u64)>,
     others: usize,
 }
@@ -59,7 +61,7 @@ pub(crate) struct Verdicts {
 impl Verdicts {
     /// Records one attempt's outcome, or holds it back when it rejected the input.
     #[expect(clippy::too_many_arguments, reason = "one attempt's facts, passed as they are")]
-    pub(crate) fn attempted(
+    fn attempted(
         &mut self,
         state: &AppState,
         job: &HeldJob,
@@ -81,7 +83,7 @@ impl Verdicts {
     }
 
     /// Another agent took the same input: the rejections were the agents' fault.
-    pub(crate) fn someone_delivered(
+    fn someone_delivered(
         &mut self,
         state: &AppState,
         job: &HeldJob,
@@ -95,7 +97,7 @@ impl Verdicts {
 
     /// Nobody delivered. Returns whether every attempt rejected the input (the caller's fault:
     /// nobody is blamed); otherwise the held rejections count like any failure.
-    pub(crate) fn nobody_delivered(
+    fn nobody_delivered(
         &mut self,
         state: &AppState,
         job: &HeldJob,
@@ -107,6 +109,100 @@ impl Verdicts {
         }
         self.someone_delivered(state, job, reputation);
         false
+    }
+}
+
+/// One attempt as it happened: which rank and agent, when it started and how long it took.
+pub(crate) struct AttemptFacts<'a> {
+    pub(crate) ranked: &'a Ranked,
+    pub(crate) agent: &'a Agent,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) latency_ms: u64,
+}
+
+impl AttemptFacts<'_> {
+    fn row(
+        &self,
+        outcome: AttemptOutcome,
+        http_status: Option<u16>,
+        code: Option<String>,
+    ) -> Attempt {
+        Attempt {
+            rank: self.ranked.rank as u32,
+            agent_id: self.agent.id,
+            agent_slug: self.agent.slug.clone(),
+            price: self.ranked.price,
+            outcome: outcome_word(outcome).to_owned(),
+            http_status,
+            error_code: code,
+            latency_ms: self.latency_ms,
+            started_at: self.started_at,
+        }
+    }
+}
+
+/// The one attempt recorder of both relays (JSON and streamed): each attempt's row, its
+/// verdict (see [`Verdicts`]) and the reputation updates the job's end writes.
+#[derive(Default)]
+pub(crate) struct AttemptLog {
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) reputation: Vec<ReputationUpdate>,
+    verdicts: Verdicts,
+}
+
+impl AttemptLog {
+    /// An attempt that failed before delivering anything: judged, then recorded.
+    pub(crate) fn failed(
+        &mut self,
+        state: &AppState,
+        job: &HeldJob,
+        facts: &AttemptFacts<'_>,
+        (outcome, http_status, code): (AttemptOutcome, Option<u16>, String),
+    ) {
+        let agent = facts.agent.id;
+        let reputation = &mut self.reputation;
+        self.verdicts.attempted(
+            state,
+            job,
+            agent,
+            outcome,
+            http_status,
+            facts.latency_ms,
+            reputation,
+        );
+        self.attempts.push(facts.row(outcome, http_status, Some(code)));
+    }
+
+    /// An attempt that delivered (a stream: started to). Rejections held back land on the
+    /// agents that made them; the attempt's own outcome is judged when `judged` (a caller who
+    /// left is not the agent's doing).
+    pub(crate) fn delivered(
+        &mut self,
+        state: &AppState,
+        job: &HeldJob,
+        facts: &AttemptFacts<'_>,
+        (outcome, code): (AttemptOutcome, Option<String>),
+        judged: bool,
+    ) {
+        self.verdicts.someone_delivered(state, job, &mut self.reputation);
+        if judged {
+            let agent = facts.agent.id;
+            let success = outcome == AttemptOutcome::Success;
+            state.breakers.record(agent, success, std::time::Instant::now());
+            self.reputation.push(reputation_update(state, job, agent, outcome, facts.latency_ms));
+        }
+        self.attempts.push(facts.row(outcome, None, code));
+    }
+
+    /// The caller left before the attempt delivered: recorded, nobody judged.
+    pub(crate) fn caller_left(&mut self, facts: &AttemptFacts<'_>) {
+        let row = facts.row(AttemptOutcome::Error, None, Some("caller_disconnected".into()));
+        self.attempts.push(row);
+    }
+
+    /// Nobody delivered: whether every attempt rejected the input (see [`Verdicts`]).
+    pub(crate) fn nobody_delivered(&mut self, state: &AppState, job: &HeldJob) -> bool {
+        self.verdicts.nobody_delivered(state, job, &mut self.reputation)
     }
 }
 
@@ -171,7 +267,7 @@ pub(crate) fn failure_message(attempts: &[Attempt]) -> String {
 }
 
 /// One attempt's reputation update, written when the job concludes.
-pub(crate) fn reputation_update(
+fn reputation_update(
     state: &AppState,
     job: &HeldJob,
     agent: Uuid,

@@ -39,10 +39,10 @@ use uuid::Uuid;
 use crate::egress::AgentCall;
 use crate::error::ApiError;
 use crate::jobs::chat_shape::ChunkShaper;
-use crate::jobs::dispatch::{attempt_timeout, outcome_word, upstream_request};
+use crate::jobs::dispatch::{attempt_timeout, upstream_request};
 use crate::jobs::settlement::{
-    Conclusion, HeldJob, MAX_STREAM, Verdicts, attempts_summary, conclude, delivered_cost,
-    failed_outcome, failure_message, reputation_update, serving_cap,
+    AttemptFacts, AttemptLog, Conclusion, HeldJob, MAX_STREAM, attempts_summary, conclude,
+    delivered_cost, failed_outcome, failure_message, serving_cap,
 };
 use crate::state::AppState;
 
@@ -141,9 +141,7 @@ struct Delivered {
 async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
     let keepalive = Duration::from_millis(state.settings.raw.dispatch.keepalive_ms.max(10));
     let default_timeout = Duration::from_millis(state.settings.raw.dispatch.timeout_ms);
-    let mut attempts: Vec<Attempt> = Vec::new();
-    let mut reputation: Vec<ReputationUpdate> = Vec::new();
-    let mut verdicts = Verdicts::default();
+    let mut log = AttemptLog::default();
     for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = job.agents.get(&agent_id).cloned() else { continue };
@@ -159,72 +157,39 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
         )
         .await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        let record =
-            |outcome: AttemptOutcome, http_status: Option<u16>, code: Option<String>| Attempt {
-                rank: ranked.rank as u32,
-                agent_id,
-                agent_slug: agent.slug.clone(),
-                price: ranked.price,
-                outcome: outcome_word(outcome).to_owned(),
-                http_status,
-                error_code: code,
-                latency_ms,
-                started_at,
-            };
+        let facts = AttemptFacts { ranked, agent: &agent, started_at, latency_ms };
         match end {
             AttemptEnd::Failed(outcome, http_status, code) => {
-                let update = &mut reputation;
-                verdicts.attempted(
-                    &state,
-                    &job,
-                    agent_id,
-                    outcome,
-                    http_status,
-                    latency_ms,
-                    update,
-                );
-                attempts.push(record(outcome, http_status, Some(code)));
+                log.failed(&state, &job, &facts, (outcome, http_status, code));
             }
             AttemptEnd::CallerGone => {
-                attempts.push(record(
-                    AttemptOutcome::Error,
-                    None,
-                    Some("caller_disconnected".into()),
-                ));
+                log.caller_left(&facts);
                 let message = "the caller disconnected before the first chunk";
-                abandon(&state, &job, message, attempts, reputation).await;
+                abandon(&state, &job, message, log.attempts, log.reputation).await;
                 return;
             }
             AttemptEnd::Streamed { ending, delivered } => {
-                verdicts.someone_delivered(&state, &job, &mut reputation);
                 let outcome = match ending {
                     Ending::Finished => AttemptOutcome::Success,
                     Ending::Cut(_) => AttemptOutcome::Error,
                     // Not the agent's fault: its reputation is left alone.
                     Ending::CallerGone => AttemptOutcome::Success,
                 };
-                if !matches!(ending, Ending::CallerGone) {
-                    state.breakers.record(
-                        agent_id,
-                        outcome == AttemptOutcome::Success,
-                        Instant::now(),
-                    );
-                    reputation.push(reputation_update(&state, &job, agent_id, outcome, latency_ms));
-                }
                 let code = match &ending {
                     Ending::Cut(code) => Some(code.clone()),
                     Ending::CallerGone => Some("caller_disconnected".into()),
                     Ending::Finished => None,
                 };
-                attempts.push(record(outcome, None, code));
+                let judged = !matches!(ending, Ending::CallerGone);
+                log.delivered(&state, &job, &facts, (outcome, code), judged);
                 let done = Finished {
                     ranked,
                     agent: &agent,
                     ending,
                     delivered,
                     latency_ms,
-                    attempts,
-                    reputation,
+                    attempts: log.attempts,
+                    reputation: log.reputation,
                 };
                 finish(&state, &job, done, &mut sink).await;
                 return;
@@ -232,10 +197,10 @@ async fn relay(state: web::Data<AppState>, job: HeldJob, mut sink: Sink) {
         }
     }
     // Nobody delivered: nothing is charged.
-    let message = failure_message(&attempts);
-    let summary = attempts_summary(&attempts);
-    let rejected = verdicts.nobody_delivered(&state, &job, &mut reputation);
-    abandon(&state, &job, &message, attempts, reputation).await;
+    let message = failure_message(&log.attempts);
+    let summary = attempts_summary(&log.attempts);
+    let rejected = log.nobody_delivered(&state, &job);
+    abandon(&state, &job, &message, log.attempts, log.reputation).await;
     state.metrics.job_finished("chat", "all_failed");
     let error = if rejected {
         ApiError::RejectedByAgents { message, attempts: summary }

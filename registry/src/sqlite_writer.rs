@@ -174,14 +174,14 @@ fn checkpoint_in_background(
         .name("gavel-sqlite-checkpoint".into())
         .spawn(move || {
             let mut checkpointed = 0;
-            while let Some(counts) = alive.upgrade() {
-                drop(counts);
+            loop {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                // Only when something was committed since: a checkpoint syncs the file.
+                // The writer is gone: so is the reason to checkpoint.
                 let Some(batches) = alive.upgrade().map(|c| c.batches.load(Ordering::Relaxed))
                 else {
                     break;
                 };
+                // Only when something was committed since: a checkpoint syncs the file.
                 if batches == checkpointed {
                     continue;
                 }

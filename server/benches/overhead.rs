@@ -33,6 +33,7 @@ fn concurrent_total() -> usize {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let agent = start_mock_agent().await;
+    let forwarder = start_bare_forwarder(&agent);
     let data = tempfile::tempdir().unwrap();
     let bin = std::env::var("GAVEL_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gavel").to_owned()
@@ -105,6 +106,7 @@ async fn main() {
     let key = key["key"].as_str().unwrap().to_owned();
 
     let direct_url = format!("{agent}/v1/chat/completions");
+    let forwarder_url = format!("{forwarder}/v1/chat/completions");
     let gavel_url = format!("{base}/v1/chat/completions");
     let gavel_urls: Vec<String> =
         bases.iter().map(|base| format!("{base}/v1/chat/completions")).collect();
@@ -114,12 +116,16 @@ async fn main() {
 
     // Warm both paths (connections, caches, the index).
     sequential(&client, &direct_url, &direct_body, None, 200).await;
+    sequential(&client, &forwarder_url, &direct_body, None, 200).await;
     sequential(&client, &gavel_url, &gavel_body, Some(&key), 200).await;
 
     let direct_c1 = sequential(&client, &direct_url, &direct_body, None, SEQUENTIAL).await;
+    let forwarder_c1 = sequential(&client, &forwarder_url, &direct_body, None, SEQUENTIAL).await;
     let gavel_c1 = sequential(&client, &gavel_url, &gavel_body, Some(&key), SEQUENTIAL).await;
     let direct_c64 =
         concurrent(&client, std::slice::from_ref(&direct_url), &direct_body, None).await;
+    let forwarder_c64 =
+        concurrent(&client, std::slice::from_ref(&forwarder_url), &direct_body, None).await;
     let gavel_c64 = concurrent(&client, &gavel_urls, &gavel_body, Some(&key)).await;
 
     // Every Gavel request above was a settled job: check the ledger agrees.
@@ -163,6 +169,7 @@ async fn main() {
     println!("|---|---|---|---|---|");
     for (name, c1, c64) in [
         ("direct to mock agent", &direct_c1, &direct_c64),
+        ("bare forwarder (the floor)", &forwarder_c1, &forwarder_c64),
         ("through Gavel (10-agent auction)", &gavel_c1, &gavel_c64),
     ] {
         println!(
@@ -177,6 +184,11 @@ async fn main() {
         "| overhead | {:.0} us | {:.0} us | | |",
         us(p(&gavel_c1, 0.5)) - us(p(&direct_c1, 0.5)),
         us(p(&gavel_c1, 0.99)) - us(p(&direct_c1, 0.99))
+    );
+    println!(
+        "| of which the floor adds | {:.0} us | {:.0} us | | |",
+        us(p(&forwarder_c1, 0.5)) - us(p(&direct_c1, 0.5)),
+        us(p(&forwarder_c1, 0.99)) - us(p(&direct_c1, 0.99))
     );
     println!(
         "| ratio (Gavel / direct) | {:.1}x | {:.1}x | {:.2}x | |",
@@ -307,6 +319,48 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The floor: actix-web in, reqwest out, on a thread and two workers of its own, forwarding
+/// each body to the agent and its answer back. Returns its base URL.
+fn start_bare_forwarder(agent: &str) -> String {
+    let target = format!("{agent}/v1/chat/completions");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let client = reqwest::Client::new();
+            let server = actix_web::HttpServer::new(move || {
+                let (client, target) = (client.clone(), target.clone());
+                actix_web::App::new().route(
+                    "/v1/chat/completions",
+                    actix_web::web::post().to(move |body: actix_web::web::Bytes| {
+                        let (client, target) = (client.clone(), target.clone());
+                        async move {
+                            let answer = client
+                                .post(target)
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .send()
+                                .await
+                                .unwrap()
+                                .bytes()
+                                .await
+                                .unwrap();
+                            actix_web::HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(answer)
+                        }
+                    }),
+                )
+            })
+            .workers(2)
+            .bind("127.0.0.1:0")
+            .unwrap();
+            sender.send(format!("http://{}", server.addrs()[0])).unwrap();
+            server.run().await.unwrap();
+        });
+    });
+    receiver.recv_timeout(Duration::from_secs(10)).unwrap()
 }
 
 /// A zero-delay OpenAI-compatible agent: the same tiny completion for every request, on

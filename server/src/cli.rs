@@ -1,4 +1,4 @@
-//! The `gavel` command line: `serve` (the default), `migrate`, `admin grant`.
+//! The `gavel` command line: `serve` (the default), `migrate`, `demo`, `admin grant`, `mcp`.
 
 use std::path::PathBuf;
 
@@ -31,6 +31,19 @@ pub enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Gavel's MCP tools over stdio (for desktop assistants), forwarding to a Gavel server.
+    Mcp {
+        /// Speak MCP on stdin and stdout (the only transport of this command; `/mcp` on the
+        /// server is the HTTP one).
+        #[arg(long)]
+        stdio: bool,
+        /// The Gavel server, e.g. `https://gavel.example.com` (its `/mcp` is used).
+        #[arg(long, env = "GAVEL_URL")]
+        url: String,
+        /// Your API key (`gvl_...`).
+        #[arg(long, env = "GAVEL_API_KEY", hide_env_values = true)]
+        key: String,
     },
 }
 

@@ -26,6 +26,17 @@ pub struct Settings {
     pub credits: CreditSettings,
     pub rate_limit: RateLimitSettings,
     pub dispatch: DispatchSettings,
+    pub mcp: McpSettings,
+}
+
+/// The MCP endpoint, `/mcp`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// Browser origins (`https://app.example.com`) allowed to call `/mcp`. A request carrying
+    /// any other `Origin` is refused (403); requests without one (every non-browser client)
+    /// pass. Empty: no browser origin may call it.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -192,7 +192,8 @@ impl ApiError {
         }
     }
 
-    fn param(&self) -> Option<&str> {
+    /// The request field at fault, if one is.
+    pub(crate) fn param(&self) -> Option<&str> {
         match self {
             ApiError::Validation { field, .. } => Some(field),
             ApiError::NoEligibleAgent { constraint, .. } => {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod input;
 pub mod jobs;
 pub mod local_admin;
+pub mod mcp_stdio;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;

@@ -25,6 +25,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A client of a Gavel server: it needs none of this one's settings.
+    if let Some(Command::Mcp { stdio, url, key }) = &cli.command {
+        anyhow::ensure!(*stdio, "`gavel mcp` speaks MCP over stdio only: pass --stdio");
+        return server::mcp_stdio::run(url, key).await;
+    }
     let settings: ResolvedSettings = Settings::load(cli.config.as_deref())?.resolve()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -40,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::Grant { email, credits } } => {
             admin_grant(&settings, &email, &credits).await?;
         }
+        Command::Mcp { .. } => unreachable!("handled before the settings are read"),
     }
     Ok(())
 }

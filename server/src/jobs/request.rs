@@ -515,7 +515,12 @@ fn take_object<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-fn price(field: &'static str, value: Option<Value>) -> Result<Option<MicroCredits>, ApiError> {
+/// A price in credits (a decimal string or a number) at `field`: not negative, at most a
+/// million credits.
+pub(crate) fn price(
+    field: &'static str,
+    value: Option<Value>,
+) -> Result<Option<MicroCredits>, ApiError> {
     let Some(text) = decimal_text(field, value)? else { return Ok(None) };
     let amount = MicroCredits::parse_decimal(&text)
         .map_err(|e| ApiError::validation(field, e.to_string()))?;

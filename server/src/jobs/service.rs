@@ -62,7 +62,7 @@ pub struct DeliveredJob {
 }
 
 /// One agent of a `recommend` shortlist, best first; amounts are decimal strings of credits.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, schemars::JsonSchema)]
 pub struct Shortlisted {
     pub rank: usize,
     pub agent: String,
@@ -202,10 +202,15 @@ pub async fn prepare(
     let agents_by_id: HashMap<Uuid, Arc<Agent>> =
         pool.iter().map(|a| (a.id, Arc::clone(a))).collect();
 
-    let mut rng = rand::rng();
+    // Drawn here and dropped at once: the thread's generator must not live across an await
+    // (the job's future is `Send`, as the MCP tools need).
+    let (nonce, seed) = {
+        let mut rng = rand::rng();
+        (rng.next_u64(), rng.next_u64())
+    };
     let input = AuctionInput {
-        nonce: rng.next_u64(),
-        seed: rng.next_u64(),
+        nonce,
+        seed,
         now_ms,
         job: Job {
             category: request.category.clone(),

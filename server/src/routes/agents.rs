@@ -5,9 +5,10 @@
 //! it, only whether one is set, and only to the owner.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use auction_engine::{Parameters, PriceSheet};
+use auction_engine::{MicroCredits, Parameters, PriceSheet};
 use chrono::{DateTime, Utc};
 use registry::UserId;
 use registry::agents::{
@@ -452,7 +453,58 @@ pub(crate) async fn discover(
 ) -> Result<HttpResponse, ApiError> {
     let viewer = caller.0.map(|c| c.user_id);
     let limit = page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)? as usize;
-    let sort = match query.sort.as_deref() {
+    let after = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let query = query.into_inner();
+    let filter = DiscoveryFilter {
+        category: query.category,
+        text: query.q,
+        sort: query.sort,
+        max_price: None,
+        min_reputation: None,
+    };
+    let listed = discover_ranked(&state, filter).await?;
+    let start = match after {
+        Some((key, id)) => {
+            listed.partition_point(|(k, agent)| (*k, agent.id).cmp(&(key, id)) != Ordering::Greater)
+        }
+        None => 0,
+    };
+    let page: Vec<&(i64, Arc<Agent>)> = listed.iter().skip(start).take(limit).collect();
+    let has_more = start + page.len() < listed.len();
+    let next_cursor =
+        if has_more { page.last().map(|(key, agent)| format!("{key}.{}", agent.id)) } else { None };
+    let data = page.iter().map(|(_, agent)| AgentView::new(&state, agent, viewer)).collect();
+    Ok(HttpResponse::Ok().json(AgentPage { object: ListObject::List, data, has_more, next_cursor }))
+}
+
+/// What public discovery looks for (`GET /api/agents` and the MCP tool `gavel_discover`).
+#[derive(Debug, Default)]
+pub(crate) struct DiscoveryFilter {
+    pub(crate) category: Option<String>,
+    /// Matched in the slug, description and tags.
+    pub(crate) text: Option<String>,
+    /// `newest` (default), `price` or `reputation`.
+    pub(crate) sort: Option<String>,
+    /// Per-call price at most this.
+    pub(crate) max_price: Option<MicroCredits>,
+    /// Reputation score (the posterior's lower bound) at least this.
+    pub(crate) min_reputation: Option<f64>,
+}
+
+/// The public agents matching `filter`, in the filter's order.
+pub(crate) async fn discover_agents(
+    state: &AppState,
+    filter: DiscoveryFilter,
+) -> Result<Vec<Arc<Agent>>, ApiError> {
+    Ok(discover_ranked(state, filter).await?.into_iter().map(|(_, agent)| agent).collect())
+}
+
+/// The public agents matching `filter`, each with its ascending sort key (ties by id).
+async fn discover_ranked(
+    state: &AppState,
+    filter: DiscoveryFilter,
+) -> Result<Vec<(i64, Arc<Agent>)>, ApiError> {
+    let sort = match filter.sort.as_deref() {
         None | Some("newest") => Sort::Newest,
         Some("price") => Sort::Price,
         Some("reputation") => Sort::Reputation,
@@ -463,7 +515,7 @@ pub(crate) async fn discover(
             ));
         }
     };
-    if let Some(category) = query.category.as_deref()
+    if let Some(category) = filter.category.as_deref()
         && !agents::CATEGORIES.contains(&category)
     {
         return Err(ApiError::validation(
@@ -471,39 +523,33 @@ pub(crate) async fn discover(
             format!("`{category}` is not one of: {}", agents::CATEGORIES.join(", ")),
         ));
     }
-    let after = query.cursor.as_deref().map(parse_cursor).transpose()?;
-    let needle = query.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
+    let needle = filter.text.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
     if needle.as_ref().is_some_and(|q| q.len() > 200) {
         return Err(ApiError::validation("q", "must be at most 200 characters"));
     }
-
     let snapshot = state.agent_index.snapshot(&state.db, state.now().timestamp_millis()).await?;
     let params = state.auction_parameters();
     let now_ms = state.now().timestamp_millis();
-    let pool: &[std::sync::Arc<Agent>] = match query.category.as_deref() {
+    let pool: &[Arc<Agent>] = match filter.category.as_deref() {
         Some(category) => snapshot.in_category(category),
         None => snapshot.agents(),
     };
-    let mut listed: Vec<(i64, &Agent)> = pool
+    let reputation = |agent: &Agent| {
+        agent
+            .reputation
+            .posterior(now_ms, params.half_life_ms, params.default_prior())
+            .lower_bound()
+    };
+    let mut listed: Vec<(i64, Arc<Agent>)> = pool
         .iter()
-        .map(|agent| agent.as_ref())
         .filter(|agent| agent.visibility == Visibility::Public)
         .filter(|agent| needle.as_deref().is_none_or(|q| matches_text(agent, q)))
-        .map(|agent| (sort.key(agent, &params, now_ms), agent))
+        .filter(|agent| filter.max_price.is_none_or(|max| agent.pricing.per_call <= max))
+        .filter(|agent| filter.min_reputation.is_none_or(|min| reputation(agent) >= min))
+        .map(|agent| (sort.key(agent, &params, now_ms), Arc::clone(agent)))
         .collect();
     listed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
-    let start = match after {
-        Some((key, id)) => {
-            listed.partition_point(|(k, agent)| (*k, agent.id).cmp(&(key, id)) != Ordering::Greater)
-        }
-        None => 0,
-    };
-    let page: Vec<&(i64, &Agent)> = listed.iter().skip(start).take(limit).collect();
-    let has_more = start + page.len() < listed.len();
-    let next_cursor =
-        if has_more { page.last().map(|(key, agent)| format!("{key}.{}", agent.id)) } else { None };
-    let data = page.iter().map(|(_, agent)| AgentView::new(&state, agent, viewer)).collect();
-    Ok(HttpResponse::Ok().json(AgentPage { object: ListObject::List, data, has_more, next_cursor }))
+    Ok(listed)
 }
 
 #[derive(Clone, Copy)]
@@ -556,6 +602,15 @@ impl PricingView {
 }
 
 impl ReputationView {
+    /// The posterior's lower bound, 0 to 1: what the auction ranks by.
+    pub(crate) fn score(&self) -> f64 {
+        self.score
+    }
+
+    pub(crate) fn latency_ms(&self) -> Option<f64> {
+        self.latency_ms
+    }
+
     pub(crate) fn new(agent: &Agent, params: &Parameters, now_ms: i64) -> ReputationView {
         let stats = &agent.reputation;
         let posterior = stats.posterior(now_ms, params.half_life_ms, params.default_prior());

@@ -8,6 +8,7 @@ mod credits;
 mod health;
 mod internal;
 mod keys;
+pub(crate) mod mcp;
 mod models;
 pub mod openapi;
 mod records;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
         .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::spec)))
         .service(resource("/internal/admin/grant", "POST").route(web::post().to(internal::grant)))
+        .service(mcp::scope(v1_body_limit))
         .service(
             web::scope("/api")
                 .service(resource("/auth/signup", "POST").route(web::post().to(account::signup)))

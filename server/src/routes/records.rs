@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use registry::UserId;
 use registry::jobs::{ActivityFilter, ActivityRole, Job};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -51,12 +52,22 @@ pub(crate) async fn auction(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound { what: "auction" })?;
-    let audit = registry::jobs::find_auction(&state.db, caller.user_id, id)
+    Ok(HttpResponse::Ok().json(auction_record(&state, caller.user_id, id).await?))
+}
+
+/// The auction `id` as `user` may see it: 404 unless it was the user's call (or their agent's
+/// win); the attempts and the settlement only for the caller.
+pub(crate) async fn auction_record(
+    state: &AppState,
+    user: UserId,
+    id: Uuid,
+) -> Result<AuctionRecord, ApiError> {
+    let audit = registry::jobs::find_auction(&state.db, user, id)
         .await?
         .ok_or(ApiError::NotFound { what: "auction" })?;
     let record: AuditDocument = serde_json::from_str(&audit.record).map_err(ApiError::internal)?;
     let (attempts, settlement) =
-        match registry::jobs::find_job(&state.db, caller.user_id, audit.job_id).await? {
+        match registry::jobs::find_job(&state.db, user, audit.job_id).await? {
             Some(job) => {
                 let attempts = registry::jobs::job_attempts(&state.db, job.id).await?;
                 let settlement = SettlementView {
@@ -72,12 +83,7 @@ pub(crate) async fn auction(
             }
             None => (None, None),
         };
-    Ok(HttpResponse::Ok().json(AuctionRecord {
-        record,
-        attempts,
-        settlement,
-        created_at: audit.created_at,
-    }))
+    Ok(AuctionRecord { record, attempts, settlement, created_at: audit.created_at })
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod lifecycle;
 mod market;
+mod mcp;
 mod rate_limit;
 mod realtime;
 mod schemathesis;

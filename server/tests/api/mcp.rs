@@ -1,0 +1,298 @@
+//! The MCP server (`/mcp`, and `gavel mcp --stdio`) driven by the official MCP Python SDK
+//! (`scripts/mcp_check.py`, `mcp` 2.x installed by `scripts/test`), in both protocol eras, against
+//! real loopback agents; then the money, the records and the gate checked from the server side.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::test_agent::{Behaviour, TestAgent};
+
+/// The Python with the `mcp` package (`scripts/test` installs it); outside CI a missing SDK
+/// skips the test, saying so; in CI it fails.
+fn python() -> Option<String> {
+    let python = std::env::var("GAVEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import mcp, httpx2"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "the MCP Python SDK must be installed in CI");
+        eprintln!("SKIPPED: python with the mcp package is not available");
+    }
+    ok.then_some(python)
+}
+
+/// A market of two agents: a chat agent at 1 credit a call and an `ocr` JSON agent at 0.5.
+struct Market {
+    app: TestApp,
+    chat_slug: String,
+    ocr_slug: String,
+    _agents: (TestAgent, TestAgent),
+}
+
+async fn market() -> Market {
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let owner = app.signup().await;
+    let chat = TestAgent::start(Behaviour::Chat {
+        content: "four".into(),
+        prompt_tokens: 3,
+        completion_tokens: 1,
+    })
+    .await;
+    let chat_slug =
+        crate::jobs::chat_agent(&app, &owner, "mcp-chat", &chat, "1", json!({})).await.0;
+    let ocr = TestAgent::start(Behaviour::Json(200, r#"{"text":"read"}"#.into())).await;
+    let body = json!({"name": "mcp-ocr", "kind": "json", "categories": ["ocr"], "endpoint": ocr.url, "pricing": {"per_call": "0.5"}});
+    let ocr_slug = app.register_agent(&owner, &body).await["slug"].as_str().unwrap().to_owned();
+    Market { app, chat_slug, ocr_slug, _agents: (chat, ocr) }
+}
+
+/// Runs `scripts/mcp_check.py` with `env`; what it saw.
+async fn check(python: &str, market: &Market, env: Vec<(&'static str, String)>) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mcp_check.py");
+    let ocr_input = json!({"image_url": "https://example.com/r.png"});
+    let routes = json!([
+        {"agent": market.chat_slug, "prompt": "2+2?"},
+        {"agent": market.ocr_slug, "input": ocr_input, "category": "ocr"},
+        {"agent": market.ocr_slug, "input": ocr_input, "category": "ocr", "max_tokens": 5},
+    ]);
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .envs(env)
+        .env("GAVEL_JOB", json!({"input": ocr_input, "category": "ocr"}).to_string())
+        .env("GAVEL_ROUTES", routes.to_string());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "mcp_check.py failed: {stderr}");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+/// What every session of `mcp_check.py` must have seen, whatever the transport and era. The
+/// caller started with the month's 100 credits.
+fn assert_session(seen: &Value, market: &Market) {
+    let tools = seen["tools"].as_object().unwrap();
+    let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "gavel_auction",
+            "gavel_balance",
+            "gavel_discover",
+            "gavel_job",
+            "gavel_recommend",
+            "gavel_route"
+        ]
+    );
+    for (name, tool) in tools {
+        assert_eq!(tool["has_input_schema"], true, "{name}");
+        assert_eq!(tool["has_output_schema"], true, "{name}");
+        let read_only = ["gavel_balance", "gavel_discover", "gavel_job"].contains(&name.as_str());
+        assert_eq!(tool["read_only"] == true, read_only, "{name}: {tool}");
+    }
+    assert_eq!(seen["balance_before"]["structured"]["available"], "100", "{seen}");
+
+    let found = seen["discover"]["structured"]["agents"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "only the chat agent is in `chat`: {seen}");
+    assert_eq!(found[0]["slug"], market.chat_slug.as_str());
+    assert_eq!(found[0]["price_per_call"], "1");
+
+    let recommend = &seen["recommend"];
+    assert_eq!(recommend["is_error"], false, "{recommend}");
+    assert_eq!(recommend["structured"]["shortlist"][0]["agent"], market.chat_slug.as_str());
+    assert_eq!(recommend["structured"]["cost"], "1", "a recommendation costs the call fee");
+
+    let auction = &seen["auction"];
+    assert_eq!(auction["is_error"], false, "{auction}");
+    assert_eq!(auction["structured"]["winner"], market.chat_slug.as_str());
+    assert_eq!(auction["structured"]["text"], "four");
+    assert_eq!(auction["structured"]["clearing_price"], "1", "a lone bidder is paid its bid");
+    assert_eq!(auction["structured"]["cost"], "2", "its bid plus the call fee");
+    // The text content carries the same result for clients that read only text.
+    let text: Value = serde_json::from_str(auction["text"][0].as_str().unwrap()).unwrap();
+    assert_eq!(text, auction["structured"]);
+
+    let json_job = &seen["json_auction"];
+    assert_eq!(json_job["is_error"], false, "{json_job}");
+    assert_eq!(json_job["structured"]["winner"], market.ocr_slug.as_str());
+    assert_eq!(json_job["structured"]["output"], json!({"text": "read"}));
+    assert_eq!(json_job["structured"]["cost"], "1.5");
+
+    // Failures the model can act on are tool errors naming the cause, not protocol errors.
+    let priced_out = &seen["priced_out"];
+    assert_eq!(priced_out["is_error"], true, "{priced_out}");
+    let said = priced_out["text"][0].as_str().unwrap();
+    assert!(said.starts_with("no_eligible_agent:") && said.contains("max_price"), "{said}");
+    let bad = seen["bad_argument"]["text"][0].as_str().unwrap();
+    assert_eq!(seen["bad_argument"]["is_error"], true);
+    assert!(bad.starts_with("invalid_request: objective:"), "{bad}");
+
+    // Named agents, no auction: each is paid its own price.
+    let routes = seen["routes"].as_array().unwrap();
+    assert_eq!(routes[0]["is_error"], false, "{routes:?}");
+    assert_eq!(routes[0]["structured"]["winner"], market.chat_slug.as_str());
+    assert_eq!(routes[0]["structured"]["cost"], "2");
+    assert_eq!(routes[1]["is_error"], false, "{routes:?}");
+    assert_eq!(routes[1]["structured"]["winner"], market.ocr_slug.as_str());
+    assert_eq!(routes[1]["structured"]["output"], json!({"text": "read"}));
+    assert_eq!(routes[1]["structured"]["cost"], "1.5");
+    assert_eq!(routes[2]["is_error"], true);
+    assert_eq!(routes[2]["text"][0], "invalid_request: max_tokens: is for chat agents only");
+
+    let unknown = &seen["unknown_argument"];
+    assert_eq!(unknown["is_error"], true, "{unknown}");
+    assert!(unknown["text"][0].as_str().unwrap().contains("unknown field `temprature`"));
+
+    let job = &seen["job"];
+    assert_eq!(job["is_error"], false, "{job}");
+    assert_eq!(job["structured"]["job_id"], auction["structured"]["job_id"]);
+    assert_eq!(job["structured"]["status"], "delivered");
+    assert_eq!(job["structured"]["cost"], "2");
+    let transcript = &job["structured"]["auction"];
+    assert_eq!(transcript["candidates"][0]["slug"], market.chat_slug.as_str(), "{transcript}");
+    assert_eq!(transcript["settlement"]["caller_paid"], "2", "{transcript}");
+    assert_eq!(transcript["attempts"][0]["outcome"], "success", "{transcript}");
+
+    // 100 - 1 (recommend) - 2 (chat) - 1.5 (ocr) - 2 and 1.5 (routed); the refused calls cost
+    // nothing.
+    assert_eq!(seen["balance_after"]["structured"]["available"], "92", "{seen}");
+    assert_eq!(seen["balance_after"]["structured"]["held"], "0");
+}
+
+/// The server's own books agree with what the tools said: the caller's wallet, one activity
+/// line per charged job, and a balanced ledger.
+async fn assert_books(market: &Market, caller: &crate::helpers::TestUser, key: &str) {
+    assert_eq!(market.app.credits(caller).await, ("92".to_owned(), "0".to_owned()));
+    let activity = crate::helpers::json_body(
+        market.app.get("/api/activity?role=caller&limit=50", Some(key)).await,
+    )
+    .await;
+    let rows = activity["data"].as_array().unwrap();
+    let mut statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    statuses.sort_unstable();
+    let expected = ["delivered", "delivered", "delivered", "delivered", "failed", "recommended"];
+    assert_eq!(statuses, expected, "{activity}");
+    let audit = registry::ledger::audit_ledger(&market.app.state.db).await.unwrap();
+    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_mcp_python_sdk_hires_agents_in_both_protocol_eras() {
+    let Some(python) = python() else { return };
+    for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
+        let market = market().await;
+        let caller = market.app.signup().await;
+        let (_, key) = market.app.create_key(&caller, "mcp").await;
+        let (revoked_id, revoked) = market.app.create_key(&caller, "old").await;
+        let response =
+            market.app.delete(&format!("/api/keys/{revoked_id}"), Some(&caller.token)).await;
+        assert_eq!(response.status(), 204);
+
+        let seen = check(
+            &python,
+            &market,
+            vec![
+                ("GAVEL_MCP_URL", market.app.url("/mcp")),
+                ("GAVEL_MCP_MODE", mode.to_owned()),
+                ("GAVEL_API_KEY", key.clone()),
+                ("GAVEL_REVOKED_KEY", revoked),
+            ],
+        )
+        .await;
+        assert_eq!(seen["protocol_version"], version, "{mode}: {seen}");
+        assert_eq!(seen["server_name"], "gavel");
+        assert_session(&seen, &market);
+        assert_eq!(seen["revoked"]["refused"], true, "{mode}: {seen}");
+        assert_books(&market, &caller, &key).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gavel_mcp_stdio_serves_the_same_tools_through_a_server() {
+    let Some(python) = python() else { return };
+    let market = market().await;
+    let caller = market.app.signup().await;
+    let (_, key) = market.app.create_key(&caller, "desktop").await;
+    let command = json!([
+        env!("CARGO_BIN_EXE_gavel"),
+        "mcp",
+        "--stdio",
+        "--url",
+        market.app.address,
+        "--key",
+        key
+    ]);
+    let seen = check(
+        &python,
+        &market,
+        vec![("GAVEL_MCP_STDIO", command.to_string()), ("GAVEL_MCP_MODE", "legacy".into())],
+    )
+    .await;
+    assert_eq!(seen["server_name"], "gavel", "{seen}");
+    assert_session(&seen, &market);
+    assert_books(&market, &caller, &key).await;
+}
+
+/// The gate in front of rmcp, over plain HTTP.
+#[tokio::test]
+async fn mcp_refuses_missing_and_revoked_keys_foreign_origins_and_oversized_bodies() {
+    let app = spawn_app_with(|s| {
+        s.server.v1_body_limit = 64 * 1024;
+        s.mcp.allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let user = app.signup().await;
+    let (key_id, key) = app.create_key(&user, "k").await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let post = |key: Option<&str>, origin: Option<&str>, body: String| {
+        let mut request = app
+            .client
+            .post(app.url("/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+
+    let answer = post(None, None, initialize.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 401);
+    assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+
+    let answer = post(Some(&key), None, initialize.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["result"]["serverInfo"]["name"], "gavel", "{body}");
+    assert!(body["result"]["capabilities"]["tools"].is_object(), "{body}");
+
+    // An allowed browser origin passes; any other is refused before anything runs.
+    let answer = post(Some(&key), Some("https://app.example.com"), initialize.to_string());
+    assert_eq!(answer.await.unwrap().status(), 200);
+    let answer = post(Some(&key), Some("https://evil.example.net"), initialize.to_string());
+    assert_eq!(answer.await.unwrap().status(), 403);
+
+    // No sessions: GET (a server stream) and DELETE (end a session) are not offered.
+    let get = app.client.get(app.url("/mcp")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+
+    // The body cap is /v1's.
+    let huge = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "gavel_auction", "arguments": {"prompt": "x".repeat(100 * 1024)}}});
+    assert_eq!(post(Some(&key), None, huge.to_string()).await.unwrap().status(), 413);
+
+    let revoked = app.delete(&format!("/api/keys/{key_id}"), Some(&user.token)).await;
+    assert_eq!(revoked.status(), 204);
+    let answer = post(Some(&key), None, initialize.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 401, "a revoke holds from the next request");
+    assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+}

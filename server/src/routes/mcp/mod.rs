@@ -7,8 +7,8 @@
 //! on an earlier one reaching the same instance, so any instance answers any request, and
 //! `GET`/`DELETE` are 405.
 //!
-//! In front of rmcp sits [`admit`], the same gate `/v1` has: an `Origin` other than the
-//! configured ones is 403 (a browser page cannot drive a caller's agent budget), the caller's
+//! In front of rmcp sits [`admit`], the same gate `/v1` has: an `Origin` other than this
+//! machine's or the configured ones is 403 (a foreign page cannot drive /mcp), the caller's
 //! API key (or access token) is checked on every request (401 with `WWW-Authenticate: Bearer`
 //! when missing or revoked), the per-key rate limit applies, and the month's free credits are
 //! granted. The body cap is `/v1`'s. The tools ([`tools`]) run the same jobs as `/v1`, charged
@@ -79,9 +79,10 @@ async fn admit(
         .cloned()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
     if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|origin| state.settings.raw.mcp.allowed_origins.iter().any(|o| o == origin));
+        let allowed = origin.to_str().is_ok_and(|origin| {
+            is_loopback_origin(origin)
+                || state.settings.raw.mcp.allowed_origins.iter().any(|o| o == origin)
+        });
         if !allowed {
             return Err(ApiError::Forbidden {
                 message: "this Origin may not call /mcp (see the mcp.allowed_origins setting)"
@@ -93,4 +94,39 @@ async fn admit(
     let caller = Caller::from_request(req.request(), &mut Payload::None).await?;
     req.extensions_mut().insert(caller);
     next.call(req).await
+}
+
+/// A page served from this machine (`localhost`, `127.0.0.1`, `[::1]`, any port): local
+/// software the user runs, as the MCP spec's DNS-rebinding rule allows. A rebinding attack
+/// arrives with its own site's origin, which is refused.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Ok(url) = url::Url::parse(origin) else { return false };
+    matches!(url.scheme(), "http" | "https")
+        && match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_origin;
+
+    #[test]
+    fn only_this_machines_pages_are_loopback_origins() {
+        for origin in ["http://localhost:5173", "http://127.0.0.1", "https://[::1]:8443"] {
+            assert!(is_loopback_origin(origin), "{origin}");
+        }
+        for origin in [
+            "http://localhost.evil.example",
+            "http://evil.example",
+            "http://127.0.0.1.nip.io",
+            "null",
+            "file:///etc/passwd",
+        ] {
+            assert!(!is_loopback_origin(origin), "{origin}");
+        }
+    }
 }

@@ -3,10 +3,11 @@ what it saw as one JSON object on stdout. Run by `server/tests/api/mcp.rs`.
 
 Environment:
   GAVEL_MCP_URL       the server's /mcp URL (Streamable HTTP), or
-  GAVEL_MCP_STDIO     a JSON list: the command that serves MCP on stdio (`gavel mcp --stdio ...`)
+  GAVEL_MCP_STDIO     a JSON list: the command that serves MCP on stdio (`gavel mcp --stdio ...`),
+                      started with GAVEL_API_KEY in its environment
   GAVEL_MCP_MODE      the SDK's connect mode: `legacy` (initialize handshake) or `auto`
                       (`server/discover` first, as 2026-07-28 clients do)
-  GAVEL_API_KEY       the caller's key (HTTP only)
+  GAVEL_API_KEY       the caller's key
   GAVEL_REVOKED_KEY   optional: a revoked key, which must be refused
   GAVEL_JOB           a JSON object: the arguments of the JSON-agent auction to run
   GAVEL_ROUTES        a JSON list of `gavel_route` arguments to call, in order
@@ -26,7 +27,8 @@ def transport(key):
     url = os.environ.get("GAVEL_MCP_URL")
     if url is None:
         command = json.loads(os.environ["GAVEL_MCP_STDIO"])
-        return StdioServerParameters(command=command[0], args=command[1:]), None
+        env = {"GAVEL_API_KEY": key}
+        return StdioServerParameters(command=command[0], args=command[1:], env=env), None
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30.0, read=60.0)
     )

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, ServerPeerInfo,
+    PaginatedRequestParams, ResultType, ServerCapabilities, ServerConfig, ServerPeerInfo,
 };
 use rmcp::service::{Peer, RequestContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -48,7 +48,9 @@ impl ServerHandler for Forward {
             params.meta = None;
             params
         });
-        self.remote.list_tools(request).await.map_err(remote_error)
+        let mut listed = self.remote.list_tools(request).await.map_err(remote_error)?;
+        complete(&mut listed.result_type);
+        Ok(listed)
     }
 
     async fn call_tool(
@@ -59,8 +61,19 @@ impl ServerHandler for Forward {
         // The local client's metadata (its progress token, its protocol version) is about
         // this hop; the remote hop carries the transport's own.
         request.meta = None;
-        self.remote.call_tool_once(request).await.map_err(remote_error)
+        let mut response = self.remote.call_tool_once(request).await.map_err(remote_error)?;
+        if let CallToolResponse::Complete(result) = &mut response {
+            complete(&mut result.result_type);
+        }
+        Ok(response)
     }
+}
+
+/// The remote hop negotiates the handshake era, whose results carry no `resultType`; a local
+/// client on the stateless revision requires it. rmcp strips it again for a local client of
+/// the handshake era.
+fn complete(result_type: &mut Option<ResultType>) {
+    result_type.get_or_insert(ResultType::COMPLETE);
 }
 
 /// A failure to reach the remote server, as the local client sees it.

@@ -214,27 +214,29 @@ async fn the_official_mcp_python_sdk_hires_agents_in_both_protocol_eras() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gavel_mcp_stdio_serves_the_same_tools_through_a_server() {
     let Some(python) = python() else { return };
-    let market = market().await;
-    let caller = market.app.signup().await;
-    let (_, key) = market.app.create_key(&caller, "desktop").await;
-    let command = json!([
-        env!("CARGO_BIN_EXE_gavel"),
-        "mcp",
-        "--stdio",
-        "--url",
-        market.app.address,
-        "--key",
-        key
-    ]);
-    let seen = check(
-        &python,
-        &market,
-        vec![("GAVEL_MCP_STDIO", command.to_string()), ("GAVEL_MCP_MODE", "legacy".into())],
-    )
-    .await;
-    assert_eq!(seen["server_name"], "gavel", "{seen}");
-    assert_session(&seen, &market);
-    assert_books(&market, &caller, &key).await;
+    for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
+        let market = market().await;
+        let caller = market.app.signup().await;
+        let (_, key) = market.app.create_key(&caller, "desktop").await;
+        // As README's client configuration has it: the key in the environment, not in the
+        // command line (where `ps` would show it).
+        let command =
+            json!([env!("CARGO_BIN_EXE_gavel"), "mcp", "--stdio", "--url", market.app.address]);
+        let seen = check(
+            &python,
+            &market,
+            vec![
+                ("GAVEL_MCP_STDIO", command.to_string()),
+                ("GAVEL_MCP_MODE", mode.into()),
+                ("GAVEL_API_KEY", key.clone()),
+            ],
+        )
+        .await;
+        assert_eq!(seen["protocol_version"], version, "{mode}: {seen}");
+        assert_eq!(seen["server_name"], "gavel", "{seen}");
+        assert_session(&seen, &market);
+        assert_books(&market, &caller, &key).await;
+    }
 }
 
 /// The gate in front of rmcp, over plain HTTP.
@@ -243,6 +245,8 @@ async fn mcp_refuses_missing_and_revoked_keys_foreign_origins_and_oversized_bodi
     let app = spawn_app_with(|s| {
         s.server.v1_body_limit = 64 * 1024;
         s.mcp.allowed_origins = vec!["https://app.example.com".into()];
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 8;
     })
     .await;
     let user = app.signup().await;
@@ -292,6 +296,13 @@ async fn mcp_refuses_missing_and_revoked_keys_foreign_origins_and_oversized_bodi
     let huge = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "gavel_auction", "arguments": {"prompt": "x".repeat(100 * 1024)}}});
     assert_eq!(post(Some(&key), None, huge.to_string()).await.unwrap().status(), 413);
+
+    // The per-key rate limit of /v1: a burst of 8, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(post(Some(&key), None, initialize.to_string()).await.unwrap().status());
+    }
+    assert!(statuses.contains(&reqwest::StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 
     let revoked = app.delete(&format!("/api/keys/{key_id}"), Some(&user.token)).await;
     assert_eq!(revoked.status(), 204);
@@ -412,4 +423,99 @@ async fn the_official_mcp_conformance_suite_passes_but_for_its_listed_checks() {
         );
         assert!(printed.contains("tools-list"), "the suite ran: {printed}");
     }
+}
+
+/// One JSON-RPC call to `/mcp` at `base` with `key`; the answer's status, headers and body.
+async fn rpc(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    version: &str,
+    method: &str,
+    params: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut params = params;
+    let mut request = client
+        .post(format!("{base}/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", version)
+        .header("mcp-method", method);
+    if version == "2026-07-28" {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": version,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+    }
+    if let Some(name) = params.get("name").and_then(Value::as_str) {
+        request = request.header("mcp-name", name.to_owned());
+    }
+    let answer = request
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (answer.status().as_u16(), answer.headers().clone());
+    (status, headers, answer.json().await.unwrap())
+}
+
+/// No sessions: a client that initialized on one instance is served by another, in either
+/// era, and the money and the records are the shared database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_instance_answers_any_mcp_request() {
+    let Some(admin_url) = registry::testing::test_database_url() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
+        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let shared = registry::testing::TempPostgres::create(&admin_url).await.unwrap();
+    let url = shared.url.clone();
+    let configure = |s: &mut server::configuration::Settings| {
+        s.database.url = Some(url.clone());
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        // Instances of one deployment share the key that seals agents' upstream keys.
+        s.auth.secrets_key = Some("ab".repeat(32));
+    };
+    let first = spawn_app_with(configure).await;
+    let second = spawn_app_with(configure).await;
+    let owner = first.signup().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "four".into(),
+        prompt_tokens: 3,
+        completion_tokens: 1,
+    })
+    .await;
+    let slug = crate::jobs::chat_agent(&first, &owner, "shared", &agent, "1", json!({})).await.0;
+    let caller = first.signup().await;
+    let (_, key) = first.create_key(&caller, "mcp").await;
+    let client = reqwest::Client::new();
+
+    let init = json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}});
+    let (status, headers, body) =
+        rpc(&client, &first.address, &key, "2025-11-25", "initialize", init).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("mcp-session-id").is_none(), "no session is minted");
+
+    let call = json!({"name": "gavel_auction", "arguments": {"prompt": "2+2?", "max_price": "2"}});
+    let (status, _, legacy) =
+        rpc(&client, &second.address, &key, "2025-11-25", "tools/call", call.clone()).await;
+    assert_eq!(status, 200, "{legacy}");
+    assert_eq!(legacy["result"]["isError"], false, "{legacy}");
+    assert_eq!(legacy["result"]["structuredContent"]["winner"], slug.as_str());
+    let (status, _, modern) =
+        rpc(&client, &second.address, &key, "2026-07-28", "tools/call", call).await;
+    assert_eq!(status, 200, "{modern}");
+    assert_eq!(modern["result"]["structuredContent"]["cost"], "2", "{modern}");
+
+    // The first instance reads what the second recorded and charged.
+    let job_id = legacy["result"]["structuredContent"]["job_id"].clone();
+    let job = json!({"name": "gavel_job", "arguments": {"id": job_id}});
+    let (_, _, record) = rpc(&client, &first.address, &key, "2026-07-28", "tools/call", job).await;
+    assert_eq!(record["result"]["structuredContent"]["status"], "delivered", "{record}");
+    let balance = json!({"name": "gavel_balance", "arguments": {}});
+    let (_, _, wallet) =
+        rpc(&client, &first.address, &key, "2026-07-28", "tools/call", balance).await;
+    assert_eq!(wallet["result"]["structuredContent"]["available"], "96", "100 - 2 - 2: {wallet}");
+    let audit = registry::ledger::audit_ledger(&first.state.db).await.unwrap();
+    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
 }

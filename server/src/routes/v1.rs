@@ -369,7 +369,7 @@ where
         .to_owned();
     let mut hasher = Sha256::new();
     hasher.update(req.path().as_bytes());
-    hasher.update(serde_json::to_vec(&body).map_err(ApiError::internal)?);
+    hasher.update(serde_json::to_vec(&canonical(&body)).map_err(ApiError::internal)?);
     let hash = hex::encode(hasher.finalize());
     let started = idempotency::begin_idempotent(
         &state.db,
@@ -414,6 +414,21 @@ where
             idempotency::release_idempotent(&state.db, caller.user_id, &key).await?;
             Err(err)
         }
+    }
+}
+
+/// `value` with every object's keys in sorted order: a retry that sends the same body with its
+/// keys in another order is the same request. (JSON objects keep their received order in this
+/// build, since `serde_json`'s `preserve_order` is on for the MCP transport.)
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
     }
 }
 
@@ -642,5 +657,24 @@ impl AttemptView {
             latency_ms: attempt.latency_ms,
             started_at: attempt.started_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical;
+
+    #[test]
+    fn the_same_body_with_its_keys_reordered_is_the_same_request() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"model":"m","auction":{"max_price":"2","objective":"cost"}}"#)
+                .unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"auction":{"objective":"cost","max_price":"2"},"model":"m"}"#)
+                .unwrap();
+        assert_eq!(
+            serde_json::to_vec(&canonical(&a)).unwrap(),
+            serde_json::to_vec(&canonical(&b)).unwrap()
+        );
     }
 }

@@ -519,3 +519,32 @@ async fn any_instance_answers_any_mcp_request() {
     let audit = registry::ledger::audit_ledger(&first.state.db).await.unwrap();
     assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
 }
+
+/// Credits short is a tool error that says so, and charges nothing.
+#[tokio::test]
+async fn a_caller_short_of_credits_gets_a_tool_error_naming_it() {
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        s.credits.monthly_grant = "2".into();
+    })
+    .await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "four".into(),
+        prompt_tokens: 3,
+        completion_tokens: 1,
+    })
+    .await;
+    crate::jobs::chat_agent(&app, &owner, "dear", &agent, "5", json!({})).await;
+    let caller = app.signup().await;
+    let (_, key) = app.create_key(&caller, "mcp").await;
+    let call = json!({"name": "gavel_auction", "arguments": {"prompt": "2+2?", "max_price": "5"}});
+    let (status, _, answer) =
+        rpc(&app.client, &app.address, &key, "2026-07-28", "tools/call", call).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let said = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(said.starts_with("insufficient_credits:"), "{said}");
+    assert_eq!(app.credits(&caller).await, ("2".to_owned(), "0".to_owned()), "nothing charged");
+    assert!(agent.last_request().is_none(), "the agent was not called");
+}

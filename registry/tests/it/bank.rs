@@ -325,10 +325,11 @@ async fn a_lone_failing_unit_leaves_nothing_behind() {
     assert_ledger_consistent(&db).await;
 }
 
-/// Under steady writes the WAL stays bounded: the checkpointer restarts it past 32 MiB.
-/// (With passive checkpoints alone it grew by every unit's pages until the writes paused:
-/// 1.3 GB after 12 s of sequential jobs.) One task finishes jobs back to back, each with a
-/// 40 KB audit record, about 200 MB of log in all; the file is watched as they go.
+/// Under steady writes the WAL stays bounded: the checkpointer restarts it past 32 MiB, so it
+/// holds that plus what arrives between two checkpoints. (With passive checkpoints alone it
+/// grew by every unit's pages until the writes paused: 1.3 GB after 12 s of sequential jobs.)
+/// One task finishes jobs back to back, each with a 10 KB audit record, over 400 MB of log in
+/// all; the file is watched as they go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_steady_writes() {
     let test_db = crate::helpers::sqlite().await;
@@ -359,7 +360,7 @@ async fn the_wal_stays_bounded_under_steady_writes() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let largest = watcher.await.unwrap();
-    assert!(largest < 96 << 20, "the WAL reached {} MiB", largest >> 20);
+    assert!(largest < 160 << 20, "the WAL reached {} MiB", largest >> 20);
     assert_ledger_consistent(&db).await;
 }
 

@@ -57,6 +57,7 @@ async fn check(python: &str, market: &Market, env: Vec<(&'static str, String)>) 
         {"agent": market.chat_slug, "prompt": "2+2?"},
         {"agent": market.ocr_slug, "input": ocr_input, "category": "ocr"},
         {"agent": market.ocr_slug, "input": ocr_input, "category": "ocr", "max_tokens": 5},
+        {"agent": "nobody/none", "prompt": "2+2?"},
     ]);
     let mut command = Command::new(python);
     command
@@ -142,6 +143,7 @@ fn assert_session(seen: &Value, market: &Market) {
     assert_eq!(routes[1]["structured"]["cost"], "1.5");
     assert_eq!(routes[2]["is_error"], true);
     assert_eq!(routes[2]["text"][0], "invalid_request: max_tokens: is for chat agents only");
+    assert_eq!(routes[3]["text"][0], "invalid_request: agent: no agent named `nobody/none`");
 
     let unknown = &seen["unknown_argument"];
     assert_eq!(unknown["is_error"], true, "{unknown}");

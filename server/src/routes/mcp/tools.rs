@@ -365,8 +365,15 @@ impl GavelTools {
     ) -> Result<Json<JobOutput>, ToolError> {
         let (state, caller) = admitted(&context)?;
         let (auction, named) = args.into_auction();
-        let job = job_request(&auction, None, Some(&named)).map_err(tool_error)?;
-        let result = run_job(&state, caller.user_id, job).await.map_err(tool_error)?;
+        // Here `/v1`'s `model` is the agent named, and `models` its fallbacks.
+        let route_error = |err: ApiError| match err {
+            ApiError::Validation { field, message } if field == "model" => {
+                tool_error(ApiError::validation("agent", message))
+            }
+            other => tool_error(other),
+        };
+        let job = job_request(&auction, None, Some(&named)).map_err(route_error)?;
+        let result = run_job(&state, caller.user_id, job).await.map_err(route_error)?;
         job_output(&result).map(Json)
     }
 

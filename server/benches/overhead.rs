@@ -139,6 +139,9 @@ async fn main() {
         .await
         .unwrap();
     let busy_rss_kib = rss_kib(gavel.id());
+    // The SQLite WAL must stay bounded under load (it once grew by every job's pages).
+    let wal_bytes =
+        std::fs::metadata(data.path().join("gavel.db-wal")).map(|m| m.len()).unwrap_or(0);
     // SIGKILL: whatever a caller was answered for is already committed.
     let _ = gavel.kill();
     let _ = gavel.wait();
@@ -202,6 +205,9 @@ async fn main() {
         answered,
         busy_rss_kib as f64 / 1024.0
     );
+    if std::env::var_os("GAVEL__DATABASE__URL").is_none() {
+        println!("SQLite WAL after {answered} jobs: {:.1} MiB", wal_bytes as f64 / 1048576.0);
+    }
     println!(
         "ledger: {answered} answered 200, {captures} captures; {} accounts checked, {} mismatches, entries sum to {}",
         audit.accounts_checked,

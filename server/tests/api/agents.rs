@@ -452,12 +452,7 @@ async fn models_lists_public_agents_and_the_virtual_auction_models() {
 /// Instances share a database on Postgres (a SQLite file takes one server).
 #[tokio::test]
 async fn a_change_on_one_instance_is_seen_by_the_next_request_on_another() {
-    let Some(admin_url) = registry::testing::test_database_url() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
-        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
-        return;
-    };
-    let shared = registry::testing::TempPostgres::create(&admin_url).await.unwrap();
+    let Some(shared) = crate::helpers::shared_postgres().await else { return };
     let url = shared.url.clone();
     let configure = |s: &mut server::configuration::Settings| {
         s.database.url = Some(url.clone());

@@ -65,6 +65,17 @@ pub(crate) async fn spawn_app_on_postgres() -> Option<TestApp> {
     Some(spawn(|_| {}, Some(temp), None).await)
 }
 
+/// A fresh Postgres database for tests that run several instances on one (a SQLite file takes
+/// one server), or `None` when `TEST_DATABASE_URL` is unset outside CI (in CI that fails).
+pub(crate) async fn shared_postgres() -> Option<TempPostgres> {
+    let Some(admin_url) = test_database_url() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
+        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
+        return None;
+    };
+    Some(TempPostgres::create(&admin_url).await.expect("TEST_DATABASE_URL must be reachable"))
+}
+
 async fn spawn(
     configure: impl FnOnce(&mut Settings),
     postgres: Option<TempPostgres>,

@@ -465,12 +465,7 @@ async fn rpc(
 /// era, and the money and the records are the shared database's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_instance_answers_any_mcp_request() {
-    let Some(admin_url) = registry::testing::test_database_url() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
-        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
-        return;
-    };
-    let shared = registry::testing::TempPostgres::create(&admin_url).await.unwrap();
+    let Some(shared) = crate::helpers::shared_postgres().await else { return };
     let url = shared.url.clone();
     let configure = |s: &mut server::configuration::Settings| {
         s.database.url = Some(url.clone());

@@ -40,12 +40,7 @@ async fn with_redis_two_instances_share_one_budget_per_key() {
     };
     let prefix = format!("gavel-test-{}:", Uuid::new_v4().simple());
     // Instances share a database on Postgres (a SQLite file takes one server).
-    let Some(admin_url) = registry::testing::test_database_url() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
-        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
-        return;
-    };
-    let shared = registry::testing::TempPostgres::create(&admin_url).await.unwrap();
+    let Some(shared) = crate::helpers::shared_postgres().await else { return };
     let database_url = shared.url.clone();
     let configure = |s: &mut server::configuration::Settings| {
         s.database.url = Some(database_url.clone());

@@ -11,8 +11,10 @@
 //! a hold that is gone) is decided here, in the book, and named in the error.
 //!
 //! **On Postgres (and an in-memory SQLite) the database is the authority**, shared by every
-//! instance: holds are one conditional update each and settlement is one transaction
-//! (`ledger`, `jobs`), exactly as before.
+//! instance: a hold is a conditional update and a settlement one transaction (`ledger`,
+//! `jobs`). On Postgres a job's opening and ending go through this instance's [`PgWriter`],
+//! which commits whatever waits in one transaction with batched statements and replays a
+//! batch unit by unit through `jobs` when any of it is refused.
 //!
 //! Absent on purpose: any write of money on a SQLite file that does not go through this
 //! process's writer while the server runs (the CLI asks the running server instead).
@@ -29,6 +31,7 @@ use uuid::Uuid;
 use crate::database::{Backend, sqlite_file};
 use crate::jobs::{self, AuctionEntry, JobOutcome, NewJob, ReputationUpdate, Settlement};
 use crate::ledger::{self, Applied, Balance, GrantPeriod, HoldRequest, Payee};
+use crate::pg_writer::{Finish, Open, PgUnit, PgWriter};
 use crate::sqlite_writer::{JobUnit, SqliteWriter, TransferRows, Unit};
 use crate::{RegistryError, UserId};
 
@@ -110,7 +113,7 @@ impl Book {
 }
 
 /// How the bank's commits went: units committed, and the transactions that carried them
-/// (fewer than the units when jobs shared a commit). Zero on the pooled path.
+/// (fewer than the units when jobs shared a commit). Zero on an in-memory SQLite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BankCounts {
     pub units: u64,
@@ -120,6 +123,8 @@ pub struct BankCounts {
 /// The one door credits go through. Cheap to share behind the app state.
 pub struct Bank {
     authority: Option<Authority>,
+    /// On Postgres: jobs' openings and endings, group-committed.
+    jobs_writer: Option<PgWriter>,
     db: DatabaseConnection,
 }
 
@@ -157,7 +162,9 @@ impl Bank {
             _ => None,
         };
         let Some(file) = file else {
-            return Ok(Bank { authority: None, db });
+            let jobs_writer = (Backend::of_url(url) == Some(Backend::Postgres))
+                .then(|| PgWriter::start(db.clone()));
+            return Ok(Bank { authority: None, jobs_writer, db });
         };
         let claimed = AUTHORITIES
             .lock()
@@ -187,7 +194,7 @@ impl Bank {
                 });
             }
         };
-        Ok(Bank { authority: Some(Authority { book, writer, file }), db })
+        Ok(Bank { authority: Some(Authority { book, writer, file }), jobs_writer: None, db })
     }
 
     /// Whether this process is the authority for money (a SQLite file).
@@ -196,15 +203,14 @@ impl Bank {
     }
 
     pub fn counts(&self) -> BankCounts {
-        match &self.authority {
-            Some(authority) => {
-                let counts = &authority.writer.counts;
-                BankCounts {
-                    units: counts.units.load(std::sync::atomic::Ordering::Relaxed),
-                    batches: counts.batches.load(std::sync::atomic::Ordering::Relaxed),
-                }
-            }
-            None => BankCounts { units: 0, batches: 0 },
+        let counts = match (&self.authority, &self.jobs_writer) {
+            (Some(authority), _) => &authority.writer.counts,
+            (None, Some(writer)) => &writer.counts,
+            (None, None) => return BankCounts { units: 0, batches: 0 },
+        };
+        BankCounts {
+            units: counts.units.load(std::sync::atomic::Ordering::Relaxed),
+            batches: counts.batches.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -217,7 +223,12 @@ impl Bank {
         hold: Option<(HoldRequest, Uuid)>,
     ) -> Result<(), RegistryError> {
         let Some(authority) = &self.authority else {
-            return jobs::open_job_with_hold(&self.db, job, auction, hold).await;
+            return match &self.jobs_writer {
+                Some(writer) => {
+                    writer.write(PgUnit::Open(Box::new(Open { job, auction, hold }))).await
+                }
+                None => jobs::open_job_with_hold(&self.db, job, auction, hold).await,
+            };
         };
         if let Some((request, _)) = &hold {
             if request.amount.micros() <= 0 {
@@ -264,7 +275,13 @@ impl Bank {
         reputation: Vec<ReputationUpdate>,
     ) -> Result<(), RegistryError> {
         let Some(authority) = &self.authority else {
-            return jobs::finish_job(&self.db, job_id, outcome, settlement, reputation).await;
+            return match &self.jobs_writer {
+                Some(writer) => {
+                    let finish = Finish { job_id, outcome, settlement, reputation };
+                    writer.write(PgUnit::Finish(Box::new(finish))).await
+                }
+                None => jobs::finish_job(&self.db, job_id, outcome, settlement, reputation).await,
+            };
         };
         // Owners who pay part of a win fee from their wallets must be in the book first.
         if let Settlement::Capture(capture) = &settlement {

@@ -388,7 +388,7 @@ pub(crate) async fn verify_hold(
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HoldStatus {
+pub(crate) enum HoldStatus {
     Active,
     Captured,
     Released,
@@ -396,7 +396,7 @@ enum HoldStatus {
 }
 
 impl HoldStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HoldStatus::Active => "active",
             HoldStatus::Captured => "captured",

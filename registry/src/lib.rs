@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod instances;
 pub mod jobs;
 pub mod ledger;
+mod pg_writer;
 mod script;
 mod sqlite_writer;
 #[cfg(feature = "testing")]

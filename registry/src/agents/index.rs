@@ -1,14 +1,15 @@
 //! The candidate index: every live agent in memory, by category, slug and id, so a job finds
 //! its candidates without scanning a table.
 //!
-//! Correct across instances: each `snapshot` call reads one row (the `agents` generation,
-//! bumped in the same transaction as every agent change) and reloads when it moved, so an
-//! agent paused, repriced or deleted on any instance is seen by the next job everywhere.
+//! Correct across instances: each `snapshot` call is served by a read of one row (the `agents`
+//! generation, bumped in the same transaction as every agent change) that began after the call
+//! arrived, and reloads when it moved, so an agent paused, repriced or deleted on any instance
+//! is seen by the next job everywhere. Concurrent calls share such reads.
 //! Reputation changes with every job and does not bump the generation; it is refreshed at
 //! most every `REPUTATION_REFRESH_MS`, which is as fresh as scoring needs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use auction_engine::ReputationStats;
@@ -126,6 +127,12 @@ impl Snapshot {
 /// database (a SQLite file) makes every change itself: it [`announces`](AgentIndex::announce)
 /// each one after its commit, and the index reads the generation only after an announcement
 /// (or when reputations are due for a refresh), not on every job.
+///
+/// Concurrent snapshots share reads: one read of the generation (and the reload it may bring)
+/// runs at a time, and it serves every call that arrived before it began. A call never takes
+/// the result of a read that began before it arrived, so a change committed before a request
+/// came in is in that request's snapshot; under load the database is read once per read's
+/// length, not once per job.
 #[derive(Debug)]
 pub struct AgentIndex {
     current: RwLock<Arc<Snapshot>>,
@@ -133,6 +140,18 @@ pub struct AgentIndex {
     announced_only: AtomicBool,
     /// A change was announced since the generation was last read.
     changed: AtomicBool,
+    /// Calls of `snapshot` that needed a read, counted as they arrive.
+    arrivals: AtomicU64,
+    /// The one read running, and what the last one found.
+    reads: tokio::sync::Mutex<SharedRead>,
+}
+
+/// The last read of the generation: how many calls had arrived when it began, and the snapshot
+/// it left (`None` after an error, so that the next call reads again).
+#[derive(Debug, Default)]
+struct SharedRead {
+    began_after: u64,
+    found: Option<Arc<Snapshot>>,
 }
 
 impl Default for AgentIndex {
@@ -148,6 +167,8 @@ impl AgentIndex {
             current: RwLock::new(Arc::new(empty)),
             announced_only: AtomicBool::new(false),
             changed: AtomicBool::new(true),
+            arrivals: AtomicU64::new(0),
+            reads: tokio::sync::Mutex::new(SharedRead::default()),
         }
     }
 
@@ -182,6 +203,29 @@ impl AgentIndex {
         {
             return Ok(current);
         }
+        let arrival = self.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut shared = self.reads.lock().await;
+        if shared.began_after >= arrival
+            && let Some(found) = &shared.found
+        {
+            return Ok(Arc::clone(found));
+        }
+        shared.began_after = self.arrivals.load(Ordering::SeqCst);
+        // Cleared first: a read cut off (its request dropped) must not leave an older result
+        // labelled with this read's start.
+        shared.found = None;
+        let read = self.read(db, now_ms).await;
+        shared.found = read.as_ref().ok().cloned();
+        read
+    }
+
+    /// Reads the generation and, when it moved or reputations are stale, reloads.
+    async fn read(
+        &self,
+        db: &DatabaseConnection,
+        now_ms: i64,
+    ) -> Result<Arc<Snapshot>, RegistryError> {
+        let current = self.current();
         // The generation is read before the agents: a change landing in between makes the
         // snapshot newer than its label, never older, so it is reloaded again next time.
         let generation = match agents_generation(db).await {

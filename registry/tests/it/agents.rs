@@ -164,6 +164,53 @@ async fn the_index_follows_every_change_and_refreshes_reputation() {
     }
 }
 
+/// Snapshots share reads of the generation under load, yet a change committed before a call
+/// began is always in that call's snapshot: 32 tasks take snapshots without pause while agents
+/// are registered one by one, and each registration is seen by the first snapshot after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_reads_never_serve_a_snapshot_older_than_the_call() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let owner = user(&db).await;
+        let index = Arc::new(AgentIndex::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load: Vec<_> = (0..32)
+            .map(|_| {
+                let (index, db, stop) = (Arc::clone(&index), db.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut calls = 0_u64;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        index.snapshot(&db, Utc::now().timestamp_millis()).await.unwrap();
+                        calls += 1;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        for i in 0..20 {
+            let name = format!("agent{i}");
+            let agent = agents::register_agent(
+                &db,
+                owner,
+                spec(&name, "public"),
+                Uuid::now_v7(),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+            let snapshot = index.snapshot(&db, Utc::now().timestamp_millis()).await.unwrap();
+            assert!(snapshot.by_id(agent.id).is_some(), "{backend}: agent {i} not seen");
+            assert_eq!(snapshot.in_category("chat").len(), i + 1, "{backend}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut calls = 0;
+        for task in load {
+            calls += task.await.unwrap();
+        }
+        assert!(calls > 100, "{backend}: the load ran ({calls} snapshots)");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_outcomes_are_all_counted() {
     for (backend, test_db) in all_backends().await {

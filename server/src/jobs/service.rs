@@ -166,15 +166,32 @@ pub async fn prepare(
         bids::collect(&state.agent_client, &bidders, &request, deadline).await
     };
 
-    let owners: Vec<Uuid> = pool.iter().map(|a| a.owner_id.0).collect();
-    let owner_funds = state.bank.available_balances(&owners).await?;
     let params = state.auction_parameters_for(&request.category);
-    let candidates: Vec<Candidate> = pool
+    let sheet_bids: Vec<MicroCredits> = pool
         .iter()
         .map(|agent| {
-            let sheet_bid =
-                sheet_price(&agent.pricing, request.input_tokens, request.output_tokens)
-                    .unwrap_or(MicroCredits::ZERO);
+            sheet_price(&agent.pricing, request.input_tokens, request.output_tokens)
+                .unwrap_or(MicroCredits::ZERO)
+        })
+        .collect();
+    // Only an owner whose sheet bid is below the win fee may have to pay part of it from the
+    // wallet: the others' funds cannot change the answer, so they are not read (on Postgres
+    // that is a query per job saved in a market whose prices exceed the fee).
+    let owners: Vec<Uuid> = pool
+        .iter()
+        .zip(&sheet_bids)
+        .filter(|(_, bid)| **bid < params.win_fee)
+        .map(|(agent, _)| agent.owner_id.0)
+        .collect();
+    let owner_funds = if owners.is_empty() {
+        HashMap::new()
+    } else {
+        state.bank.available_balances(&owners).await?
+    };
+    let candidates: Vec<Candidate> = pool
+        .iter()
+        .zip(sheet_bids)
+        .map(|(agent, sheet_bid)| {
             let funds = owner_funds.get(&agent.owner_id.0).copied().unwrap_or(MicroCredits::ZERO);
             // The owner pays the win fee out of the price first, then out of the wallet.
             let can_pay = funds.checked_add(sheet_bid).is_some_and(|total| total >= params.win_fee);

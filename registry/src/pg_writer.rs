@@ -41,7 +41,7 @@ use auction_engine::MicroCredits;
 use auction_engine::reputation::ReputationStats;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
-use sea_orm::sqlx::{self, PgPool, Postgres, Row, Transaction};
+use sea_orm::sqlx::{self, Connection, PgConnection, Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -121,7 +121,16 @@ async fn run(
     mut waiting: mpsc::Receiver<Request>,
     counts: Arc<WriterCounters>,
 ) {
-    let pool = db.get_postgres_connection_pool().clone();
+    // The writer's own connection, outside the pool: its session commits with
+    // `synchronous_commit = off` (set once, at connect), which must not leak into pooled
+    // transactions. Dropped after any database error and opened again for the next batch.
+    let options = db
+        .get_postgres_connection_pool()
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    let mut connection: Option<PgConnection> = None;
     while let Some(first) = waiting.recv().await {
         let mut batch = vec![Some(first)];
         while batch.len() < MAX_BATCH {
@@ -134,7 +143,17 @@ async fn run(
         while let Some((from, to)) = ranges.pop() {
             let units: Vec<&PgUnit> =
                 batch[from..to].iter().flatten().map(|request| &request.unit).collect();
-            let miss = match commit(&pool, &units).await {
+            let attempt = match connection.as_mut() {
+                Some(conn) => commit(conn, &units).await,
+                None => match PgConnection::connect_with(&options).await {
+                    Ok(conn) => commit(connection.insert(conn), &units).await,
+                    Err(err) => Err(Miss::Database(err)),
+                },
+            };
+            if matches!(attempt, Err(Miss::Database(_))) {
+                connection = None;
+            }
+            let miss = match attempt {
                 Ok(answers) => {
                     let written = answers.iter().filter(|answer| answer.is_ok()).count();
                     counts.batches.fetch_add(1, Ordering::Relaxed);
@@ -200,9 +219,24 @@ type Answers = Vec<Result<(), RegistryError>>;
 
 /// The batch in one transaction, or a miss (nothing committed). An opening whose payer cannot
 /// cover its hold is refused here and writes nothing; the rest commit.
-async fn commit(pool: &PgPool, units: &[&PgUnit]) -> Result<Answers, Miss> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+async fn commit(conn: &mut PgConnection, units: &[&PgUnit]) -> Result<Answers, Miss> {
+    let mut tx = conn.begin().await?;
+    match write(&mut tx, units).await {
+        Ok(answers) => {
+            tx.commit().await?;
+            Ok(answers)
+        }
+        Err(miss) => {
+            // Rolled back now, not on the connection's next use: the replay that follows takes
+            // the same rows' locks through the pool.
+            tx.rollback().await?;
+            Err(miss)
+        }
+    }
+}
+
+/// The batch's statements inside `tx`: each unit's answer, or a miss.
+async fn write(tx: &mut Transaction<'_, Postgres>, units: &[&PgUnit]) -> Result<Answers, Miss> {
     let finishes: Vec<&Finish> = units
         .iter()
         .filter_map(|unit| match unit {
@@ -211,14 +245,14 @@ async fn commit(pool: &PgPool, units: &[&PgUnit]) -> Result<Answers, Miss> {
         })
         .collect();
 
-    let reputation = fold_reputation(&mut tx, &finishes).await?;
+    let reputation = fold_reputation(tx, &finishes).await?;
     let mut postings = Postings::default();
-    let transfers = claim_holds(&mut tx, &finishes, &mut postings).await?;
+    let transfers = claim_holds(tx, &finishes, &mut postings).await?;
     let payers = units.iter().filter_map(|unit| match unit {
         PgUnit::Open(open) => open.hold.as_ref().map(|(request, _)| request.payer.0),
         PgUnit::Finish(_) => None,
     });
-    let accounts = postings.lock(&mut tx, payers).await?;
+    let accounts = postings.lock(tx, payers).await?;
 
     // Openings in batch order, each against what its payer has left once the batch's endings
     // (which only free holds and move captured money) are counted.
@@ -262,13 +296,9 @@ async fn commit(pool: &PgPool, units: &[&PgUnit]) -> Result<Answers, Miss> {
         answers.push(Ok(()));
         opens.push(open.as_ref());
     }
-    postings.apply(&mut tx).await?;
-
-    insert_openings(&mut tx, &opens).await?;
-    insert_transfers(&mut tx, &transfers).await?;
-    close_jobs(&mut tx, &finishes).await?;
-    write_reputation(&mut tx, &reputation).await?;
-    tx.commit().await?;
+    move_money(tx, postings, &transfers).await?;
+    insert_openings(tx, &opens).await?;
+    close_jobs(tx, &finishes, &reputation).await?;
     Ok(answers)
 }
 
@@ -322,35 +352,6 @@ impl Postings {
             accounts.insert(row.try_get(0)?, account);
         }
         Ok(accounts)
-    }
-
-    /// Applies the sums with one conditional update (the rows are locked already). Any
-    /// account it could not change is a miss.
-    async fn apply(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), Miss> {
-        let changed: Vec<(Uuid, (i64, i64))> =
-            self.0.into_iter().filter(|(_, (balance, held))| *balance != 0 || *held != 0).collect();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = changed.iter().map(|(id, _)| *id).collect();
-        let balances: Vec<i64> = changed.iter().map(|(_, (balance, _))| *balance).collect();
-        let helds: Vec<i64> = changed.iter().map(|(_, (_, held))| *held).collect();
-        let updated = sqlx::query(
-            "UPDATE accounts AS a SET balance = a.balance + v.balance, held = a.held + v.held \
-             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS v(id, balance, held) \
-             WHERE a.id = v.id AND (a.kind <> $4 \
-               OR (a.balance + v.balance - a.held - v.held >= 0 AND a.held + v.held >= 0))",
-        )
-        .bind(&ids)
-        .bind(&balances)
-        .bind(&helds)
-        .bind(AccountKind::UserWallet.as_str())
-        .execute(&mut **tx)
-        .await?;
-        if updated.rows_affected() != ids.len() as u64 {
-            return Err(Miss::Uncovered);
-        }
-        Ok(())
     }
 }
 
@@ -484,20 +485,126 @@ async fn claim_holds(
     Ok(transfers)
 }
 
-/// The openings' job rows, auction records and holds.
+/// The batch's money: the sums per account, applied by one conditional update (the rows are
+/// locked already), and the captures' transfers with their entries, in one statement. An
+/// account it could not change is a miss; so is a repeated transfer key (`capture:{job}`),
+/// which the replay finds already captured.
+async fn move_money(
+    tx: &mut Transaction<'_, Postgres>,
+    postings: Postings,
+    transfers: &[TransferRow],
+) -> Result<(), Miss> {
+    let changed: Vec<(Uuid, (i64, i64))> =
+        postings.0.into_iter().filter(|(_, (balance, held))| *balance != 0 || *held != 0).collect();
+    if changed.is_empty() && transfers.is_empty() {
+        return Ok(());
+    }
+    let transfer_ids: Vec<Uuid> = transfers.iter().map(|_| Uuid::now_v7()).collect();
+    let mut entries = EntryRows::default();
+    for (id, transfer) in transfer_ids.iter().zip(transfers) {
+        if transfer.legs.iter().map(|(_, amount)| *amount).sum::<i64>() != 0 {
+            return Err(Miss::Unfit);
+        }
+        for (account, amount) in transfer.legs.iter().filter(|(_, amount)| *amount != 0) {
+            entries.transfer.push(*id);
+            entries.account.push(*account);
+            entries.amount.push(*amount);
+            entries.job.push(transfer.job_id);
+            entries.memo.push(transfer.memo.as_deref());
+            entries.time.push(transfer.now);
+        }
+    }
+    let row = sqlx::query(
+        "WITH moved AS ( \
+           UPDATE accounts AS a SET balance = a.balance + v.balance, held = a.held + v.held \
+           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS v(id, balance, held) \
+           WHERE a.id = v.id AND (a.kind <> $4 \
+             OR (a.balance + v.balance - a.held - v.held >= 0 AND a.held + v.held >= 0)) \
+           RETURNING a.id \
+         ), new_transfers AS ( \
+           INSERT INTO transfers (id, kind, idempotency_key, job_id, memo, created_at) \
+           SELECT id, $5, $5 || ':' || job_id::text, job_id, memo, created_at \
+           FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::timestamptz[]) \
+             AS v(id, job_id, memo, created_at) \
+         ), new_entries AS ( \
+           INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, job_id, memo, \
+             created_at) \
+           SELECT transfer_id, account_id, amount, $5, job_id, memo, created_at \
+           FROM unnest($10::uuid[], $11::uuid[], $12::bigint[], $13::uuid[], $14::text[], \
+             $15::timestamptz[]) AS v(transfer_id, account_id, amount, job_id, memo, created_at) \
+         ) \
+         SELECT count(*) FROM moved",
+    )
+    .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, (balance, _))| *balance).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, (_, held))| *held).collect::<Vec<_>>())
+    .bind(AccountKind::UserWallet.as_str())
+    .bind(CAPTURE)
+    .bind(&transfer_ids)
+    .bind(transfers.iter().map(|t| t.job_id).collect::<Vec<_>>())
+    .bind(transfers.iter().map(|t| t.memo.as_deref()).collect::<Vec<_>>())
+    .bind(transfers.iter().map(|t| t.now).collect::<Vec<_>>())
+    .bind(&entries.transfer)
+    .bind(&entries.account)
+    .bind(&entries.amount)
+    .bind(&entries.job)
+    .bind(&entries.memo)
+    .bind(&entries.time)
+    .fetch_one(&mut **tx)
+    .await?;
+    let moved: i64 = row.try_get(0)?;
+    if moved != changed.len() as i64 {
+        return Err(Miss::Uncovered);
+    }
+    Ok(())
+}
+
+/// The kind (and key prefix) of a job's transfer.
+const CAPTURE: &str = "capture";
+
+/// Ledger entries as columns.
+#[derive(Default)]
+struct EntryRows<'a> {
+    transfer: Vec<Uuid>,
+    account: Vec<Uuid>,
+    amount: Vec<i64>,
+    job: Vec<Uuid>,
+    memo: Vec<Option<&'a str>>,
+    time: Vec<DateTime<Utc>>,
+}
+
+/// The openings' job rows, auction records and holds, in one statement. A second hold on one
+/// job breaks the unique key on `holds.job_id`: a miss, and the replay names it.
 async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) -> Result<(), Miss> {
     if opens.is_empty() {
         return Ok(());
     }
     let jobs: Vec<&NewJob> = opens.iter().map(|open| &open.job).collect();
+    let auctions: Vec<&AuctionEntry> = opens.iter().map(|open| &open.auction).collect();
+    let holds: Vec<(&NewJob, &HoldRequest, Uuid)> = opens
+        .iter()
+        .filter_map(|open| open.hold.as_ref().map(|(request, id)| (&open.job, request, *id)))
+        .collect();
     sqlx::query(
-        "INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
-         auction_id, agent_cost, call_fee, win_fee, total_cost, created_at, instance_id) \
-         SELECT id, caller_id, kind, category, requested_model, mode, $10, auction_id, \
-         0, 0, 0, 0, created_at, instance_id FROM unnest($1::uuid[], $2::uuid[], $3::text[], \
-         $4::text[], $5::text[], $6::text[], $7::uuid[], $8::timestamptz[], $9::uuid[]) \
-         AS v(id, caller_id, kind, category, requested_model, mode, auction_id, created_at, \
-         instance_id)",
+        "WITH new_jobs AS ( \
+           INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
+             auction_id, agent_cost, call_fee, win_fee, total_cost, created_at, instance_id) \
+           SELECT id, caller_id, kind, category, requested_model, mode, $10, auction_id, \
+             0, 0, 0, 0, created_at, instance_id \
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::uuid[], $8::timestamptz[], $9::uuid[]) \
+             AS v(id, caller_id, kind, category, requested_model, mode, auction_id, created_at, \
+             instance_id) \
+         ), new_auctions AS ( \
+           INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \
+             clearing_price, record, created_at) \
+           SELECT * FROM unnest($7::uuid[], $1::uuid[], $2::uuid[], $11::text[], $12::uuid[], \
+             $13::bigint[], $14::text[], $8::timestamptz[]) \
+         ) \
+         INSERT INTO holds (id, job_id, account_id, amount, status, expires_at_ms, created_at) \
+         SELECT id, job_id, account_id, amount, $15, expires_at_ms, created_at \
+         FROM unnest($16::uuid[], $17::uuid[], $18::uuid[], $19::bigint[], $20::bigint[], \
+           $21::timestamptz[]) AS v(id, job_id, account_id, amount, expires_at_ms, created_at)",
     )
     .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.caller.0).collect::<Vec<_>>())
@@ -509,43 +616,11 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
     .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.instance).collect::<Vec<_>>())
     .bind(JobStatus::Running.as_str())
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \
-         clearing_price, record, created_at) \
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], \
-         $6::bigint[], $7::text[], $8::timestamptz[])",
-    )
-    .bind(opens.iter().map(|open| open.auction.id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.caller.0).collect::<Vec<_>>())
-    .bind(opens.iter().map(|open| open.auction.category.as_str()).collect::<Vec<_>>())
-    .bind(opens.iter().map(|open| open.auction.winner).collect::<Vec<_>>())
-    .bind(
-        opens
-            .iter()
-            .map(|open| open.auction.clearing_price.map(MicroCredits::micros))
-            .collect::<Vec<_>>(),
-    )
-    .bind(opens.iter().map(|open| open.auction.record.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    let holds: Vec<(&NewJob, &HoldRequest, Uuid)> = opens
-        .iter()
-        .filter_map(|open| open.hold.as_ref().map(|(request, id)| (&open.job, request, *id)))
-        .collect();
-    if holds.is_empty() {
-        return Ok(());
-    }
-    // A second hold on one job breaks the unique key on `holds.job_id`: the replay names it.
-    sqlx::query(
-        "INSERT INTO holds (id, job_id, account_id, amount, status, expires_at_ms, created_at) \
-         SELECT id, job_id, account_id, amount, $7, expires_at_ms, created_at \
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::bigint[], \
-         $6::timestamptz[]) AS v(id, job_id, account_id, amount, expires_at_ms, created_at)",
-    )
+    .bind(auctions.iter().map(|a| a.category.as_str()).collect::<Vec<_>>())
+    .bind(auctions.iter().map(|a| a.winner).collect::<Vec<_>>())
+    .bind(auctions.iter().map(|a| a.clearing_price.map(MicroCredits::micros)).collect::<Vec<_>>())
+    .bind(auctions.iter().map(|a| a.record.as_str()).collect::<Vec<_>>())
+    .bind(HoldStatus::Active.as_str())
     .bind(holds.iter().map(|(_, _, id)| *id).collect::<Vec<_>>())
     .bind(holds.iter().map(|(_, request, _)| request.job_id).collect::<Vec<_>>())
     .bind(holds.iter().map(|(_, request, _)| request.payer.0).collect::<Vec<_>>())
@@ -557,105 +632,70 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
             .collect::<Vec<_>>(),
     )
     .bind(holds.iter().map(|(job, _, _)| job.created_at).collect::<Vec<_>>())
-    .bind(HoldStatus::Active.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// The captures' transfers and their entries. A transfer's key (`capture:{job}`) is unique: a
-/// repeat is a miss, and the replay finds the hold already captured.
-async fn insert_transfers(
+/// The ended jobs' rows, their attempts and the agents' reputation, in one statement.
+async fn close_jobs(
     tx: &mut Transaction<'_, Postgres>,
-    transfers: &[TransferRow],
+    finishes: &[&Finish],
+    reputation: &BTreeMap<Uuid, ReputationStats>,
 ) -> Result<(), Miss> {
-    if transfers.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = transfers.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
-        "INSERT INTO transfers (id, kind, idempotency_key, job_id, memo, created_at) \
-         SELECT id, 'capture', 'capture:' || job_id::text, job_id, memo, created_at \
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
-         AS v(id, job_id, memo, created_at)",
-    )
-    .bind(&ids)
-    .bind(transfers.iter().map(|t| t.job_id).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.memo.as_deref()).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.now).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    let mut entry_transfer = Vec::new();
-    let mut entry_account = Vec::new();
-    let mut entry_amount = Vec::new();
-    let mut entry_job = Vec::new();
-    let mut entry_memo = Vec::new();
-    let mut entry_time = Vec::new();
-    for (id, transfer) in ids.iter().zip(transfers) {
-        if transfer.legs.iter().map(|(_, amount)| *amount).sum::<i64>() != 0 {
-            return Err(Miss::Unfit);
-        }
-        for (account, amount) in transfer.legs.iter().filter(|(_, amount)| *amount != 0) {
-            entry_transfer.push(*id);
-            entry_account.push(*account);
-            entry_amount.push(*amount);
-            entry_job.push(transfer.job_id);
-            entry_memo.push(transfer.memo.as_deref());
-            entry_time.push(transfer.now);
-        }
-    }
-    sqlx::query(
-        "INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, job_id, memo, \
-         created_at) \
-         SELECT transfer_id, account_id, amount, 'capture', job_id, memo, created_at \
-         FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], \
-         $6::timestamptz[]) AS v(transfer_id, account_id, amount, job_id, memo, created_at)",
-    )
-    .bind(&entry_transfer)
-    .bind(&entry_account)
-    .bind(&entry_amount)
-    .bind(&entry_job)
-    .bind(&entry_memo)
-    .bind(&entry_time)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// The ended jobs' rows and their attempts.
-async fn close_jobs(tx: &mut Transaction<'_, Postgres>, finishes: &[&Finish]) -> Result<(), Miss> {
     if finishes.is_empty() {
         return Ok(());
     }
     let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let total = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let outcomes: Vec<&JobOutcome> = finishes.iter().map(|f| &f.outcome).collect();
-    let served = |f: &dyn Fn(&jobs::Served) -> Option<Uuid>| -> Vec<Option<Uuid>> {
-        outcomes.iter().map(|o| o.served.as_ref().and_then(f)).collect()
-    };
+    let served: Vec<Option<&jobs::Served>> = outcomes.iter().map(|o| o.served.as_ref()).collect();
+    let attempts: Vec<(Uuid, &jobs::Attempt)> = finishes
+        .iter()
+        .flat_map(|f| f.outcome.attempts.iter().map(move |attempt| (f.job_id, attempt)))
+        .collect();
+    let stats: Vec<(&Uuid, &ReputationStats)> = reputation.iter().collect();
     sqlx::query(
-        "UPDATE jobs AS j SET status = v.status, agent_id = v.agent_id, \
-         agent_slug = v.agent_slug, owner_id = v.owner_id, clearing_price = v.clearing_price, \
-         agent_cost = v.agent_cost, call_fee = v.call_fee, win_fee = v.win_fee, \
-         total_cost = v.total_cost, input_tokens = v.input_tokens, \
-         output_tokens = v.output_tokens, latency_ms = v.latency_ms, output = v.output, \
-         error = v.error, finished_at = v.finished_at \
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], \
-         $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::text[], $15::text[], $16::timestamptz[]) \
-         AS v(id, status, agent_id, agent_slug, owner_id, clearing_price, agent_cost, call_fee, \
-         win_fee, total_cost, input_tokens, output_tokens, latency_ms, output, error, \
-         finished_at) WHERE j.id = v.id",
+        "WITH closed AS ( \
+           UPDATE jobs AS j SET status = v.status, agent_id = v.agent_id, \
+             agent_slug = v.agent_slug, owner_id = v.owner_id, \
+             clearing_price = v.clearing_price, agent_cost = v.agent_cost, \
+             call_fee = v.call_fee, win_fee = v.win_fee, total_cost = v.total_cost, \
+             input_tokens = v.input_tokens, output_tokens = v.output_tokens, \
+             latency_ms = v.latency_ms, output = v.output, error = v.error, \
+             finished_at = v.finished_at \
+           FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[], \
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
+             $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], \
+             $16::timestamptz[]) \
+             AS v(id, status, agent_id, agent_slug, owner_id, clearing_price, agent_cost, \
+             call_fee, win_fee, total_cost, input_tokens, output_tokens, latency_ms, output, \
+             error, finished_at) \
+           WHERE j.id = v.id \
+         ), scored AS ( \
+           UPDATE agent_reputation AS r SET successes = v.successes, failures = v.failures, \
+             updated_at_ms = v.updated_at_ms, latency_ewma_ms = v.latency_ewma_ms, \
+             latency_p95_ms = v.latency_p95_ms, total_successes = v.total_successes, \
+             total_errors = v.total_errors, total_timeouts = v.total_timeouts, \
+             total_invalid = v.total_invalid \
+           FROM unnest($17::uuid[], $18::float8[], $19::float8[], $20::bigint[], \
+             $21::float8[], $22::float8[], $23::bigint[], $24::bigint[], $25::bigint[], \
+             $26::bigint[]) \
+             AS v(agent_id, successes, failures, updated_at_ms, latency_ewma_ms, \
+             latency_p95_ms, total_successes, total_errors, total_timeouts, total_invalid) \
+           WHERE r.agent_id = v.agent_id \
+         ) \
+         INSERT INTO job_attempts (job_id, rank, agent_id, agent_slug, price, outcome, \
+           http_status, error_code, latency_ms, started_at) \
+         SELECT * FROM unnest($27::uuid[], $28::integer[], $29::uuid[], $30::text[], \
+           $31::bigint[], $32::text[], $33::integer[], $34::text[], $35::bigint[], \
+           $36::timestamptz[])",
     )
     .bind(finishes.iter().map(|f| f.job_id).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
-    .bind(served(&|s| Some(s.agent_id)))
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| o.served.as_ref().map(|s| s.agent_slug.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(served(&|s| Some(s.owner.0)))
+    .bind(served.iter().map(|s| s.map(|s| s.agent_id)).collect::<Vec<_>>())
+    .bind(served.iter().map(|s| s.map(|s| s.agent_slug.as_str())).collect::<Vec<_>>())
+    .bind(served.iter().map(|s| s.map(|s| s.owner.0)).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.clearing_price.map(MicroCredits::micros)).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.agent_cost.micros()).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.call_fee.micros()).collect::<Vec<_>>())
@@ -667,21 +707,16 @@ async fn close_jobs(tx: &mut Transaction<'_, Postgres>, finishes: &[&Finish]) ->
     .bind(outcomes.iter().map(|o| o.output.as_deref()).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.error.as_deref()).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.finished_at).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    let attempts: Vec<(Uuid, &jobs::Attempt)> = finishes
-        .iter()
-        .flat_map(|f| f.outcome.attempts.iter().map(move |attempt| (f.job_id, attempt)))
-        .collect();
-    if attempts.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, rank, agent_id, agent_slug, price, outcome, \
-         http_status, error_code, latency_ms, started_at) \
-         SELECT * FROM unnest($1::uuid[], $2::integer[], $3::uuid[], $4::text[], $5::bigint[], \
-         $6::text[], $7::integer[], $8::text[], $9::bigint[], $10::timestamptz[])",
-    )
+    .bind(stats.iter().map(|(agent, _)| **agent).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| s.successes).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| s.failures).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| s.updated_at_ms).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| s.latency_ewma_ms).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| s.latency_p95_ms).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| total(s.total_successes)).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| total(s.total_errors)).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| total(s.total_timeouts)).collect::<Vec<_>>())
+    .bind(stats.iter().map(|(_, s)| total(s.total_invalid)).collect::<Vec<_>>())
     .bind(attempts.iter().map(|(job, _)| *job).collect::<Vec<_>>())
     .bind(
         attempts.iter().map(|(_, a)| i32::try_from(a.rank).unwrap_or(i32::MAX)).collect::<Vec<_>>(),
@@ -699,41 +734,6 @@ async fn close_jobs(tx: &mut Transaction<'_, Postgres>, finishes: &[&Finish]) ->
             .collect::<Vec<_>>(),
     )
     .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_reputation(
-    tx: &mut Transaction<'_, Postgres>,
-    stats: &BTreeMap<Uuid, ReputationStats>,
-) -> Result<(), Miss> {
-    if stats.is_empty() {
-        return Ok(());
-    }
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    sqlx::query(
-        "UPDATE agent_reputation AS r SET successes = v.successes, failures = v.failures, \
-         updated_at_ms = v.updated_at_ms, latency_ewma_ms = v.latency_ewma_ms, \
-         latency_p95_ms = v.latency_p95_ms, total_successes = v.total_successes, \
-         total_errors = v.total_errors, total_timeouts = v.total_timeouts, \
-         total_invalid = v.total_invalid \
-         FROM unnest($1::uuid[], $2::float8[], $3::float8[], $4::bigint[], $5::float8[], \
-         $6::float8[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
-         AS v(agent_id, successes, failures, updated_at_ms, latency_ewma_ms, latency_p95_ms, \
-         total_successes, total_errors, total_timeouts, total_invalid) \
-         WHERE r.agent_id = v.agent_id",
-    )
-    .bind(stats.keys().copied().collect::<Vec<_>>())
-    .bind(stats.values().map(|s| s.successes).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| s.failures).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| s.updated_at_ms).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| s.latency_ewma_ms).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| s.latency_p95_ms).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| count(s.total_successes)).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| count(s.total_errors)).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| count(s.total_timeouts)).collect::<Vec<_>>())
-    .bind(stats.values().map(|s| count(s.total_invalid)).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod ledger;
 mod pg_writer;
 mod script;
+mod shared_read;
 mod sqlite_writer;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -35,6 +36,7 @@ pub use credentials::{API_KEY_PREFIX, hash_password, release_hash_memory, verify
 pub use database::{Backend, connect, sqlite_file};
 pub use domain::{Email, Handle, KeyName, Password, UserId};
 pub use error::RegistryError;
+pub use shared_read::SharedReads;
 pub use users::{
     NewUser, User, UserCredentials, create_user, find_credentials_by_email, find_user,
 };

@@ -9,7 +9,7 @@
 //! most every `REPUTATION_REFRESH_MS`, which is as fresh as scoring needs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use auction_engine::ReputationStats;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::agents::domain::Visibility;
 use crate::agents::store::{Agent, agents_generation, load_agents_and_retired, load_reputations};
-use crate::{RegistryError, UserId};
+use crate::{RegistryError, SharedReads, UserId};
 
 /// How long a deleted agent's record is kept for its owner's prior, in milliseconds.
 const RETIRED_RECORD_MS: i64 = 90 * 24 * 3600 * 1000;
@@ -140,18 +140,8 @@ pub struct AgentIndex {
     announced_only: AtomicBool,
     /// A change was announced since the generation was last read.
     changed: AtomicBool,
-    /// Calls of `snapshot` that needed a read, counted as they arrive.
-    arrivals: AtomicU64,
-    /// The one read running, and what the last one found.
-    reads: tokio::sync::Mutex<SharedRead>,
-}
-
-/// The last read of the generation: how many calls had arrived when it began, and the snapshot
-/// it left (`None` after an error, so that the next call reads again).
-#[derive(Debug, Default)]
-struct SharedRead {
-    began_after: u64,
-    found: Option<Arc<Snapshot>>,
+    /// Reads of the generation, shared by the calls that arrived before each began.
+    reads: SharedReads<(), Arc<Snapshot>>,
 }
 
 impl Default for AgentIndex {
@@ -167,8 +157,7 @@ impl AgentIndex {
             current: RwLock::new(Arc::new(empty)),
             announced_only: AtomicBool::new(false),
             changed: AtomicBool::new(true),
-            arrivals: AtomicU64::new(0),
-            reads: tokio::sync::Mutex::new(SharedRead::default()),
+            reads: SharedReads::new(1),
         }
     }
 
@@ -203,20 +192,7 @@ impl AgentIndex {
         {
             return Ok(current);
         }
-        let arrival = self.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut shared = self.reads.lock().await;
-        if shared.began_after >= arrival
-            && let Some(found) = &shared.found
-        {
-            return Ok(Arc::clone(found));
-        }
-        shared.began_after = self.arrivals.load(Ordering::SeqCst);
-        // Cleared first: a read cut off (its request dropped) must not leave an older result
-        // labelled with this read's start.
-        shared.found = None;
-        let read = self.read(db, now_ms).await;
-        shared.found = read.as_ref().ok().cloned();
-        read
+        self.reads.get(&(), async || self.read(db, now_ms).await).await
     }
 
     /// Reads the generation and, when it moved or reputations are stale, reloads.

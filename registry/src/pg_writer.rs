@@ -29,7 +29,8 @@
 //!
 //! Durability: as on the pooled path, the batch commits with `synchronous_commit = off` (the
 //! README says so): exact across any crash of Gavel; a crash of Postgres itself can lose the
-//! last ~0.6 s of commits, whole batches, never part of one.
+//! last ~0.6 s of commits, whole batches, never part of one. Measured with `scripts/bench`
+//! (one run each): `off` 1,919 jobs/s at c=64 and 2.9 ms at c=1; `on` 1,468 and 4.4 ms.
 //!
 //! The SQL is fixed text with bound arrays: no statement is assembled from values.
 
@@ -185,7 +186,8 @@ async fn run(
     }
 }
 
-/// One unit on the pooled path: the one place a refusal is decided.
+/// One unit on the pooled path, which decides and names its refusal (every refusal but a
+/// payer short of credits, which the batch decides itself).
 async fn replay(db: &DatabaseConnection, unit: PgUnit) -> Result<(), RegistryError> {
     match unit {
         PgUnit::Open(open) => {

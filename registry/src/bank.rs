@@ -13,8 +13,9 @@
 //! **On Postgres (and an in-memory SQLite) the database is the authority**, shared by every
 //! instance: a hold is a conditional update and a settlement one transaction (`ledger`,
 //! `jobs`). On Postgres a job's opening and ending go through this instance's [`PgWriter`],
-//! which commits whatever waits in one transaction with batched statements and replays a
-//! batch unit by unit through `jobs` when any of it is refused.
+//! which commits whatever waits in one transaction with batched statements, refuses a payer
+//! short of credits inside the batch, and replays the units of a batch that missed otherwise
+//! through `jobs`, which names the refusal.
 //!
 //! Absent on purpose: any write of money on a SQLite file that does not go through this
 //! process's writer while the server runs (the CLI asks the running server instead).

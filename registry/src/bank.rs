@@ -493,10 +493,7 @@ fn settle(
     let mut releases = vec![(payer, held)];
     let mut legs = vec![(payer, -capture.charge.micros())];
     for payout in &capture.payouts {
-        let account = match payout.payee {
-            Payee::User(user) => user.0,
-            Payee::PlatformRevenue => ledger::PLATFORM_REVENUE_ACCOUNT,
-        };
+        let account = payout.payee.account();
         let amount = payout.amount.micros();
         if amount < 0 {
             match book.reserve(account, -amount) {

@@ -107,6 +107,16 @@ pub enum Payee {
     PlatformRevenue,
 }
 
+impl Payee {
+    /// The account the payout is credited to.
+    pub fn account(self) -> Uuid {
+        match self {
+            Payee::User(user) => user.0,
+            Payee::PlatformRevenue => PLATFORM_REVENUE_ACCOUNT,
+        }
+    }
+}
+
 /// One leg of a capture. `amount` may be negative: an owner whose win fee exceeds the price
 /// pays the difference from the wallet.
 #[derive(Clone, Debug)]
@@ -480,10 +490,7 @@ fn add_capture_postings(
     }];
     let mut legs = vec![(hold.account_id, -capture.charge.micros())];
     for payout in &capture.payouts {
-        let account = match payout.payee {
-            Payee::User(user) => user.0,
-            Payee::PlatformRevenue => PLATFORM_REVENUE_ACCOUNT,
-        };
+        let account = payout.payee.account();
         postings.push(Posting { account, balance_delta: payout.amount.micros(), held_delta: 0 });
         legs.push((account, payout.amount.micros()));
     }

@@ -52,7 +52,7 @@ use crate::entity::agent_reputation;
 use crate::jobs::{
     self, AuctionEntry, JobOutcome, JobStatus, NewJob, ReputationUpdate, Settlement,
 };
-use crate::ledger::{self, AccountKind, HoldRequest, HoldStatus, PLATFORM_REVENUE_ACCOUNT, Payee};
+use crate::ledger::{self, AccountKind, HoldRequest, HoldStatus};
 use crate::sqlite_writer::WriterCounters;
 
 /// The most units one transaction commits.
@@ -468,10 +468,7 @@ async fn claim_holds(
                 postings.add(payer, -capture.charge.micros(), -amount);
                 let mut legs = vec![(payer, -capture.charge.micros())];
                 for payout in &capture.payouts {
-                    let account = match payout.payee {
-                        Payee::User(user) => user.0,
-                        Payee::PlatformRevenue => PLATFORM_REVENUE_ACCOUNT,
-                    };
+                    let account = payout.payee.account();
                     postings.add(account, payout.amount.micros(), 0);
                     legs.push((account, payout.amount.micros()));
                 }

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::credentials::{generate_api_key, hash_api_key, hashes_match};
+use crate::credentials::{generate_api_key, hash_secret, hashes_match};
 use crate::entity::api_keys;
 use crate::{KeyName, RegistryError, UserId};
 
@@ -129,7 +129,7 @@ pub async fn authenticate_api_key(
     secret: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<KeyOwner>, RegistryError> {
-    let hash = hash_api_key(secret);
+    let hash = hash_secret(secret);
     let row = api_keys::Entity::find()
         .filter(api_keys::Column::KeyHash.eq(hash.as_str()))
         .filter(api_keys::Column::RevokedAt.is_null())
@@ -183,7 +183,7 @@ impl ApiKeyCache {
         now: DateTime<Utc>,
     ) -> Result<Option<KeyOwner>, RegistryError> {
         use std::sync::atomic::Ordering;
-        let hash = hash_api_key(secret);
+        let hash = hash_secret(secret);
         if let Ok(entries) = self.entries.lock()
             && let Some((owner, checked_at)) = entries.get(&hash)
             && now - *checked_at < LAST_USED_RESOLUTION

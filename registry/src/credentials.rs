@@ -144,12 +144,20 @@ pub(crate) fn generate_api_key() -> GeneratedKey {
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
     let prefix = secret.chars().take(DISPLAY_PREFIX_LEN).collect();
-    let hash = hash_api_key(&secret);
+    let hash = hash_secret(&secret);
     GeneratedKey { secret, prefix, hash }
 }
 
-/// The SHA-256 of a key, hex-encoded. Keys are high-entropy, so a fast hash is enough.
-pub(crate) fn hash_api_key(secret: &str) -> String {
+/// 256 random bits, hex-encoded: a browser session's token or its CSRF token.
+pub fn random_token() -> String {
+    let mut bytes = [0_u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The SHA-256 of a key or a session token, hex-encoded. Both are high-entropy random
+/// secrets, so a fast hash is enough.
+pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
@@ -194,8 +202,8 @@ mod tests {
         assert!(a.secret.starts_with("gvl_") && a.secret.len() == 52);
         assert_ne!(a.secret, b.secret);
         assert_eq!(a.prefix, &a.secret[..12]);
-        assert_eq!(a.hash, hash_api_key(&a.secret));
-        assert!(hashes_match(&a.hash, &hash_api_key(&a.secret)));
+        assert_eq!(a.hash, hash_secret(&a.secret));
+        assert!(hashes_match(&a.hash, &hash_secret(&a.secret)));
         assert!(!hashes_match(&a.hash, &b.hash));
     }
 }

@@ -35,6 +35,8 @@ pub enum RegistryError {
     /// than the owner's earnings and balance).
     #[error("account {account} cannot cover a debit of {amount}")]
     AccountCannotCover { account: Uuid, amount: MicroCredits },
+    #[error("job {job_id} is rated already")]
+    AlreadyRated { job_id: Uuid },
     #[error("job {job_id} already has a hold")]
     HoldExists { job_id: Uuid },
     #[error("the hold of job {job_id} is {status}, not active")]

@@ -15,6 +15,8 @@ mod database;
 mod domain;
 mod entity;
 mod error;
+pub mod feedback;
+pub mod figures;
 pub mod idempotency;
 pub mod instances;
 pub mod jobs;
@@ -26,13 +28,16 @@ mod sqlite_writer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
+pub mod web_sessions;
 
 pub use api_keys::{
     ApiKeyCache, ApiKeyInfo, CreatedApiKey, KeyOwner, authenticate_api_key, create_api_key,
     list_api_keys, revoke_api_key,
 };
 pub use bank::{Bank, BankCounts};
-pub use credentials::{API_KEY_PREFIX, hash_password, release_hash_memory, verify_password};
+pub use credentials::{
+    API_KEY_PREFIX, hash_password, random_token, release_hash_memory, verify_password,
+};
 pub use database::{Backend, connect, sqlite_file};
 pub use domain::{Email, Handle, KeyName, Password, UserId};
 pub use error::RegistryError;

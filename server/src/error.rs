@@ -309,6 +309,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict(_) => {
                 ApiError::Conflict { code: "conflict", message: err.to_string() }
             }
+            RegistryError::AlreadyRated { .. } => {
+                ApiError::Conflict { code: "already_rated", message: err.to_string() }
+            }
             RegistryError::InsufficientCredits { .. } => {
                 ApiError::InsufficientCredits { message: err.to_string() }
             }

@@ -1,5 +1,5 @@
-//! Gavel's server: the HTTP API, authentication, configuration, rate limiting, metrics and
-//! the CLI, wired together in `startup`.
+//! Gavel's server: the HTTP API, the dashboard's pages, authentication, configuration, rate
+//! limiting, metrics and the CLI, wired together in `startup`.
 //!
 //! `server` is the only crate that knows about HTTP, JSON wire shapes, environment variables
 //! or the wall clock. Dependencies point one way: server -> registry -> auction-engine.
@@ -23,3 +23,4 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod vocabulary;
+pub mod web;

@@ -164,6 +164,7 @@ impl Application {
                 .wrap(from_fn(openai_error_shape))
                 .wrap(from_fn(metrics::record))
                 .configure(|cfg| routes::configure(cfg, v1_body_limit))
+                .configure(crate::web::configure)
                 .default_service(web::to(routes::no_route))
         })
         .shutdown_timeout(30);

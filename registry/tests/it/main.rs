@@ -7,5 +7,6 @@
 mod accounts;
 mod agents;
 mod bank;
+mod figures;
 mod helpers;
 mod ledger;

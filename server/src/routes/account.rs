@@ -1,12 +1,12 @@
 //! Sign-up, login and `/api/me`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use registry::{Email, Handle, NewUser, Password, UserId};
+use registry::UserId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{Caller, peer_key};
+use crate::auth::{Caller, log_in, peer_key, sign_up};
 use crate::error::{ApiError, ErrorBody};
 use crate::input::parse_body;
 use crate::state::AppState;
@@ -82,17 +82,10 @@ pub(crate) async fn signup(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth_limiter.check(&peer_key(&req)).await?;
     let body: SignupBody = parse_body(body.into_inner())?;
-    let email = Email::parse(&body.email)?;
-    let password = Password::parse(body.password)?;
-    let handle = body.handle.as_deref().map(Handle::parse).transpose()?;
-
-    let password_hash = state.hashing.run(move || registry::hash_password(&password)).await??;
+    let user = sign_up(&state, &peer_key(&req), &body.email, body.password, body.handle.as_deref())
+        .await?;
     let now = state.now();
-    let new_user = NewUser { email, handle, password_hash };
-    let user = registry::create_user(&state.db, new_user, Uuid::now_v7(), now).await?;
-    state.ensure_monthly_grant(user.id).await?;
     let token = state.jwt.issue(user.id.0, now).map_err(ApiError::internal)?;
     Ok(HttpResponse::Created().json(SignedUp {
         user: UserView { id: user.id.0, email: user.email, handle: user.handle },
@@ -112,27 +105,8 @@ pub(crate) async fn login(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth_limiter.check(&peer_key(&req)).await?;
     let body: LoginBody = parse_body(body.into_inner())?;
-    let email = Email::parse(&body.email).ok();
-    if let Some(email) = &email {
-        // Per account too, so guesses spread over many addresses still meet a limit on each.
-        state.auth_limiter.check(&format!("account:{}", email.as_str())).await?;
-    }
-    let credentials = match &email {
-        Some(email) => registry::find_credentials_by_email(&state.db, email).await?,
-        None => None,
-    };
-    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    let password = body.password;
-    let verified = state
-        .hashing
-        .run(move || registry::verify_password(&password, stored_hash.as_deref()))
-        .await?;
-    let user = match (verified, credentials) {
-        (true, Some(credentials)) => credentials.user,
-        _ => return Err(ApiError::InvalidLogin),
-    };
+    let user = log_in(&state, &peer_key(&req), &body.email, body.password).await?;
     let token = state.jwt.issue(user.id.0, state.now()).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(LoggedIn {
         access_token: token,

@@ -5,13 +5,14 @@
 mod account;
 pub(crate) mod agents;
 mod credits;
+mod feedback;
 mod health;
 mod internal;
 mod keys;
 pub(crate) mod mcp;
 mod models;
 pub mod openapi;
-mod records;
+pub(crate) mod records;
 pub(crate) mod v1;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -82,6 +83,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
                 )
                 .service(resource("/jobs", "POST").route(web::post().to(v1::create_job)))
                 .service(resource("/jobs/{id}", "GET").route(web::get().to(v1::get_job)))
+                .service(
+                    resource("/jobs/{id}/feedback", "POST").route(web::post().to(feedback::rate)),
+                )
                 .service(resource("/generation", "GET").route(web::get().to(v1::generation)))
                 .default_service(web::to(no_route)),
         );

@@ -9,7 +9,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, agents, credits, health, keys, models, records, v1};
+use crate::routes::{account, agents, credits, feedback, health, keys, models, records, v1};
 use crate::vocabulary;
 
 #[derive(OpenApi)]
@@ -31,7 +31,7 @@ use crate::vocabulary;
         agents::delete, agents::pause, agents::resume,
         records::auction, records::activity,
         models::list, models::retrieve,
-        v1::chat_completions, v1::create_job, v1::get_job, v1::generation,
+        v1::chat_completions, v1::create_job, v1::get_job, feedback::rate, v1::generation,
     ),
     components(schemas(
         vocabulary::SortWord, vocabulary::ObjectiveWord, vocabulary::ModeWord,
@@ -146,6 +146,6 @@ mod tests {
                 assert!(statuses.iter().any(|s| s.starts_with('2')), "{method} {path}");
             }
         }
-        assert_eq!(operations, 28);
+        assert_eq!(operations, 29);
     }
 }

@@ -114,16 +114,16 @@ pub(crate) struct ActivityQuery {
 /// owner, the price less the win fee).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ActivityRow {
-    id: String,
-    created_at: String,
+    pub(crate) id: String,
+    pub(crate) created_at: String,
     /// `caller`, `owner`, or `caller+owner` for a job of one's own agent.
-    role: &'static str,
-    category: String,
-    model: String,
-    agent: Option<String>,
-    status: String,
-    amount: String,
-    error: Option<String>,
+    pub(crate) role: &'static str,
+    pub(crate) category: String,
+    pub(crate) model: String,
+    pub(crate) agent: Option<String>,
+    pub(crate) status: String,
+    pub(crate) amount: String,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -206,27 +206,10 @@ pub(crate) async fn activity(
     let rows: Vec<ActivityRow> =
         jobs.iter().map(|job| ActivityRow::new(job, caller.user_id.0)).collect();
     if csv {
-        let mut text =
-            String::from("id,created_at,role,category,model,agent,status,amount,error\n");
-        for row in &rows {
-            let fields = [
-                row.id.clone(),
-                row.created_at.clone(),
-                row.role.to_owned(),
-                row.category.clone(),
-                row.model.clone(),
-                row.agent.clone().unwrap_or_default(),
-                row.status.clone(),
-                row.amount.clone(),
-                row.error.clone().unwrap_or_default(),
-            ];
-            text.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            text.push('\n');
-        }
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
             .insert_header(("content-disposition", "attachment; filename=\"gavel-activity.csv\""))
-            .body(text));
+            .body(activity_csv(&rows)));
     }
     let next_cursor = if has_more { jobs.last().map(|j| j.id.to_string()) } else { None };
     Ok(HttpResponse::Ok().json(ActivityPage {
@@ -237,8 +220,32 @@ pub(crate) async fn activity(
     }))
 }
 
+/// The activity rows as a CSV file with a header line (the API's `format=csv` and the
+/// dashboard's export).
+pub(crate) fn activity_csv(rows: &[ActivityRow]) -> String {
+    let mut text = String::from("id,created_at,role,category,model,agent,status,amount,error\n");
+    for row in rows {
+        let fields = [
+            row.id.as_str(),
+            row.created_at.as_str(),
+            row.role,
+            row.category.as_str(),
+            row.model.as_str(),
+            row.agent.as_deref().unwrap_or_default(),
+            row.status.as_str(),
+            row.amount.as_str(),
+            row.error.as_deref().unwrap_or_default(),
+        ];
+        text.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        text.push('\n');
+    }
+    text
+}
+
 impl ActivityRow {
-    fn new(job: &Job, user: Uuid) -> ActivityRow {
+    /// The job as `user` sees it: as its caller (what they paid), as the serving agent's owner
+    /// (what they earned), or both.
+    pub(crate) fn new(job: &Job, user: Uuid) -> ActivityRow {
         let is_caller = job.caller.0 == user;
         let is_owner = job.served.as_ref().is_some_and(|s| s.owner.0 == user);
         let paid = job.total_cost.micros();

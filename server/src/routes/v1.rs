@@ -564,7 +564,7 @@ fn job_response(result: &JobResult) -> Result<JobResponse, ApiError> {
     })
 }
 
-fn job_id(text: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn job_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text.trim_start_matches("gen-")).map_err(|_| ApiError::NotFound { what: "job" })
 }
 

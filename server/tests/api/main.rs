@@ -26,3 +26,4 @@ mod sdk;
 mod served;
 mod streaming;
 mod test_agent;
+mod web;

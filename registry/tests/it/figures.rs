@@ -1,0 +1,107 @@
+//! The dashboard's figures equal sums over the ledger, day by UTC day, on both backends: a
+//! capture a millisecond before midnight and one at midnight fall on their own days.
+
+use auction_engine::MicroCredits;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use registry::figures::{DailyFlow, daily_flows};
+use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
+use uuid::Uuid;
+
+use crate::helpers::{all_backends, assert_ledger_consistent, user};
+
+fn credits(n: i64) -> MicroCredits {
+    MicroCredits::from_credits(n).unwrap()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+}
+
+/// A job of `caller` served by `owner`'s agent at `when`: `charge` from the caller, all but
+/// one credit to the owner, one to the platform.
+async fn job(
+    db: &registry::DatabaseConnection,
+    caller: registry::UserId,
+    owner: registry::UserId,
+    charge: i64,
+    when: DateTime<Utc>,
+) {
+    let job_id = Uuid::now_v7();
+    let hold = HoldRequest {
+        job_id,
+        payer: caller,
+        amount: credits(charge),
+        expires_at: when + Duration::minutes(15),
+    };
+    ledger::place_hold(db, hold, Uuid::now_v7(), when).await.unwrap();
+    let capture = Capture {
+        job_id,
+        charge: credits(charge),
+        payouts: vec![
+            Payout { payee: Payee::User(owner), amount: credits(charge - 1) },
+            Payout { payee: Payee::PlatformRevenue, amount: credits(1) },
+        ],
+        memo: None,
+    };
+    ledger::capture(db, capture, when).await.unwrap();
+}
+
+#[tokio::test]
+async fn daily_flows_split_at_utc_midnight_and_sum_to_the_ledger() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let caller = user(&db).await;
+        let owner = user(&db).await;
+        let stranger = user(&db).await;
+        let granted = at("2026-12-01T12:00:00Z");
+        for wallet in [caller, stranger] {
+            ledger::ensure_monthly_grant(&db, wallet, credits(100), granted).await.unwrap();
+        }
+
+        job(&db, caller, owner, 3, at("2026-12-05T23:59:59.999Z")).await;
+        job(&db, caller, owner, 5, at("2026-12-06T00:00:00Z")).await;
+        job(&db, caller, owner, 7, at("2026-12-06T23:00:00Z")).await;
+        // Another caller's job the same day counts for the owner, never for the caller.
+        job(&db, stranger, owner, 11, at("2026-12-06T01:00:00Z")).await;
+        // A day before the window.
+        job(&db, caller, owner, 2, at("2026-12-04T10:00:00Z")).await;
+
+        let day = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap();
+        let since = at("2026-12-05T00:00:00Z");
+        let flow = |d: &str, spent: i64, earned: i64| DailyFlow {
+            day: day(d),
+            spent: credits(spent),
+            earned: credits(earned),
+        };
+        assert_eq!(
+            daily_flows(&db, caller, since).await.unwrap(),
+            vec![flow("2026-12-05", 3, 0), flow("2026-12-06", 12, 0)],
+            "{backend}"
+        );
+        assert_eq!(
+            daily_flows(&db, owner, since).await.unwrap(),
+            vec![flow("2026-12-05", 0, 2), flow("2026-12-06", 0, 4 + 6 + 10)],
+            "{backend}"
+        );
+        // A window that starts at midnight leaves out the millisecond before it.
+        assert_eq!(
+            daily_flows(&db, caller, at("2026-12-06T00:00:00Z")).await.unwrap(),
+            vec![flow("2026-12-06", 12, 0)],
+            "{backend}"
+        );
+
+        // Over all time the days sum to the wallet's job entries, which sum to its change.
+        let all = daily_flows(&db, caller, at("2000-01-01T00:00:00Z")).await.unwrap();
+        let spent: i64 = all.iter().map(|f| f.spent.micros()).sum();
+        let entries = ledger::entries(&db, caller, None, 200).await.unwrap().entries;
+        let captured: i64 =
+            entries.iter().filter(|e| e.kind == "capture").map(|e| -e.amount.micros()).sum();
+        assert_eq!(spent, captured, "{backend}");
+        assert_eq!(
+            ledger::balance(&db, caller).await.unwrap().balance,
+            credits(100 - 3 - 5 - 7 - 2),
+            "{backend}"
+        );
+        assert_ledger_consistent(&db).await;
+    }
+}

@@ -1,0 +1,205 @@
+//! The dashboard's front page: the wallet, what it spent and earned per UTC day, the API keys
+//! (created shown once, revoked for good) and the latest jobs.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use auction_engine::MicroCredits;
+use chrono::{Days, NaiveDate};
+use registry::jobs::ActivityFilter;
+use registry::{KeyName, UserId};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::routes::records::ActivityRow;
+use crate::state::AppState;
+use crate::web::chart::{BarChart, bar_chart};
+use crate::web::session::Visitor;
+use crate::web::{PageError, render, see_other};
+
+/// The days the front page charts, today included.
+const CHART_DAYS: u64 = 14;
+/// The jobs the front page lists (the jobs page has them all).
+const RECENT_JOBS: u64 = 10;
+
+/// The header of a signed-in page: who, and the token its logout form carries.
+pub(crate) struct Nav {
+    pub(crate) handle: String,
+    pub(crate) csrf: String,
+}
+
+impl Nav {
+    pub(crate) async fn of(state: &AppState, visitor: &Visitor) -> Result<Nav, PageError> {
+        let user = registry::find_user(&state.db, visitor.user).await?.ok_or(PageError::SignIn)?;
+        Ok(Nav { handle: user.handle, csrf: visitor.csrf.clone() })
+    }
+}
+
+/// One UTC day of the wallet's job entries.
+struct DayRow {
+    day: NaiveDate,
+    spent: MicroCredits,
+    earned: MicroCredits,
+}
+
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    created: String,
+    last_used: String,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    nav: Option<Nav>,
+    csrf: String,
+    balance: MicroCredits,
+    held: MicroCredits,
+    available: MicroCredits,
+    spend_chart: BarChart,
+    earn_chart: BarChart,
+    days: Vec<DayRow>,
+    spent_total: MicroCredits,
+    earned_total: MicroCredits,
+    keys: Vec<KeyRow>,
+    /// A key just created: its secret, shown this once.
+    new_key: Option<String>,
+    key_error: Option<String>,
+    /// The latest jobs.
+    rows: Vec<ActivityRow>,
+}
+
+pub(crate) async fn dashboard(
+    visitor: Visitor,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let page = front_page(&state, &visitor, None, None).await?;
+    render(StatusCode::OK, &page)
+}
+
+async fn front_page(
+    state: &AppState,
+    visitor: &Visitor,
+    new_key: Option<String>,
+    key_error: Option<String>,
+) -> Result<DashboardPage, PageError> {
+    let nav = Nav::of(state, visitor).await?;
+    let balance = state.bank.balance(visitor.user).await?;
+    let days = daily_rows(state, visitor.user).await?;
+    let sum = |pick: fn(&DayRow) -> MicroCredits| {
+        MicroCredits::from_micros(days.iter().map(|d| pick(d).micros()).sum())
+    };
+    let (spent_total, earned_total) = (sum(|d| d.spent), sum(|d| d.earned));
+    let points = |pick: fn(&DayRow) -> MicroCredits| -> Vec<(String, i64)> {
+        days.iter().map(|d| (d.day.to_string(), pick(d).micros())).collect()
+    };
+    let credits = |micros: i64| format!("{} credits", MicroCredits::from_micros(micros));
+    let spend_chart = bar_chart(&points(|d| d.spent), credits);
+    let earn_chart = bar_chart(&points(|d| d.earned), credits);
+    let keys = registry::list_api_keys(&state.db, visitor.user)
+        .await?
+        .into_iter()
+        .map(|key| KeyRow {
+            id: key.id,
+            name: key.name,
+            prefix: key.prefix,
+            created: key.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            last_used: key
+                .last_used_at
+                .map_or_else(|| "never".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
+            revoked: key.revoked_at.is_some(),
+        })
+        .collect();
+    let filter = ActivityFilter { limit: RECENT_JOBS, ..ActivityFilter::default() };
+    let rows = registry::jobs::activity(&state.db, visitor.user, filter)
+        .await?
+        .iter()
+        .map(|job| ActivityRow::new(job, visitor.user.0))
+        .collect();
+    Ok(DashboardPage {
+        nav: Some(nav),
+        csrf: visitor.csrf.clone(),
+        balance: balance.balance,
+        held: balance.held,
+        available: balance.available,
+        spend_chart,
+        earn_chart,
+        days,
+        spent_total,
+        earned_total,
+        keys,
+        new_key,
+        key_error,
+        rows,
+    })
+}
+
+/// The last [`CHART_DAYS`] UTC days, each present (zero when nothing moved), oldest first.
+async fn daily_rows(state: &AppState, user: UserId) -> Result<Vec<DayRow>, PageError> {
+    let today = state.now().date_naive();
+    let first = today.checked_sub_days(Days::new(CHART_DAYS - 1)).unwrap_or(today);
+    let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let flows = registry::figures::daily_flows(&state.db, user, since).await?;
+    let zero = MicroCredits::from_micros(0);
+    Ok(first
+        .iter_days()
+        .take_while(|day| *day <= today)
+        .map(|day| {
+            let flow = flows.iter().find(|f| f.day == day);
+            DayRow {
+                day,
+                spent: flow.map_or(zero, |f| f.spent),
+                earned: flow.map_or(zero, |f| f.earned),
+            }
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewKeyForm {
+    csrf: String,
+    name: String,
+}
+
+/// Creates a key and shows the front page with its secret, this once. The answer is the page
+/// itself, not a redirect: the secret must not travel in a URL or be shown again.
+pub(crate) async fn create_key(
+    visitor: Visitor,
+    state: web::Data<AppState>,
+    form: web::Form<NewKeyForm>,
+) -> Result<HttpResponse, PageError> {
+    visitor.check_csrf(&form.csrf)?;
+    let (new_key, key_error, status) = match KeyName::parse(&form.name) {
+        Ok(name) => {
+            let created = registry::create_api_key(
+                &state.db,
+                visitor.user,
+                name,
+                Uuid::now_v7(),
+                state.now(),
+            )
+            .await?;
+            (Some(created.secret), None, StatusCode::OK)
+        }
+        Err(err) => (None, Some(err.to_string()), StatusCode::UNPROCESSABLE_ENTITY),
+    };
+    let page = front_page(&state, &visitor, new_key, key_error).await?;
+    render(status, &page)
+}
+
+pub(crate) async fn revoke_key(
+    visitor: Visitor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<super::account::CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    visitor.check_csrf(&form.csrf)?;
+    let key_id = Uuid::parse_str(&path)
+        .map_err(|_| registry::RegistryError::NotFound { what: "api key" })?;
+    registry::revoke_api_key(&state.db, visitor.user, key_id, state.now()).await?;
+    state.api_keys.forget(key_id);
+    Ok(see_other("/"))
+}

@@ -1,0 +1,352 @@
+//! The dashboard over real HTTP: sessions and their cookie, CSRF on every form, owner scoping
+//! of job pages, escaping, and ratings (API and form) with the rules that bound their weight.
+//! The browser walk-through (Chromium) is in `browser.rs`.
+
+use std::collections::HashMap;
+
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestUser, json_body, spawn_app_with};
+use crate::test_agent::{Behaviour, TestAgent};
+
+/// A browser without a browser: keeps cookies, never follows redirects.
+pub(crate) struct Session<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Session<'a> {
+        let client = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+        Session { app, client, cookies: HashMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || text.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    pub(crate) async fn get(&mut self, path: &str) -> reqwest::Response {
+        let response = self
+            .client
+            .get(self.app.url(path))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&response);
+        response
+    }
+
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let response = self
+            .client
+            .post(self.app.url(path))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&response);
+        response
+    }
+
+    /// Signs `user` up through the form; the session is then open.
+    pub(crate) async fn sign_up(&mut self, email: &str) {
+        let page = self.get("/signup").await.text().await.unwrap();
+        let csrf = csrf_of(&page);
+        let response = self
+            .post(
+                "/signup",
+                &[("csrf", &csrf), ("email", email), ("password", "correct horse battery staple")],
+            )
+            .await;
+        assert_eq!(response.status(), 303);
+        assert_eq!(response.headers()["location"], "/");
+    }
+}
+
+/// The first CSRF token in a page.
+pub(crate) fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    page[at..at + 64].to_owned()
+}
+
+async fn app() -> TestApp {
+    spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await
+}
+
+#[tokio::test]
+async fn a_session_is_an_http_only_strict_cookie_and_every_form_needs_its_token() {
+    let app = app().await;
+    let mut browser = Session::new(&app);
+
+    // The front page sends a visitor without a session to the login form.
+    let response = browser.get("/").await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/login");
+
+    // The login form sets its double-submit cookie; a post without the token is refused.
+    let form = browser.get("/signup").await;
+    let form_cookie = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(form_cookie.contains("HttpOnly") && form_cookie.contains("SameSite=Strict"));
+    let refused = browser
+        .post(
+            "/signup",
+            &[("csrf", "0".repeat(64).as_str()), ("email", "a@example.com"), ("password", "x")],
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("reload the page"));
+
+    // Signing up opens a session: HttpOnly, SameSite=Strict, the whole site.
+    let page = browser.get("/signup").await.text().await.unwrap();
+    let response = browser
+        .post(
+            "/signup",
+            &[
+                ("csrf", &csrf_of(&page)),
+                ("email", "ada@example.com"),
+                ("password", "correct horse battery staple"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("gavel_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=604800"] {
+        assert!(cookie.contains(flag), "{flag} missing from {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP on loopback: no Secure flag");
+
+    // The dashboard, with its security headers.
+    let response = browser.get("/").await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert!(headers["content-security-policy"].to_str().unwrap().starts_with("default-src 'self'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<dd id=\"available\">100</dd>"), "{page}");
+    assert!(!page.contains("<script"), "the dashboard runs no script");
+
+    // A form posted without the session's token changes nothing.
+    let refused = browser.post("/keys", &[("name", "laptop")]).await;
+    assert_eq!(refused.status(), 400, "a form without its csrf field does not parse");
+    let refused = browser.post("/keys", &[("csrf", &"f".repeat(64)), ("name", "laptop")]).await;
+    assert_eq!(refused.status(), 403);
+    let created = browser.post("/keys", &[("csrf", &csrf_of(&page)), ("name", "laptop")]).await;
+    assert_eq!(created.status(), 200);
+    let created = created.text().await.unwrap();
+    let key = {
+        let at = created.find("value=\"gvl_").expect("the new key, shown once") + 7;
+        created[at..at + 52].to_owned()
+    };
+    let again = browser.get("/").await.text().await.unwrap();
+    assert!(!again.contains(&key), "a key's secret is shown once");
+    let me = app.get("/api/me", Some(&key)).await;
+    assert_eq!(me.status(), 200, "the key made in the browser works on the API");
+
+    // Logging out ends the session on the server: the old cookie no longer opens a page.
+    let old_cookies = browser.cookies.clone();
+    let response = browser.post("/logout", &[("csrf", &csrf_of(&again))]).await;
+    assert_eq!(response.status(), 303);
+    assert!(!browser.cookies.contains_key("gavel_session"));
+    browser.cookies = old_cookies;
+    assert_eq!(browser.get("/").await.status(), 303);
+
+    // Logging in again; a wrong password is the same answer as an unknown email.
+    let page = browser.get("/login").await.text().await.unwrap();
+    let wrong = browser
+        .post(
+            "/login",
+            &[("csrf", &csrf_of(&page)), ("email", "ada@example.com"), ("password", "wrong wrong")],
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let wrong_page = wrong.text().await.unwrap();
+    assert!(wrong_page.contains("Invalid email or password."));
+    assert!(!wrong_page.contains("wrong wrong"), "a password is never put back in the page");
+    let response = browser
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf_of(&page)),
+                ("email", "ada@example.com"),
+                ("password", "correct horse battery staple"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(browser.get("/").await.status(), 200);
+}
+
+/// A chat agent of `owner`'s at a flat price, and a delivered job of `caller`'s on it: the
+/// job's id.
+async fn delivered_job(app: &TestApp, caller: &TestUser) -> String {
+    let body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}]});
+    let response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
+    let status = response.status();
+    let body = json_body(response).await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().trim_start_matches("gen-").to_owned()
+}
+
+#[tokio::test]
+async fn job_pages_are_their_callers_alone_and_names_render_as_text() {
+    let app = app().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "<img src=x onerror=alert(1)>".into(),
+        prompt_tokens: 3,
+        completion_tokens: 3,
+    })
+    .await;
+    let owner = app.signup().await;
+    crate::jobs::chat_agent(&app, &owner, "plain", &agent, "1", json!({})).await;
+
+    let mut alice = Session::new(&app);
+    alice.sign_up("alice@example.com").await;
+    let page = alice.get("/").await.text().await.unwrap();
+    let hostile = "<script>alert(1)</script>";
+    let response = alice.post("/keys", &[("csrf", &csrf_of(&page)), ("name", hostile)]).await;
+    let page = response.text().await.unwrap();
+    assert!(!page.contains(hostile), "a key's name is printed as text");
+    assert!(
+        page.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || page.contains("&lt;script&gt;")
+    );
+    let key = {
+        let at = page.find("value=\"gvl_").unwrap() + 7;
+        page[at..at + 52].to_owned()
+    };
+    let alice_api = TestUser {
+        id: uuid::Uuid::nil(),
+        email: "alice@example.com".into(),
+        password: String::new(),
+        token: key,
+    };
+    let job = delivered_job(&app, &alice_api).await;
+
+    // Alice reads her transcript; Bob gets the same 404 as for a job that does not exist.
+    let transcript = alice.get(&format!("/jobs/{job}")).await;
+    assert_eq!(transcript.status(), 200);
+    let transcript = transcript.text().await.unwrap();
+    for part in ["id=\"candidates\"", "id=\"attempts\"", "id=\"clearing-price\"", "Good result"] {
+        assert!(transcript.contains(part), "{part} missing");
+    }
+    let mut bob = Session::new(&app);
+    bob.sign_up("bob@example.com").await;
+    assert_eq!(bob.get(&format!("/jobs/{job}")).await.status(), 404);
+    assert_eq!(bob.get(&format!("/jobs/{}", uuid::Uuid::now_v7())).await.status(), 404);
+    assert_eq!(bob.get("/jobs/not-a-job").await.status(), 404);
+    let log = bob.get("/jobs").await.text().await.unwrap();
+    assert!(!log.contains(&job), "another user's job is not in the log");
+    let log = alice.get("/jobs?status=delivered").await.text().await.unwrap();
+    assert!(log.contains(&job));
+    assert_eq!(alice.get("/jobs?status=sideways").await.status(), 422);
+    let csv = alice.get("/jobs.csv").await.text().await.unwrap();
+    assert!(csv.starts_with("id,created_at,role") && csv.contains(&job));
+
+    // Bob cannot rate Alice's job, with or without the form; Alice rates it once.
+    let bob_page = bob.get("/").await.text().await.unwrap();
+    let rated = bob
+        .post(&format!("/jobs/{job}/rating"), &[("csrf", &csrf_of(&bob_page)), ("rating", "up")])
+        .await;
+    assert_eq!(rated.status(), 404);
+    let rated = alice
+        .post(
+            &format!("/jobs/{job}/rating"),
+            &[("csrf", &csrf_of(&transcript)), ("rating", "up"), ("reason", hostile)],
+        )
+        .await;
+    assert_eq!(rated.status(), 303);
+    let transcript = alice.get(&format!("/jobs/{job}")).await.text().await.unwrap();
+    assert!(transcript.contains("You rated this job <strong>up</strong>"));
+    assert!(!transcript.contains(hostile));
+    let again = app
+        .post_json(
+            &format!("/v1/jobs/{job}/feedback"),
+            &json!({"rating": "down"}),
+            Some(&alice_api.token),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(json_body(again).await["error"]["code"], "already_rated");
+}
+
+#[tokio::test]
+async fn ratings_count_once_per_job_never_for_ones_own_agent_and_within_a_cap_per_caller() {
+    let app = app().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "fine".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let owner = app.signup().await;
+    let (_, agent_id) =
+        crate::jobs::chat_agent(&app, &owner, "rated", &agent, "1", json!({})).await;
+    let fan = app.signup().await;
+    let critic = app.signup().await;
+    let stranger = app.signup().await;
+
+    let rate = |user: &TestUser, job: &str, body: Value| {
+        let path = format!("/v1/jobs/{job}/feedback");
+        let token = user.token.clone();
+        let app = &app;
+        async move { app.post_json(&path, &body, Some(&token)).await }
+    };
+    // Five thumbs up from one fan count as three.
+    for _ in 0..5 {
+        let job = delivered_job(&app, &fan).await;
+        let response = rate(&fan, &job, json!({"rating": "up", "reason": "quick"})).await;
+        assert_eq!(response.status(), 201);
+        let body = json_body(response).await;
+        assert_eq!(body["rating"], "up");
+        assert_eq!(body["agent_id"], agent_id.as_str());
+    }
+    // One down from a critic; the owner's own praise of their agent does not count.
+    let job = delivered_job(&app, &critic).await;
+    assert_eq!(rate(&critic, &job, json!({"rating": "down"})).await.status(), 201);
+    let own = delivered_job(&app, &owner).await;
+    assert_eq!(rate(&owner, &own, json!({"rating": "up"})).await.status(), 201);
+
+    // Refusals name what is wrong.
+    let job = delivered_job(&app, &stranger).await;
+    let bad = rate(&stranger, &job, json!({"rating": "meh"})).await;
+    assert_eq!(bad.status(), 422);
+    assert_eq!(json_body(bad).await["error"]["param"], "rating");
+    let long = rate(&stranger, &job, json!({"rating": "up", "reason": "x".repeat(501)})).await;
+    assert_eq!(json_body(long).await["error"]["param"], "reason");
+    let unknown = rate(&stranger, &job, json!({"rating": "up", "stars": 5})).await;
+    assert_eq!(json_body(unknown).await["error"]["param"], "stars");
+    assert_eq!(rate(&fan, &job, json!({"rating": "up"})).await.status(), 404);
+
+    let id = agent_id.parse().unwrap();
+    let ratings = registry::feedback::agent_ratings(&app.state.db, id).await.unwrap();
+    assert_eq!(
+        ratings,
+        registry::feedback::AgentRatings { up: 3, down: 1, given: 7 },
+        "capped per caller, the owner's own left out"
+    );
+}

@@ -4,6 +4,7 @@
 //! `server` is the only crate that knows about HTTP, JSON wire shapes, environment variables
 //! or the wall clock. Dependencies point one way: server -> registry -> auction-engine.
 
+pub mod activity;
 pub mod auth;
 pub mod body_timeout;
 pub mod cli;

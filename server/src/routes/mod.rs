@@ -12,7 +12,7 @@ mod keys;
 pub(crate) mod mcp;
 mod models;
 pub mod openapi;
-pub(crate) mod records;
+mod records;
 pub(crate) mod v1;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};

@@ -11,7 +11,7 @@ use registry::{KeyName, UserId};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::routes::records::ActivityRow;
+use crate::activity::ActivityRow;
 use crate::state::AppState;
 use crate::web::chart::{BarChart, bar_chart};
 use crate::web::session::Visitor;

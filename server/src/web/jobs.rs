@@ -10,9 +10,9 @@ use registry::jobs::{ActivityFilter, ActivityRole, Job, JobStatus};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::activity::{ActivityRow, activity_csv};
 use crate::error::ApiError;
 use crate::jobs::record::{AuditDocument, CandidateRecord, PriceBasisRecord};
-use crate::routes::records::{ActivityRow, activity_csv};
 use crate::state::AppState;
 use crate::web::home::Nav;
 use crate::web::session::Visitor;

@@ -6,6 +6,7 @@
 
 mod agents;
 mod auth;
+mod browser;
 mod config;
 mod credits;
 mod egress;

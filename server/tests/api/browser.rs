@@ -1,0 +1,113 @@
+//! The dashboard in headless Chromium (`scripts/web_check.py`, Playwright for Python): a
+//! newcomer signs up, makes a key, runs a job with the official OpenAI SDK, finds it, reads
+//! its transcript and rates it. Screenshots of every page land in `target/screenshots/`;
+//! axe-core finds no serious violation on any page. What the pages showed is checked here
+//! against the ledger. `scripts/test` installs Chromium (Debian's package), Playwright and
+//! axe-core; outside CI a missing piece skips the test, saying so, and in CI it fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app_with;
+use crate::test_agent::{Behaviour, TestAgent};
+
+/// Python with Playwright, Chromium, and axe-core's script, when all three are here.
+fn tools() -> Option<(String, String, PathBuf)> {
+    let python = std::env::var("GAVEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_playwright = Command::new(&python)
+        .args(["-c", "import playwright, openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let chromium = std::env::var("GAVEL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let modules =
+        std::env::var_os("GAVEL_TEST_NODE_MODULES").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/node/node_modules"))
+        });
+    let axe = modules.join("axe-core/axe.min.js");
+    let found = has_playwright && PathBuf::from(&chromium).exists() && axe.exists();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium, Playwright and axe-core must be installed in CI (scripts/test does it)"
+        );
+        eprintln!("SKIPPED: Chromium, Playwright or axe-core is not available");
+        return None;
+    }
+    Some((python, chromium, axe))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chromium() {
+    let Some((python, chromium, axe)) = tools() else { return };
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "hello from a loopback agent".into(),
+        prompt_tokens: 5,
+        completion_tokens: 4,
+    })
+    .await;
+    let owner = app.signup().await;
+    crate::jobs::chat_agent(&app, &owner, "helper", &agent, "1.5", json!({})).await;
+    let dearer = TestAgent::start(Behaviour::Chat {
+        content: "dear".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    crate::jobs::chat_agent(&app, &owner, "dearer", &dearer, "4", json!({})).await;
+
+    let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/web_check.py");
+    let (url, shots_dir) = (app.address.clone(), shots.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("GAVEL_URL", url)
+            .env("GAVEL_SCREENSHOTS", shots_dir)
+            .env("GAVEL_AXE", axe)
+            .env("GAVEL_CHROMIUM", chromium)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "web_check.py failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(report["violations"], json!([]), "accessibility: {report}");
+    for (name, page) in report["pages"].as_object().unwrap() {
+        assert!(shots.join(format!("{name}.png")).exists(), "no screenshot of {name}");
+        assert_eq!(page["reached_by_tab"], page["controls"], "{name}: a control Tab never reaches");
+    }
+    assert_eq!(report["answer"], "hello from a loopback agent");
+    assert!(report["winner"].as_str().unwrap().ends_with("/helper"), "{report}");
+    assert!(report["candidates"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(report["attempts"], 1);
+    assert!(report["rating"].as_str().unwrap().contains("up: quick and right"));
+    assert!(report["after_logout"].as_str().unwrap().ends_with("/login"));
+
+    // What the pages showed is what the ledger holds.
+    let job_id: uuid::Uuid = report["job_id"].as_str().unwrap().parse().unwrap();
+    let email = registry::Email::parse("newcomer@example.com").unwrap();
+    let caller =
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id;
+    let job = registry::jobs::find_job(&app.state.db, caller, job_id).await.unwrap().unwrap();
+    let entries = registry::ledger::entries(&app.state.db, caller, None, 200).await.unwrap();
+    let captured: i64 =
+        entries.entries.iter().filter(|e| e.kind == "capture").map(|e| -e.amount.micros()).sum();
+    let shown = |name: &str| report[name].as_str().unwrap().to_owned();
+    assert_eq!(
+        shown("spent_total"),
+        auction_engine::MicroCredits::from_micros(captured).to_string()
+    );
+    assert_eq!(shown("total_cost"), job.total_cost.to_string());
+    let balance = registry::ledger::balance(&app.state.db, caller).await.unwrap();
+    assert_eq!(shown("available_after"), balance.available.to_string());
+    assert_eq!(shown("available_before"), "100");
+    let rating = registry::feedback::find_feedback(&app.state.db, caller, job_id).await.unwrap();
+    assert_eq!(rating.unwrap().rating, registry::feedback::Rating::Up);
+}

@@ -5,8 +5,10 @@ is screenshotted into GAVEL_SCREENSHOTS and checked with axe-core (no serious or
 violation). Tab order is checked too: every control is reachable by keyboard and labelled.
 
 Run by server/tests/api/browser.rs, which starts Gavel and an agent and checks what this
-prints (one JSON object) against the ledger. Environment: GAVEL_URL, GAVEL_SCREENSHOTS,
-GAVEL_AXE (path of axe.min.js), GAVEL_CHROMIUM (default /usr/bin/chromium).
+prints (one JSON object) against the ledger. Then the agents' owner logs in and finds the win
+in their earnings and the rating on their agent, and pauses another agent. Environment:
+GAVEL_URL, GAVEL_SCREENSHOTS, GAVEL_AXE (path of axe.min.js), GAVEL_OWNER_EMAIL and
+GAVEL_OWNER_PASSWORD, GAVEL_CHROMIUM (default /usr/bin/chromium).
 """
 
 import json
@@ -131,6 +133,22 @@ with sync_playwright() as p:
     page.wait_for_url(f"{BASE}/login")
     page.goto(f"{BASE}/jobs/{job_id}")
     report["after_logout"] = page.url
+
+    # The agents' owner logs in: the win is in their earnings, the rating on their agent.
+    owner = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900}).new_page()
+    owner.goto(f"{BASE}/login")
+    owner.fill("#email", os.environ["GAVEL_OWNER_EMAIL"])
+    owner.fill("#password", os.environ["GAVEL_OWNER_PASSWORD"])
+    owner.click("button[type=submit]:has-text('Log in')")
+    owner.wait_for_url(f"{BASE}/")
+    report["owner_earned_total"] = text(owner, "#earned-total")
+    check(owner, "owner-dashboard")
+    owner.click("nav >> text=My agents")
+    report["owner_agents"] = owner.locator("#agents tbody tr").all_inner_texts()
+    check(owner, "owner-agents")
+    owner.click("button[aria-label$='/dearer']")
+    owner.wait_for_url(f"{BASE}/agents")
+    report["owner_agents_after_pause"] = owner.locator("#agents tbody tr").all_inner_texts()
     browser.close()
 
 json.dump(report, sys.stdout)

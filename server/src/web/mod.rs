@@ -10,6 +10,7 @@
 //! a session cookie. This module sits beside `routes` and borrows its activity rows.
 
 mod account;
+mod agents;
 mod chart;
 mod home;
 mod jobs;
@@ -44,6 +45,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(page("/logout").route(web::post().to(account::logout)))
         .service(page("/keys").route(web::post().to(home::create_key)))
         .service(page("/keys/{id}/revoke").route(web::post().to(home::revoke_key)))
+        .service(page("/agents").route(web::get().to(agents::list)))
+        .service(page("/agents/{id}/pause").route(web::post().to(agents::pause)))
+        .service(page("/agents/{id}/resume").route(web::post().to(agents::resume)))
         .service(page("/jobs").route(web::get().to(jobs::log)))
         .service(page("/jobs.csv").route(web::get().to(jobs::csv)))
         .service(page("/jobs/{id}").route(web::get().to(jobs::job)))

@@ -56,12 +56,14 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
         completion_tokens: 1,
     })
     .await;
-    crate::jobs::chat_agent(&app, &owner, "dearer", &dearer, "4", json!({})).await;
+    let (_, dearer_id) =
+        crate::jobs::chat_agent(&app, &owner, "dearer", &dearer, "4", json!({})).await;
 
     let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/web_check.py");
     let (url, shots_dir) = (app.address.clone(), shots.clone());
+    let (owner_email, owner_password) = (owner.email.clone(), owner.password.clone());
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
@@ -69,6 +71,8 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
             .env("GAVEL_SCREENSHOTS", shots_dir)
             .env("GAVEL_AXE", axe)
             .env("GAVEL_CHROMIUM", chromium)
+            .env("GAVEL_OWNER_EMAIL", owner_email)
+            .env("GAVEL_OWNER_PASSWORD", owner_password)
             .output()
             .unwrap()
     })
@@ -110,4 +114,30 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     assert_eq!(shown("available_before"), "100");
     let rating = registry::feedback::find_feedback(&app.state.db, caller, job_id).await.unwrap();
     assert_eq!(rating.unwrap().rating, registry::feedback::Rating::Up);
+
+    // The owner saw the win in their earnings, the rating on their agent, and paused the other.
+    let earned: i64 =
+        registry::ledger::entries(&app.state.db, registry::UserId(owner.id), None, 200)
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .filter(|e| e.kind == "capture")
+            .map(|e| e.amount.micros())
+            .sum();
+    assert!(earned > 0);
+    assert_eq!(
+        shown("owner_earned_total"),
+        auction_engine::MicroCredits::from_micros(earned).to_string()
+    );
+    let rows = report["owner_agents"].as_array().unwrap();
+    let helper = rows.iter().find(|r| r.as_str().unwrap().contains("/helper")).unwrap();
+    assert!(helper.as_str().unwrap().contains("1 up, 0 down (1)"), "{helper}");
+    let after = report["owner_agents_after_pause"].as_array().unwrap();
+    let dearer_row = after.iter().find(|r| r.as_str().unwrap().contains("/dearer")).unwrap();
+    assert!(dearer_row.as_str().unwrap().contains("paused"), "{dearer_row}");
+    let stored =
+        registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id)).await.unwrap();
+    let dearer = stored.iter().find(|a| a.id.to_string() == dearer_id).unwrap();
+    assert_eq!(dearer.state, registry::agents::AgentState::Paused);
 }

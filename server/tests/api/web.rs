@@ -222,7 +222,8 @@ async fn job_pages_are_their_callers_alone_and_names_render_as_text() {
     })
     .await;
     let owner = app.signup().await;
-    crate::jobs::chat_agent(&app, &owner, "plain", &agent, "1", json!({})).await;
+    let (_, agent_id) =
+        crate::jobs::chat_agent(&app, &owner, "plain", &agent, "1", json!({})).await;
 
     let mut alice = Session::new(&app);
     alice.sign_up("alice@example.com").await;
@@ -264,6 +265,14 @@ async fn job_pages_are_their_callers_alone_and_names_render_as_text() {
     let log = alice.get("/jobs?status=delivered").await.text().await.unwrap();
     assert!(log.contains(&job));
     assert_eq!(alice.get("/jobs?status=sideways").await.status(), 422);
+    // Bob cannot pause an agent that is not his; the agent stays in the market.
+    let bob_home = bob.get("/").await.text().await.unwrap();
+    let paused =
+        bob.post(&format!("/agents/{agent_id}/pause"), &[("csrf", &csrf_of(&bob_home))]).await;
+    assert!(matches!(paused.status().as_u16(), 403 | 404), "{}", paused.status());
+    let agents =
+        registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id)).await.unwrap();
+    assert_eq!(agents[0].state, registry::agents::AgentState::Active);
     let csv = alice.get("/jobs.csv").await.text().await.unwrap();
     assert!(csv.starts_with("id,created_at,role") && csv.contains(&job));
 

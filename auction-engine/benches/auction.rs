@@ -46,6 +46,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
                 live_bid: None,
                 reputation,
                 status: AgentStatus::Active,
+                ratings: auction_engine::Ratings::default(),
                 owner_can_pay_win_fee: true,
             }
         })

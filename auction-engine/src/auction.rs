@@ -162,7 +162,9 @@ pub struct Quality {
     pub reliability_factor: f64,
     /// `1 / (1 + w_lat x min(1, latency / L_ref))`.
     pub latency_factor: f64,
-    /// `reliability_factor x latency_factor`: the bid is divided by this.
+    /// Callers' ratings (`Ratings::factor`); 1 when the objective is cost.
+    pub rating_factor: f64,
+    /// `reliability_factor x latency_factor x rating_factor`: the bid is divided by this.
     pub factor: f64,
 }
 
@@ -499,8 +501,15 @@ pub fn run(input: &AuctionInput) -> Outcome {
                 let on_mean = scored(mean);
                 let (reliability_factor, latency_factor) =
                     if source == ReliabilitySource::Mean { on_mean } else { scored(reliability) };
-                let factor = (reliability_factor * latency_factor).max(MIN_FACTOR);
-                let factor_on_mean = (on_mean.0 * on_mean.1).max(MIN_FACTOR);
+                // Ratings judge quality: an auction on cost alone ignores them, as it does
+                // reliability.
+                let rating_factor = if weights(constraints.objective).0 > 0.0 {
+                    candidate.ratings.factor()
+                } else {
+                    1.0
+                };
+                let factor = (reliability_factor * latency_factor * rating_factor).max(MIN_FACTOR);
+                let factor_on_mean = (on_mean.0 * on_mean.1 * rating_factor).max(MIN_FACTOR);
                 let quality = Quality {
                     reliability,
                     reliability_source: source,
@@ -512,6 +521,7 @@ pub fn run(input: &AuctionInput) -> Outcome {
                     latency_ms: latency.unwrap_or(priors.unobserved_latency_ms),
                     reliability_factor,
                     latency_factor,
+                    rating_factor,
                     factor,
                 };
                 let bid_micros = bid.micros() as f64;

@@ -63,7 +63,7 @@ pub fn explain(outcome: &Outcome) -> String {
     let _ = write!(
         text,
         "{} won with an effective price of {} = bid {} / quality {:.4} ({source} {:.3} from {:.1} \
-         observation(s) on a prior of {:.3}; latency {:.0} ms{}).",
+         observation(s) on a prior of {:.3}; latency {:.0} ms{}{}).",
         winner.slug,
         micros(winner.effective_price),
         winner.bid,
@@ -73,6 +73,11 @@ pub fn explain(outcome: &Outcome) -> String {
         quality.prior_mean,
         quality.latency_ms,
         if quality.expected_latency_ms.is_none() { ", assumed from its peers" } else { "" },
+        if quality.rating_factor == 1.0 {
+            String::new()
+        } else {
+            format!("; callers' ratings x {:.4}", quality.rating_factor)
+        },
     );
     match &winner.price_basis {
         PriceBasis::SecondScore { runner_up, runner_up_effective_price } => {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::MicroCredits;
-use crate::reputation::ReputationStats;
+use crate::reputation::{Ratings, ReputationStats};
 
 /// An agent's id (a UUID's 128 bits; the engine does not care how it was made).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,6 +149,8 @@ pub struct Candidate {
     /// `None` for agents without a bid URL: they bid their sheet.
     pub live_bid: Option<LiveBid>,
     pub reputation: ReputationStats,
+    /// Callers' ratings as they count; they move the quality factor a little (see `Ratings`).
+    pub ratings: Ratings,
     pub status: AgentStatus,
     /// Whether the owner's wallet can cover the win fee.
     pub owner_can_pay_win_fee: bool,

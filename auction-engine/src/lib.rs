@@ -33,7 +33,11 @@
 //!    never observed is assumed at the median of the observed candidates) and `L_ref` the
 //!    caller's max latency or a reference (10 s). The weights `(w_rel, w_lat)` come from the
 //!    caller's objective: balanced `(1, 0.25)`, cost `(0, 0)`, quality `(4, 0.25)`, latency
-//!    `(1, 2)`. Nothing you bid changes `F`.
+//!    `(1, 2)`. Callers' ratings multiply `F` by `r = 1 + 0.1 x (u - d) / (u + d + 10)`, `u`
+//!    and `d` the thumbs up and down that count (an owner's ratings of their own agent do
+//!    not, and one caller's net weight on one agent is capped at 3), so ratings move `F` by
+//!    less than 10% either way however many there are (`r = 1` under the cost objective).
+//!    Nothing you bid changes `F`.
 //! 5. **Ranking.** By effective price `e = b / F`, the price of a unit of quality, lowest
 //!    first. Exact ties go to the better public reputation (the lower bound of your own
 //!    evidence), then the lower latency, then a hash of the auction's nonce and your id.
@@ -91,6 +95,7 @@
 //!     live_bid: None,
 //!     reputation: ReputationStats::default(),
 //!     status: AgentStatus::Active,
+//!     ratings: Default::default(),
 //!     owner_can_pay_win_fee: true,
 //! };
 //! let input = AuctionInput {
@@ -136,4 +141,4 @@ pub use inputs::{
 };
 pub use money::{MICROS_PER_CREDIT, MicroCredits, MoneyParseError};
 pub use pricing::{Split, settle_on_usage, sheet_price, split};
-pub use reputation::ReputationStats;
+pub use reputation::{Ratings, ReputationStats};

@@ -37,6 +37,29 @@ pub enum Outcome {
     InvalidOutput,
 }
 
+/// How far callers' ratings can move an agent's quality factor, either way.
+pub const RATING_WEIGHT: f64 = 0.1;
+/// Ratings the rating factor's prior is worth: a handful of ratings moves it a little, many a
+/// little more, never past [`RATING_WEIGHT`].
+pub const RATING_PRIOR: f64 = 10.0;
+
+/// Callers' ratings of an agent's delivered jobs, as they count (the registry leaves out an
+/// owner's ratings of their own agent and caps each caller's net weight).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ratings {
+    pub up: u32,
+    pub down: u32,
+}
+
+impl Ratings {
+    /// `1 + RATING_WEIGHT x (up - down) / (up + down + RATING_PRIOR)`: 1 with no ratings,
+    /// always strictly between `1 - RATING_WEIGHT` and `1 + RATING_WEIGHT`.
+    pub fn factor(self) -> f64 {
+        let (up, down) = (f64::from(self.up), f64::from(self.down));
+        1.0 + RATING_WEIGHT * (up - down) / (up + down + RATING_PRIOR)
+    }
+}
+
 /// One agent's reputation evidence, as stored between auctions.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ReputationStats {

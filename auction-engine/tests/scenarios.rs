@@ -7,7 +7,8 @@ use auction_engine::reputation::Outcome as Attempt;
 use auction_engine::{
     AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, ExclusionReason, Job,
     LiveBid, Mechanism, MicroCredits, NoBidReason, Objective, OwnerId, Parameters, PriceBasis,
-    PriceSheet, ReputationStats, RetiredRecord, Routing, SortBy, explain, replay, run, split,
+    PriceSheet, Ratings, ReputationStats, RetiredRecord, Routing, SortBy, explain, replay, run,
+    split,
 };
 use proptest::prelude::*;
 
@@ -43,6 +44,7 @@ fn agent(id: u128, owner: u128, price: &str) -> Candidate {
         live_bid: None,
         reputation: proven(100, 0, 200.0),
         status: AgentStatus::Active,
+        ratings: auction_engine::Ratings::default(),
         owner_can_pay_win_fee: true,
     }
 }
@@ -93,6 +95,43 @@ fn under_the_cost_objective_the_lowest_bid_wins_whatever_the_reputation() {
     auction.constraints.objective = Objective::Cost;
     assert_eq!(run(&auction).winner().unwrap().agent_id, AgentId(1));
     assert_eq!(run(&auction).winner().unwrap().price, credits("1.5"));
+}
+
+#[test]
+fn ratings_move_the_quality_factor_a_little_and_never_under_the_cost_objective() {
+    // No ratings: no effect. Many: never past 10% either way.
+    assert_eq!(Ratings::default().factor(), 1.0);
+    assert!((Ratings { up: 3, down: 1 }.factor() - (1.0 + 0.1 * 2.0 / 14.0)).abs() < 1e-12);
+    for (up, down) in [(1_000_000, 0), (0, 1_000_000), (u32::MAX, 0), (0, u32::MAX)] {
+        let factor = Ratings { up, down }.factor();
+        assert!(factor > 0.9 && factor < 1.1, "{up} up, {down} down: {factor}");
+    }
+    // Equal bids and records: the better-rated agent wins, paid in proportion to the ratio
+    // of the two rating factors (second score), not to its bid.
+    let mut liked = agent(1, 1, "2");
+    liked.ratings = Ratings { up: 3, down: 0 };
+    let mut disliked = agent(2, 2, "2");
+    disliked.ratings = Ratings { up: 0, down: 3 };
+    let auction = input(vec![disliked.clone(), liked.clone()]);
+    let outcome = run(&auction);
+    let winner = outcome.winner().unwrap();
+    assert_eq!(winner.agent_id, AgentId(1));
+    let (up, down) = (liked.ratings.factor(), disliked.ratings.factor());
+    assert!((winner.quality.rating_factor - up).abs() < 1e-12);
+    let expected = (2_000_000.0 * up / down).floor() as i64;
+    assert!((winner.price.micros() - expected).abs() <= 1, "{} vs {expected}", winner.price);
+    assert!(explain(&outcome).contains("callers' ratings x"));
+    // A slightly cheaper disliked agent still beats a liked one: ratings weigh little.
+    disliked.sheet.per_call = credits("1.8");
+    assert_eq!(
+        run(&input(vec![disliked.clone(), liked.clone()])).winner().unwrap().agent_id,
+        AgentId(2)
+    );
+    // Under the cost objective ratings do not count at all.
+    let mut cost = input(vec![disliked, liked]);
+    cost.constraints.objective = Objective::Cost;
+    let outcome = run(&cost);
+    assert_eq!(outcome.winner().unwrap().quality.rating_factor, 1.0);
 }
 
 #[test]

@@ -266,6 +266,7 @@ pub fn simulate(scenario: &Scenario, rule: Rule, multipliers: &[f64], seed: u64)
                     live_bid: None,
                     reputation: l.stats,
                     status: AgentStatus::Active,
+                    ratings: auction_engine::Ratings::default(),
                     owner_can_pay_win_fee: true,
                 }
             })

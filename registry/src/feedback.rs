@@ -7,9 +7,16 @@
 //! or recommended jobs (nothing was delivered to judge), editing or withdrawing a rating.
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use std::collections::HashMap;
+
+use auction_engine::Ratings;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    TransactionTrait,
+};
 use uuid::Uuid;
 
+use crate::agents::store::bump_generation;
 use crate::entity::job_feedback;
 use crate::jobs::{JobStatus, find_job};
 use crate::{RegistryError, UserId};
@@ -109,13 +116,19 @@ pub async fn rate_job(
         reason: Set(reason.clone()),
         created_at: Set(now),
     };
-    // Two racing ratings of one job: the primary key lets one in; the other is told so.
-    if let Err(err) = row.insert(db).await {
+    // The agent's ratings moved: the registry's generation tells every instance's index to
+    // reload them. Two racing ratings of one job: the primary key lets one in; the other is
+    // told so.
+    let txn = db.begin().await?;
+    if let Err(err) = row.insert(&txn).await {
+        txn.rollback().await?;
         return match find_feedback(db, caller, job_id).await? {
             Some(_) => Err(RegistryError::AlreadyRated { job_id }),
             None => Err(err.into()),
         };
     }
+    bump_generation(&txn).await?;
+    txn.commit().await?;
     Ok(Feedback { job_id, agent_id: served.agent_id, rating, reason, created_at: now })
 }
 
@@ -151,6 +164,40 @@ pub struct AgentRatings {
     pub given: i64,
 }
 
+impl AgentRatings {
+    /// As the auction takes them.
+    pub fn counted(self) -> Ratings {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ratings { up: count(self.up), down: count(self.down) }
+    }
+}
+
+/// Folds ratings rows `(agent, caller, owner, up)` by the rules of [`AgentRatings`].
+fn fold(rows: impl Iterator<Item = (Uuid, Uuid, Uuid, bool)>) -> HashMap<Uuid, AgentRatings> {
+    let mut net: HashMap<(Uuid, Uuid), i64> = HashMap::new();
+    let mut ratings: HashMap<Uuid, AgentRatings> = HashMap::new();
+    for (agent, caller, owner, up) in rows {
+        ratings.entry(agent).or_default().given += 1;
+        if caller != owner {
+            *net.entry((agent, caller)).or_default() += if up { 1 } else { -1 };
+        }
+    }
+    for ((agent, _), net) in net {
+        let net = net.clamp(-MAX_RATINGS_PER_CALLER, MAX_RATINGS_PER_CALLER);
+        let entry = ratings.entry(agent).or_default();
+        if net > 0 {
+            entry.up += net;
+        } else {
+            entry.down -= net;
+        }
+    }
+    ratings
+}
+
+fn row_tuple(row: job_feedback::Model) -> (Uuid, Uuid, Uuid, bool) {
+    (row.agent_id, row.caller_id, row.owner_id, row.rating == Rating::Up.as_str())
+}
+
 /// The ratings of one agent, folded by the rules of [`AgentRatings`].
 pub async fn agent_ratings(
     db: &DatabaseConnection,
@@ -160,19 +207,17 @@ pub async fn agent_ratings(
         .filter(job_feedback::Column::AgentId.eq(agent))
         .all(db)
         .await?;
-    let mut per_caller: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
-    let mut ratings = AgentRatings { given: rows.len() as i64, ..AgentRatings::default() };
-    for row in rows.iter().filter(|row| row.caller_id != row.owner_id) {
-        let vote = if row.rating == Rating::Up.as_str() { 1 } else { -1 };
-        *per_caller.entry(row.caller_id).or_default() += vote;
-    }
-    for net in per_caller.values() {
-        let net = (*net).clamp(-MAX_RATINGS_PER_CALLER, MAX_RATINGS_PER_CALLER);
-        if net > 0 {
-            ratings.up += net;
-        } else {
-            ratings.down -= net;
-        }
-    }
-    Ok(ratings)
+    Ok(fold(rows.into_iter().map(row_tuple)).remove(&agent).unwrap_or_default())
+}
+
+/// Every rated agent's ratings as the auction counts them: read when the agent index
+/// reloads (on a change of the registry's generation, which every rating bumps).
+pub(crate) async fn counted_ratings(
+    db: &DatabaseConnection,
+) -> Result<HashMap<Uuid, Ratings>, RegistryError> {
+    let rows = job_feedback::Entity::find().all(db).await?;
+    Ok(fold(rows.into_iter().map(row_tuple))
+        .into_iter()
+        .map(|(agent, ratings)| (agent, ratings.counted()))
+        .collect())
 }

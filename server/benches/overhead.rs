@@ -10,7 +10,9 @@
 //! `GAVEL__DATABASE__URL=postgres://...` runs it on Postgres; with `BENCH_INSTANCES=2` as well,
 //! a second Gavel on the same database takes every other connection of the c=64 run. After
 //! the run Gavel is killed (`SIGKILL`) and the ledger is checked: one capture per 200 the load
-//! generator received, every balance the sum of its entries.
+//! generator received, every balance the sum of its entries. Before that, the caller of all
+//! those jobs logs in to the dashboard and its pages are timed (DESIGN §9: under 50 ms for an
+//! account with 100,000 jobs, with `BENCH_JOBS=100000`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -138,6 +140,8 @@ async fn main() {
         .json()
         .await
         .unwrap();
+    let latest_job = activity["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let pages = dashboard_pages(&client, &base, &caller.0, &latest_job).await;
     let busy_rss_kib = rss_kib(gavel.id());
     // The SQLite WAL must stay bounded under load (it once grew by every job's pages).
     let wal_bytes =
@@ -217,6 +221,83 @@ async fn main() {
     assert_eq!(captures, answered as u64, "one capture per 200");
     assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
     println!("latest settled job: {}", activity["data"][0]["id"]);
+    println!(
+        "\nDashboard pages for the caller of all {answered} jobs ({PAGE_SAMPLES} loads each, \
+         signed in, measured at the client on loopback)"
+    );
+    println!("| page | p50 | max |");
+    println!("|---|---|---|");
+    for (page, latencies) in &pages {
+        println!(
+            "| {page} | {:.1} ms | {:.1} ms |",
+            p(latencies, 0.5).as_secs_f64() * 1e3,
+            latencies[latencies.len() - 1].as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Loads of each dashboard page.
+const PAGE_SAMPLES: usize = 30;
+
+/// Logs in as `email` through the login form and loads the dashboard's pages for that
+/// account; each page's sorted latencies.
+async fn dashboard_pages(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    job: &str,
+) -> Vec<(String, Vec<Duration>)> {
+    let cookie_of = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_owned()
+    };
+    let form = client.get(format!("{base}/login")).send().await.unwrap();
+    let form_cookie = cookie_of(&form, "gavel_form");
+    let page = form.text().await.unwrap();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("csrf", &page[at..at + 64])
+        .append_pair("email", email)
+        .append_pair("password", "benchmark password 1")
+        .finish();
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = no_redirects
+        .post(format!("{base}/login"))
+        .header("cookie", form_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303, "the bench's caller logs in");
+    let session = cookie_of(&login, "gavel_session");
+    let mut pages = Vec::new();
+    for path in ["/".to_owned(), "/jobs".to_owned(), format!("/jobs/{job}")] {
+        let mut latencies = Vec::with_capacity(PAGE_SAMPLES);
+        for _ in 0..PAGE_SAMPLES {
+            let started = Instant::now();
+            let response = no_redirects
+                .get(format!("{base}{path}"))
+                .header("cookie", &session)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.bytes().await.unwrap();
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        pages.push((path, latencies));
+    }
+    pages
 }
 
 async fn signup(client: &reqwest::Client, base: &str, name: &str) -> (String, String) {

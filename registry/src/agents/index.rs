@@ -217,6 +217,7 @@ impl AgentIndex {
         }
         let next = if current.generation == generation {
             let mut reputations = load_reputations(db).await?;
+            // Ratings only change with the generation: a refresh of reputations keeps them.
             let agents = current
                 .agents
                 .iter()
@@ -234,7 +235,15 @@ impl AgentIndex {
             next
         } else {
             let (live, retired) = load_agents_and_retired(db).await?;
-            Snapshot::build(generation, now_ms, live.into_iter().map(Arc::new).collect(), &retired)
+            let mut ratings = crate::feedback::counted_ratings(db).await?;
+            let live = live
+                .into_iter()
+                .map(|mut agent| {
+                    agent.ratings = ratings.remove(&agent.id).unwrap_or_default();
+                    Arc::new(agent)
+                })
+                .collect();
+            Snapshot::build(generation, now_ms, live, &retired)
         };
         let next = Arc::new(next);
         if let Ok(mut guard) = self.current.write()

@@ -3,7 +3,7 @@
 
 mod domain;
 mod index;
-mod store;
+pub(crate) mod store;
 
 pub use domain::{
     AgentKind, AgentName, AgentSpec, AgentState, CATEGORIES, RawAgentSpec, RawPricing, Secret,

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use auction_engine::{MicroCredits, PriceSheet, ReputationStats};
+use auction_engine::{MicroCredits, PriceSheet, Ratings, ReputationStats};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -57,6 +57,8 @@ pub struct Agent {
     pub price_version: u32,
     pub pricing: PriceSheet,
     pub reputation: ReputationStats,
+    /// Callers' ratings as they count (`feedback::counted_ratings`), loaded with the index.
+    pub ratings: Ratings,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -134,6 +136,7 @@ fn to_agent(
             per_million_output_tokens: MicroCredits::from_micros(row.per_million_output),
         },
         reputation: reputation.map(reputation_stats).unwrap_or_default(),
+        ratings: Ratings::default(),
         created_at: row.created_at,
         updated_at: row.updated_at,
         deleted_at: row.deleted_at,
@@ -617,7 +620,7 @@ pub async fn agents_generation(db: &impl ConnectionTrait) -> Result<i64, Registr
         .map_or(0, |row| row.generation))
 }
 
-async fn bump_generation(txn: &DatabaseTransaction) -> Result<(), RegistryError> {
+pub(crate) async fn bump_generation(txn: &DatabaseTransaction) -> Result<(), RegistryError> {
     registry_state::Entity::update_many()
         .col_expr(
             registry_state::Column::Generation,

@@ -140,6 +140,8 @@ pub struct QualityRecord {
     pub latency_ms: f64,
     pub reliability_factor: f64,
     pub latency_factor: f64,
+    /// Callers' ratings' share of the factor (1 with none, or under the cost objective).
+    pub rating_factor: f64,
     pub factor: f64,
 }
 
@@ -276,6 +278,7 @@ fn ranked_record(ranked: &Ranked, agent: Option<&Arc<Agent>>, slugs: &Slugs<'_>)
             latency_ms: quality.latency_ms,
             reliability_factor: quality.reliability_factor,
             latency_factor: quality.latency_factor,
+            rating_factor: quality.rating_factor,
             factor: quality.factor,
         },
         effective_price: micros(ranked.effective_price),
@@ -409,6 +412,7 @@ mod tests {
                 reputation: ReputationStats::default(),
                 // Every other one paused: 125 ranked, 125 excluded.
                 status: if i % 2 == 0 { AgentStatus::Active } else { AgentStatus::Paused },
+                ratings: auction_engine::Ratings::default(),
                 owner_can_pay_win_fee: true,
             })
             .collect();

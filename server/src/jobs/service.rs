@@ -212,6 +212,7 @@ pub async fn prepare(
                     (AgentState::Active, Some(Circuit::Open)) => AgentStatus::CircuitOpen,
                     (AgentState::Active, _) => AgentStatus::Active,
                 },
+                ratings: agent.ratings,
                 owner_can_pay_win_fee: can_pay,
             }
         })

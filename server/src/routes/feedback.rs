@@ -55,6 +55,9 @@ pub(crate) async fn rate(
     let reason = feedback::parse_reason(body.reason.as_deref())?;
     let rated =
         feedback::rate_job(&state.db, caller.user_id, id, rating, reason, state.now()).await?;
+    // The next auction on this instance reloads the index (other instances see the
+    // generation the rating bumped).
+    state.agent_index.announce();
     Ok(HttpResponse::Created().json(FeedbackView {
         job_id: rated.job_id,
         agent_id: rated.agent_id,

@@ -174,6 +174,7 @@ struct CandidateRow {
     bid: String,
     reliability: String,
     latency_factor: String,
+    rating_factor: String,
     factor: String,
     effective_price: String,
     price: String,
@@ -268,6 +269,7 @@ pub(crate) async fn job(
                         ranked.quality.reliability, ranked.quality.reliability_source
                     ),
                     latency_factor: format!("{:.3}", ranked.quality.latency_factor),
+                    rating_factor: format!("{:.3}", ranked.quality.rating_factor),
                     factor: format!("{:.3}", ranked.quality.factor),
                     effective_price: ranked.effective_price.clone(),
                     price: ranked.price.clone(),
@@ -281,6 +283,7 @@ pub(crate) async fn job(
                 bid: "-".to_owned(),
                 reliability: "-".to_owned(),
                 latency_factor: "-".to_owned(),
+                rating_factor: "-".to_owned(),
                 factor: "-".to_owned(),
                 effective_price: "-".to_owned(),
                 price: "-".to_owned(),
@@ -351,5 +354,6 @@ pub(crate) async fn rate(
     let rating = Rating::parse(&form.rating)?;
     let reason = feedback::parse_reason(Some(&form.reason))?;
     feedback::rate_job(&state.db, visitor.user, id, rating, reason, state.now()).await?;
+    state.agent_index.announce();
     Ok(see_other(&format!("/jobs/{id}")))
 }

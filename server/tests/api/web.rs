@@ -358,4 +358,18 @@ async fn ratings_count_once_per_job_never_for_ones_own_agent_and_within_a_cap_pe
         registry::feedback::AgentRatings { up: 3, down: 1, given: 7 },
         "capped per caller, the owner's own left out"
     );
+
+    // The very next auction scores the agent with them, and says so in its record.
+    let next = delivered_job(&app, &stranger).await;
+    let job = json_body(app.get(&format!("/v1/jobs/{next}"), Some(&stranger.token)).await).await;
+    let auction_id = job["auction"]["id"].as_str().unwrap();
+    let record =
+        json_body(app.get(&format!("/api/auctions/{auction_id}"), Some(&stranger.token)).await)
+            .await;
+    let quality = &record["candidates"][0]["quality"];
+    let expected = 1.0 + 0.1 * (3.0 - 1.0) / (3.0 + 1.0 + 10.0);
+    assert!((quality["rating_factor"].as_f64().unwrap() - expected).abs() < 1e-9, "{quality}");
+    assert!(
+        record["outcome"]["explanation"].as_str().unwrap().contains("callers' ratings x 1.0143")
+    );
 }

@@ -373,3 +373,74 @@ async fn ratings_count_once_per_job_never_for_ones_own_agent_and_within_a_cap_pe
         record["outcome"]["explanation"].as_str().unwrap().contains("callers' ratings x 1.0143")
     );
 }
+
+/// The amounts of a jobs page's rows, and its link to the next page.
+fn amounts_and_next(page: &str) -> (Vec<i64>, Option<String>) {
+    let amounts = page
+        .split("<td class=\"num\">")
+        .skip(1)
+        .map(|cell| {
+            let text = &cell[..cell.find("</td>").unwrap()];
+            auction_engine::MicroCredits::parse_decimal(text).unwrap().micros()
+        })
+        .collect();
+    let next = page.find("rel=\"next\" href=\"").map(|at| {
+        let rest = &page[at + 17..];
+        rest[..rest.find('"').unwrap()].replace("&#38;", "&").replace("&amp;", "&")
+    });
+    (amounts, next)
+}
+
+#[tokio::test]
+async fn the_jobs_log_pages_add_up_to_the_ledger() {
+    let app = app().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "ok".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let owner = app.signup().await;
+    crate::jobs::chat_agent(&app, &owner, "counted", &agent, "0.25", json!({})).await;
+    let mut caller = Session::new(&app);
+    caller.sign_up("counter@example.com").await;
+    let page = caller.get("/").await.text().await.unwrap();
+    let created = caller.post("/keys", &[("csrf", &csrf_of(&page)), ("name", "k")]).await;
+    let created = created.text().await.unwrap();
+    let at = created.find("value=\"gvl_").unwrap() + 7;
+    let user = TestUser {
+        id: uuid::Uuid::nil(),
+        email: String::new(),
+        password: String::new(),
+        token: created[at..at + 52].to_owned(),
+    };
+    for _ in 0..57 {
+        delivered_job(&app, &user).await;
+    }
+
+    // Page after page, newest first: 50, then 7, every job once.
+    let mut path = Some("/jobs".to_owned());
+    let (mut all, mut sizes) = (Vec::new(), Vec::new());
+    while let Some(next) = path {
+        let page = caller.get(&next).await.text().await.unwrap();
+        let (amounts, more) = amounts_and_next(&page);
+        sizes.push(amounts.len());
+        all.extend(amounts);
+        path = more;
+    }
+    assert_eq!(sizes, vec![50, 7]);
+    let email = registry::Email::parse("counter@example.com").unwrap();
+    let id =
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id;
+    let entries = registry::ledger::entries(&app.state.db, id, None, 200).await.unwrap().entries;
+    let captured: i64 =
+        entries.iter().filter(|e| e.kind == "capture").map(|e| e.amount.micros()).sum();
+    assert_eq!(all.iter().sum::<i64>(), captured, "the pages sum to the ledger");
+    assert_eq!(all.len(), 57);
+
+    // The front page's total for today is the same sum.
+    let front = caller.get("/").await.text().await.unwrap();
+    let at = front.find("id=\"spent-total\">").unwrap() + 17;
+    let shown = &front[at..at + front[at..].find('<').unwrap()];
+    assert_eq!(auction_engine::MicroCredits::parse_decimal(shown).unwrap().micros(), -captured);
+}

@@ -380,7 +380,10 @@ async fn the_wal_stays_bounded_under_steady_writes() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let largest = watcher.await.unwrap();
-    assert!(largest < 160 << 20, "the WAL reached {} MiB", largest >> 20);
+    // Unbounded, the log would pass 400 MB here. Bounded, it holds 32 MiB plus what arrives
+    // between two checkpoints, which grows when the checkpointer thread waits for a core: a
+    // fresh-clone CI run beside a release build saw 161 MiB, hence the margin.
+    assert!(largest < 256 << 20, "the WAL reached {} MiB", largest >> 20);
     assert_ledger_consistent(&db).await;
 }
 

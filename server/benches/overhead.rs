@@ -140,9 +140,10 @@ async fn main() {
         .json()
         .await
         .unwrap();
+    let busy_rss_kib = rss_kib(gavel.id());
     let latest_job = activity["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let pages = dashboard_pages(&client, &base, &caller.0, &latest_job).await;
-    let busy_rss_kib = rss_kib(gavel.id());
+    let pages_rss_kib = rss_kib(gavel.id());
     // The SQLite WAL must stay bounded under load (it once grew by every job's pages).
     let wal_bytes =
         std::fs::metadata(data.path().join("gavel.db-wal")).map(|m| m.len()).unwrap_or(0);
@@ -225,6 +226,7 @@ async fn main() {
         "\nDashboard pages for the caller of all {answered} jobs ({PAGE_SAMPLES} loads each, \
          signed in, measured at the client on loopback)"
     );
+    println!("RSS after the page loads: {:.1} MiB", pages_rss_kib as f64 / 1024.0);
     println!("| page | p50 | max |");
     println!("|---|---|---|");
     for (page, latencies) in &pages {

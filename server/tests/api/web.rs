@@ -81,6 +81,12 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The API key a page shows once, right after it was created.
+fn new_key_of(page: &str) -> String {
+    let at = page.find("value=\"gvl_").expect("the new key, shown once") + 7;
+    page[at..at + 52].to_owned()
+}
+
 /// The first CSRF token in a page.
 pub(crate) fn csrf_of(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
@@ -158,10 +164,7 @@ async fn a_session_is_an_http_only_strict_cookie_and_every_form_needs_its_token(
     let created = browser.post("/keys", &[("csrf", &csrf_of(&page)), ("name", "laptop")]).await;
     assert_eq!(created.status(), 200);
     let created = created.text().await.unwrap();
-    let key = {
-        let at = created.find("value=\"gvl_").expect("the new key, shown once") + 7;
-        created[at..at + 52].to_owned()
-    };
+    let key = new_key_of(&created);
     let again = browser.get("/").await.text().await.unwrap();
     assert!(!again.contains(&key), "a key's secret is shown once");
     let me = app.get("/api/me", Some(&key)).await;
@@ -236,10 +239,7 @@ async fn job_pages_are_their_callers_alone_and_names_render_as_text() {
         page.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
             || page.contains("&lt;script&gt;")
     );
-    let key = {
-        let at = page.find("value=\"gvl_").unwrap() + 7;
-        page[at..at + 52].to_owned()
-    };
+    let key = new_key_of(&page);
     let alice_api = TestUser {
         id: uuid::Uuid::nil(),
         email: "alice@example.com".into(),
@@ -407,12 +407,11 @@ async fn the_jobs_log_pages_add_up_to_the_ledger() {
     let page = caller.get("/").await.text().await.unwrap();
     let created = caller.post("/keys", &[("csrf", &csrf_of(&page)), ("name", "k")]).await;
     let created = created.text().await.unwrap();
-    let at = created.find("value=\"gvl_").unwrap() + 7;
     let user = TestUser {
         id: uuid::Uuid::nil(),
         email: String::new(),
         password: String::new(),
-        token: created[at..at + 52].to_owned(),
+        token: new_key_of(&created),
     };
     for _ in 0..57 {
         delivered_job(&app, &user).await;

@@ -113,12 +113,14 @@ impl Book {
     }
 }
 
-/// How the bank's commits went: units committed, and the transactions that carried them
-/// (fewer than the units when jobs shared a commit). Zero on an in-memory SQLite.
+/// How the bank's commits went: units committed, the transactions that carried them (fewer
+/// than the units when jobs shared a commit), and the batches run again because one of their
+/// units failed. Zero on an in-memory SQLite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BankCounts {
     pub units: u64,
     pub batches: u64,
+    pub reruns: u64,
 }
 
 /// The one door credits go through. Cheap to share behind the app state.
@@ -207,11 +209,12 @@ impl Bank {
         let counts = match (&self.authority, &self.jobs_writer) {
             (Some(authority), _) => &authority.writer.counts,
             (None, Some(writer)) => &writer.counts,
-            (None, None) => return BankCounts { units: 0, batches: 0 },
+            (None, None) => return BankCounts { units: 0, batches: 0, reruns: 0 },
         };
         BankCounts {
             units: counts.units.load(std::sync::atomic::Ordering::Relaxed),
             batches: counts.batches.load(std::sync::atomic::Ordering::Relaxed),
+            reruns: counts.reruns.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -168,6 +168,7 @@ async fn run(
                 Err(miss) => miss,
             };
             tracing::debug!(units = to - from, %miss, "a job batch missed");
+            counts.reruns.fetch_add(1, Ordering::Relaxed);
             if to - from >= REPLAY_BELOW {
                 let middle = from + (to - from) / 2;
                 ranges.push((middle, to));

@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const SEQUENTIAL: usize = 2_000;
+/// Jobs at concurrency 1; `BENCH_SEQUENTIAL` overrides (more, to profile that phase).
+fn sequential_total() -> usize {
+    std::env::var("BENCH_SEQUENTIAL").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000)
+}
 const CONCURRENT: usize = 64;
 /// Jobs at concurrency 64; `BENCH_JOBS` overrides (100,000 for the RSS figure).
 fn concurrent_total() -> usize {
@@ -121,9 +124,11 @@ async fn main() {
     sequential(&client, &forwarder_url, &direct_body, None, 200).await;
     sequential(&client, &gavel_url, &gavel_body, Some(&key), 200).await;
 
-    let direct_c1 = sequential(&client, &direct_url, &direct_body, None, SEQUENTIAL).await;
-    let forwarder_c1 = sequential(&client, &forwarder_url, &direct_body, None, SEQUENTIAL).await;
-    let gavel_c1 = sequential(&client, &gavel_url, &gavel_body, Some(&key), SEQUENTIAL).await;
+    let sequential_jobs = sequential_total();
+    let direct_c1 = sequential(&client, &direct_url, &direct_body, None, sequential_jobs).await;
+    let forwarder_c1 =
+        sequential(&client, &forwarder_url, &direct_body, None, sequential_jobs).await;
+    let gavel_c1 = sequential(&client, &gavel_url, &gavel_body, Some(&key), sequential_jobs).await;
     let direct_c64 =
         concurrent(&client, std::slice::from_ref(&direct_url), &direct_body, None).await;
     let forwarder_c64 =
@@ -145,8 +150,8 @@ async fn main() {
     let pages = dashboard_pages(&client, &base, &caller.0, &latest_job).await;
     let pages_rss_kib = rss_kib(gavel.id());
     // The SQLite WAL must stay bounded under load (it once grew by every job's pages).
-    let wal_bytes =
-        std::fs::metadata(data.path().join("gavel.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let file_bytes = |name: &str| std::fs::metadata(data.path().join(name)).map_or(0, |m| m.len());
+    let (wal_bytes, db_bytes) = (file_bytes("gavel.db-wal"), file_bytes("gavel.db"));
     // SIGKILL: whatever a caller was answered for is already committed.
     let _ = gavel.kill();
     let _ = gavel.wait();
@@ -167,7 +172,7 @@ async fn main() {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
         "\nGavel overhead benchmark ({} sequential, {} at concurrency {}; {} instance(s) on {})",
-        SEQUENTIAL,
+        sequential_jobs,
         concurrent_total(),
         CONCURRENT,
         instances,
@@ -211,7 +216,12 @@ async fn main() {
         busy_rss_kib as f64 / 1024.0
     );
     if std::env::var_os("GAVEL__DATABASE__URL").is_none() {
-        println!("SQLite WAL after {answered} jobs: {:.1} MiB", wal_bytes as f64 / 1048576.0);
+        println!(
+            "SQLite after {answered} jobs: WAL {:.1} MiB, database {:.1} MiB ({:.1} KiB a job)",
+            wal_bytes as f64 / 1048576.0,
+            db_bytes as f64 / 1048576.0,
+            db_bytes as f64 / 1024.0 / answered as f64
+        );
     }
     println!(
         "ledger: {answered} answered 200, {captures} captures; {} accounts checked, {} mismatches, entries sum to {}",

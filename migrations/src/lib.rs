@@ -11,6 +11,7 @@ mod m20261121_000002_agents;
 mod m20261121_000003_jobs;
 mod m20261201_000004_instances;
 mod m20261207_000005_dashboard;
+mod m20261207_000006_record_compression;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_jobs::Migration),
             Box::new(m20261201_000004_instances::Migration),
             Box::new(m20261207_000005_dashboard::Migration),
+            Box::new(m20261207_000006_record_compression::Migration),
         ]
     }
 }

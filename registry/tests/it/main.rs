@@ -10,3 +10,4 @@ mod bank;
 mod figures;
 mod helpers;
 mod ledger;
+mod schema;

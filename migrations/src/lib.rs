@@ -2,7 +2,8 @@
 //!
 //! Every file here is frozen once merged: a change to the schema is a new migration. Migrations
 //! never import `registry`'s entities, because history must not move when today's code does.
-//! Each one runs unchanged on SQLite and on Postgres (sea-query builds the dialect).
+//! Each one runs on SQLite and on Postgres: sea-query builds the dialect, or, where a backend
+//! has something the other lacks (`WITHOUT ROWID`, column compression), the migration says so.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -12,6 +13,7 @@ mod m20261121_000003_jobs;
 mod m20261201_000004_instances;
 mod m20261207_000005_dashboard;
 mod m20261207_000006_record_compression;
+mod m20261207_000007_hourly_flows;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -26,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_instances::Migration),
             Box::new(m20261207_000005_dashboard::Migration),
             Box::new(m20261207_000006_record_compression::Migration),
+            Box::new(m20261207_000007_hourly_flows::Migration),
         ]
     }
 }

@@ -515,7 +515,7 @@ fn settle(
         legs.push((account, amount));
     }
     let transfer = TransferRows {
-        kind: "capture",
+        kind: ledger::CAPTURE,
         key: format!("capture:{job_id}"),
         job_id: Some(job_id),
         memo: capture.memo.clone(),

@@ -27,7 +27,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, UpdateMany,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, UpdateMany,
 };
 use uuid::{Uuid, uuid};
 
@@ -35,8 +35,12 @@ use auction_engine::MicroCredits;
 
 use crate::database::{begin_write, in_write_txn};
 use crate::entity::{accounts, holds, ledger_entries, transfers};
+use crate::figures;
 use crate::script::{Check, Script, ScriptRun};
 use crate::{RegistryError, UserId};
+
+/// The kind (and key prefix) of a job's transfer: what the caller paid and the payees got.
+pub(crate) const CAPTURE: &str = "capture";
 
 /// The platform's revenue account: fees land here.
 pub const PLATFORM_REVENUE_ACCOUNT: Uuid = uuid!("00000000-0000-0000-0000-000000000001");
@@ -162,6 +166,9 @@ pub struct LedgerAudit {
     pub mismatches: Vec<(Uuid, i64, i64)>,
     /// The sum of every entry ever written; zero in a healthy ledger.
     pub total: i64,
+    /// Every hour of an account where the hourly rollup differs from the capture entries it
+    /// summarises.
+    pub flow_mismatches: Vec<figures::FlowMismatch>,
 }
 
 /// A change to one account inside a transaction.
@@ -497,7 +504,7 @@ fn add_capture_postings(
     let checks = add_postings(script, postings);
     add_transfer(
         script,
-        "capture",
+        CAPTURE,
         &format!("capture:{}", capture.job_id),
         Some(capture.job_id),
         capture.memo,
@@ -738,6 +745,16 @@ fn add_transfer(
     if !entries.is_empty() {
         script.push(&ledger_entries::Entity::insert_many(entries).into_query());
     }
+    if kind == CAPTURE {
+        let hour = figures::hour_of(now);
+        for (account, spent, earned) in figures::flows_of(legs) {
+            script.push_built(Statement::from_sql_and_values(
+                script.backend(),
+                figures::ADD_HOURLY_FLOW,
+                [account.into(), hour.into(), spent.into(), earned.into()],
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -839,7 +856,8 @@ pub async fn audit_ledger(db: &DatabaseConnection) -> Result<LedgerAudit, Regist
         }
     }
     let total = sums.values().sum();
-    Ok(LedgerAudit { accounts_checked: accounts.len(), mismatches, total })
+    let flow_mismatches = figures::audit_hourly_flows(db).await?;
+    Ok(LedgerAudit { accounts_checked: accounts.len(), mismatches, total, flow_mismatches })
 }
 
 /// How many transfers of `kind` (`capture`, `grant`, ...) the ledger holds.

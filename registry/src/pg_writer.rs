@@ -49,10 +49,11 @@ use uuid::Uuid;
 use crate::RegistryError;
 use crate::agents::reputation_stats;
 use crate::entity::agent_reputation;
+use crate::figures;
 use crate::jobs::{
     self, AuctionEntry, JobOutcome, JobStatus, NewJob, ReputationUpdate, Settlement,
 };
-use crate::ledger::{self, AccountKind, HoldRequest, HoldStatus};
+use crate::ledger::{self, AccountKind, CAPTURE, HoldRequest, HoldStatus};
 use crate::sqlite_writer::WriterCounters;
 
 /// The most units one transaction commits.
@@ -501,9 +502,19 @@ async fn move_money(
     }
     let transfer_ids: Vec<Uuid> = transfers.iter().map(|_| Uuid::now_v7()).collect();
     let mut entries = EntryRows::default();
+    // The hourly rollup's rows, one per account and hour (a statement may not change a row
+    // twice), in key order. Their accounts' rows are locked already, so two batches never
+    // wait on each other here in opposite orders.
+    let mut flows: BTreeMap<(Uuid, i64), (i64, i64)> = BTreeMap::new();
     for (id, transfer) in transfer_ids.iter().zip(transfers) {
         if transfer.legs.iter().map(|(_, amount)| *amount).sum::<i64>() != 0 {
             return Err(Miss::Unfit);
+        }
+        let hour = figures::hour_of(transfer.now);
+        for (account, spent, earned) in figures::flows_of(&transfer.legs) {
+            let flow = flows.entry((account, hour)).or_default();
+            flow.0 = flow.0.checked_add(spent).ok_or(Miss::Unfit)?;
+            flow.1 = flow.1.checked_add(earned).ok_or(Miss::Unfit)?;
         }
         for (account, amount) in transfer.legs.iter().filter(|(_, amount)| *amount != 0) {
             entries.transfer.push(*id);
@@ -532,6 +543,11 @@ async fn move_money(
            SELECT transfer_id, account_id, amount, $5, job_id, memo, created_at \
            FROM unnest($10::uuid[], $11::uuid[], $12::bigint[], $13::uuid[], $14::text[], \
              $15::timestamptz[]) AS v(transfer_id, account_id, amount, job_id, memo, created_at) \
+         ), new_flows AS ( \
+           INSERT INTO account_hourly_flows AS f (account_id, hour, spent, earned) \
+           SELECT * FROM unnest($16::uuid[], $17::bigint[], $18::bigint[], $19::bigint[]) \
+           ON CONFLICT (account_id, hour) DO UPDATE \
+             SET spent = f.spent + excluded.spent, earned = f.earned + excluded.earned \
          ) \
          SELECT count(*) FROM moved",
     )
@@ -550,6 +566,10 @@ async fn move_money(
     .bind(&entries.job)
     .bind(&entries.memo)
     .bind(&entries.time)
+    .bind(flows.keys().map(|(account, _)| *account).collect::<Vec<_>>())
+    .bind(flows.keys().map(|(_, hour)| *hour).collect::<Vec<_>>())
+    .bind(flows.values().map(|(spent, _)| *spent).collect::<Vec<_>>())
+    .bind(flows.values().map(|(_, earned)| *earned).collect::<Vec<_>>())
     .fetch_one(&mut **tx)
     .await?;
     let moved: i64 = row.try_get(0)?;
@@ -558,9 +578,6 @@ async fn move_money(
     }
     Ok(())
 }
-
-/// The kind (and key prefix) of a job's transfer.
-const CAPTURE: &str = "capture";
 
 /// Ledger entries as columns.
 #[derive(Default)]

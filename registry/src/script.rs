@@ -51,9 +51,18 @@ impl Script {
         Script { backend, statements: Vec::new() }
     }
 
+    pub(crate) fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
     /// Adds a statement whose effect needs no check (an insert, an unconditional update).
     pub(crate) fn push(&mut self, statement: &impl StatementBuilder) {
         self.statements.push(Entry::Plain(self.backend.build(statement)));
+    }
+
+    /// Adds a statement already built (fixed SQL text with bound values).
+    pub(crate) fn push_built(&mut self, statement: Statement) {
+        self.statements.push(Entry::Plain(statement));
     }
 
     /// Adds an update that must change exactly one row.

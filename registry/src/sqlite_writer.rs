@@ -36,8 +36,9 @@ use crate::RegistryError;
 use crate::agents::reputation_stats;
 use crate::bank::{Book, Wallet};
 use crate::entity::agent_reputation;
+use crate::figures;
 use crate::jobs::{AuctionEntry, JobOutcome, NewJob, ReputationUpdate};
-use crate::ledger::{AccountKind, Applied, GRANT_SOURCE_ACCOUNT};
+use crate::ledger::{AccountKind, Applied, CAPTURE, GRANT_SOURCE_ACCOUNT};
 
 /// The most units one transaction commits.
 const MAX_BATCH: usize = 256;
@@ -665,6 +666,13 @@ fn write_transfer(tx: &Connection, transfer: &TransferRows) -> Result<(), Regist
                 account: *account,
                 amount: MicroCredits::from_micros(-amount),
             });
+        }
+    }
+    if transfer.kind == CAPTURE {
+        let hour = figures::hour_of(transfer.now);
+        let mut flow = tx.prepare_cached(figures::ADD_HOURLY_FLOW)?;
+        for (account, spent, earned) in figures::flows_of(&transfer.legs) {
+            flow.execute(params![account.as_bytes(), hour, spent, earned])?;
         }
     }
     Ok(())

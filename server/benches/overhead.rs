@@ -224,13 +224,17 @@ async fn main() {
         );
     }
     println!(
-        "ledger: {answered} answered 200, {captures} captures; {} accounts checked, {} mismatches, entries sum to {}",
+        "ledger: {answered} answered 200, {captures} captures; {} accounts checked, {} mismatches, entries sum to {}, {} hours of the rollup differ from the entries",
         audit.accounts_checked,
         audit.mismatches.len(),
-        audit.total
+        audit.total,
+        audit.flow_mismatches.len()
     );
     assert_eq!(captures, answered as u64, "one capture per 200");
-    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
+    assert!(
+        audit.mismatches.is_empty() && audit.total == 0 && audit.flow_mismatches.is_empty(),
+        "{audit:?}"
+    );
     println!("latest settled job: {}", activity["data"][0]["id"]);
     println!(
         "\nDashboard pages for the caller of all {answered} jobs ({PAGE_SAMPLES} loads each, \

@@ -18,19 +18,29 @@ pub(crate) struct TestDb {
 /// A migrated SQLite database in a temporary directory, with a pool of several connections so
 /// that concurrency is real.
 pub(crate) async fn sqlite() -> TestDb {
+    sqlite_migrated(None).await
+}
+
+/// A SQLite database with the first `steps` migrations applied (all of them with `None`).
+pub(crate) async fn sqlite_migrated(steps: Option<u32>) -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
     let db = registry::connect(&url, Some(8)).await.unwrap();
-    Migrator::up(&db, None).await.unwrap();
+    Migrator::up(&db, steps).await.unwrap();
     TestDb { db, url, _sqlite_dir: Some(dir), _postgres: None }
 }
 
 /// A migrated, empty Postgres database when `TEST_DATABASE_URL` is set.
 pub(crate) async fn postgres() -> Option<TestDb> {
+    postgres_migrated(None).await
+}
+
+/// A Postgres database with the first `steps` migrations applied, when configured.
+pub(crate) async fn postgres_migrated(steps: Option<u32>) -> Option<TestDb> {
     let admin_url = test_database_url()?;
     let temp = TempPostgres::create(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
     let db = registry::connect(&temp.url, Some(16)).await.unwrap();
-    Migrator::up(&db, None).await.unwrap();
+    Migrator::up(&db, steps).await.unwrap();
     Some(TestDb { db, url: temp.url.clone(), _sqlite_dir: None, _postgres: Some(temp) })
 }
 
@@ -56,4 +66,9 @@ pub(crate) async fn assert_ledger_consistent(db: &DatabaseConnection) {
     let audit = registry::ledger::audit_ledger(db).await.unwrap();
     assert!(audit.mismatches.is_empty(), "balance != sum of entries: {:?}", audit.mismatches);
     assert_eq!(audit.total, 0, "entries do not sum to zero");
+    assert!(
+        audit.flow_mismatches.is_empty(),
+        "the hourly rollup differs from the captures: {:?}",
+        audit.flow_mismatches
+    );
 }

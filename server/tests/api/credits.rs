@@ -68,7 +68,9 @@ async fn fifty_concurrent_first_requests_of_the_month_grant_once() {
         let ledger = json_body(app.get("/api/credits/ledger", Some(&key)).await).await;
         assert_eq!(ledger["data"].as_array().unwrap().len(), 1, "one grant entry: {ledger}");
         let audit = ledger::audit_ledger(&app.state.db).await.unwrap();
-        assert!(audit.mismatches.is_empty() && audit.total == 0);
+        assert!(
+            audit.mismatches.is_empty() && audit.total == 0 && audit.flow_mismatches.is_empty()
+        );
     }
 }
 

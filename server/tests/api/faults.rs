@@ -34,6 +34,7 @@ async fn assert_ledger_exact(url: &str) {
     let audit = ledger::audit_ledger(&db).await.unwrap();
     assert!(audit.mismatches.is_empty(), "{audit:?}");
     assert_eq!(audit.total, 0, "{audit:?}");
+    assert!(audit.flow_mismatches.is_empty(), "{audit:?}");
     db.close().await.unwrap();
 }
 

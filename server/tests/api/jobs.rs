@@ -352,7 +352,10 @@ async fn concurrent_jobs_against_a_balance_for_a_hundred(app: &TestApp) {
         MicroCredits::from_credits(200).unwrap().micros()
     );
     let audit = registry::ledger::audit_ledger(&app.state.db).await.unwrap();
-    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
+    assert!(
+        audit.mismatches.is_empty() && audit.total == 0 && audit.flow_mismatches.is_empty(),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -179,7 +179,10 @@ async fn assert_books(market: &Market, caller: &crate::helpers::TestUser, key: &
     let expected = ["delivered", "delivered", "delivered", "delivered", "failed", "recommended"];
     assert_eq!(statuses, expected, "{activity}");
     let audit = registry::ledger::audit_ledger(&market.app.state.db).await.unwrap();
-    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
+    assert!(
+        audit.mismatches.is_empty() && audit.total == 0 && audit.flow_mismatches.is_empty(),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,7 +517,10 @@ async fn any_instance_answers_any_mcp_request() {
         rpc(&client, &first.address, &key, "2026-07-28", "tools/call", balance).await;
     assert_eq!(wallet["result"]["structuredContent"]["available"], "96", "100 - 2 - 2: {wallet}");
     let audit = registry::ledger::audit_ledger(&first.state.db).await.unwrap();
-    assert!(audit.mismatches.is_empty() && audit.total == 0, "{audit:?}");
+    assert!(
+        audit.mismatches.is_empty() && audit.total == 0 && audit.flow_mismatches.is_empty(),
+        "{audit:?}"
+    );
 }
 
 /// Credits short is a tool error that says so, and charges nothing.

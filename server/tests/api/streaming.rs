@@ -227,7 +227,7 @@ async fn a_stream_cut_by_the_agent_ends_with_an_error_chunk_and_no_overcharge() 
     assert_eq!(job["status"], "failed");
     assert_eq!(job["output"]["content"], "abcdefgh");
     let audit = registry::ledger::audit_ledger(&app.state.db).await.unwrap();
-    assert!(audit.mismatches.is_empty() && audit.total == 0);
+    assert!(audit.mismatches.is_empty() && audit.total == 0 && audit.flow_mismatches.is_empty());
 }
 
 #[tokio::test]

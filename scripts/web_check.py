@@ -109,6 +109,10 @@ with sync_playwright() as p:
     report["available_after"] = text(page, "#available")
     report["spent_total"] = text(page, "#spent-total")
     check(page, "dashboard")
+    page.click("text=Per hour")
+    page.wait_for_url(f"{BASE}/?by=hour")
+    report["spent_total_hourly"] = text(page, "#spent-total")
+    check(page, "dashboard-hourly")
 
     page.click("nav >> text=Jobs")
     page.select_option("#status", "delivered")
@@ -149,6 +153,11 @@ with sync_playwright() as p:
     owner.click("button[aria-label$='/dearer']")
     owner.wait_for_url(f"{BASE}/agents")
     report["owner_agents_after_pause"] = owner.locator("#agents tbody tr").all_inner_texts()
+    # The owner is also the operator (admin.emails): the operator's page.
+    owner.click("nav >> text=Operator")
+    owner.wait_for_url(f"{BASE}/operator")
+    report["operator_fees_total"] = text(owner, "#fees-total")
+    check(owner, "operator")
     browser.close()
 
 json.dump(report, sys.stdout)

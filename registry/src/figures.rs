@@ -51,6 +51,15 @@ pub struct DailyFlow {
     pub earned: MicroCredits,
 }
 
+/// What a wallet spent and earned on jobs in one UTC hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HourlyFlow {
+    /// The hour's first instant.
+    pub hour: DateTime<Utc>,
+    pub spent: MicroCredits,
+    pub earned: MicroCredits,
+}
+
 /// The wallet's job entries (`capture` transfers) summed per UTC day, from the UTC day of
 /// `since` on, oldest first; days without entries are absent.
 pub async fn daily_flows(
@@ -58,43 +67,177 @@ pub async fn daily_flows(
     user: UserId,
     since: DateTime<Utc>,
 ) -> Result<Vec<DailyFlow>, RegistryError> {
+    period_sums(db, user, hour_of(since).div_euclid(24) * 24, 24)
+        .await?
+        .into_iter()
+        .map(|(day, spent, earned)| Ok(DailyFlow { day: day_of(day)?, spent, earned }))
+        .collect()
+}
+
+/// The wallet's job entries summed per UTC hour, from the hour of `since` on, oldest first;
+/// hours without entries are absent.
+pub async fn hourly_flows(
+    db: &DatabaseConnection,
+    user: UserId,
+    since: DateTime<Utc>,
+) -> Result<Vec<HourlyFlow>, RegistryError> {
+    period_sums(db, user, hour_of(since), 1)
+        .await?
+        .into_iter()
+        .map(|(hour, spent, earned)| {
+            let hour = DateTime::from_timestamp(hour.saturating_mul(3600), 0)
+                .ok_or_else(|| RegistryError::Storage(format!("hour {hour} is out of range")))?;
+            Ok(HourlyFlow { hour, spent, earned })
+        })
+        .collect()
+}
+
+/// The rollup's rows of `user` from `first_hour` on, summed per period of `hours` hours
+/// (counted from the epoch): `(period, spent, earned)`, oldest first.
+async fn period_sums(
+    db: &DatabaseConnection,
+    user: UserId,
+    first_hour: i64,
+    hours: i64,
+) -> Result<Vec<(i64, MicroCredits, MicroCredits)>, RegistryError> {
     let backend = db.get_database_backend();
     let sql = match backend {
         DatabaseBackend::Postgres => {
-            "SELECT hour / 24 AS day, SUM(spent)::bigint AS spent, SUM(earned)::bigint AS earned \
+            "SELECT hour / $3 AS period, SUM(spent)::bigint AS spent, \
+             SUM(earned)::bigint AS earned \
              FROM account_hourly_flows WHERE account_id = $1 AND hour >= $2 \
              GROUP BY 1 ORDER BY 1"
         }
         _ => {
-            "SELECT hour / 24 AS day, SUM(spent) AS spent, SUM(earned) AS earned \
+            "SELECT hour / $3 AS period, SUM(spent) AS spent, SUM(earned) AS earned \
              FROM account_hourly_flows WHERE account_id = $1 AND hour >= $2 \
              GROUP BY 1 ORDER BY 1"
         }
     };
-    // From the first hour of `since`'s day.
+    let values = [user.0.into(), first_hour.into(), hours.into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let mut sums = Vec::with_capacity(rows.len());
+    for row in rows {
+        sums.push((
+            row.try_get("", "period")?,
+            MicroCredits::from_micros(row.try_get("", "spent")?),
+            MicroCredits::from_micros(row.try_get("", "earned")?),
+        ));
+    }
+    Ok(sums)
+}
+
+/// The whole market's money per UTC day: what callers were charged, and the platform's fees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarketDay {
+    pub day: NaiveDate,
+    /// Every wallet's charges for calls (the clearing prices and fees callers paid).
+    pub volume: MicroCredits,
+    /// What the platform's revenue account was paid (call and win fees).
+    pub fees: MicroCredits,
+}
+
+/// The market per UTC day from the UTC day of `since` on, oldest first, from the rollup (one
+/// row per account and hour: read for the window, never the entries).
+pub async fn market_days(
+    db: &DatabaseConnection,
+    since: DateTime<Utc>,
+) -> Result<Vec<MarketDay>, RegistryError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => {
+            "SELECT hour / 24 AS day, SUM(spent)::bigint AS volume, \
+             SUM(CASE WHEN account_id = $2 THEN earned ELSE 0 END)::bigint AS fees \
+             FROM account_hourly_flows WHERE hour >= $1 GROUP BY 1 ORDER BY 1"
+        }
+        _ => {
+            "SELECT hour / 24 AS day, SUM(spent) AS volume, \
+             SUM(CASE WHEN account_id = $2 THEN earned ELSE 0 END) AS fees \
+             FROM account_hourly_flows WHERE hour >= $1 GROUP BY 1 ORDER BY 1"
+        }
+    };
     let first_hour = hour_of(since).div_euclid(24) * 24;
+    let values = [first_hour.into(), crate::ledger::PLATFORM_REVENUE_ACCOUNT.into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let mut days = Vec::with_capacity(rows.len());
+    for row in rows {
+        days.push(MarketDay {
+            day: day_of(row.try_get("", "day")?)?,
+            volume: MicroCredits::from_micros(row.try_get("", "volume")?),
+            fees: MicroCredits::from_micros(row.try_get("", "fees")?),
+        });
+    }
+    Ok(days)
+}
+
+/// Jobs and auctions since a moment, and the agents on offer now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MarketActivity {
+    /// Jobs begun since, by status (`delivered`, `failed`, ...), in name order.
+    pub jobs_by_status: Vec<(String, u64)>,
+    /// Auctions run since.
+    pub auctions: u64,
+    /// Of those, auctions that found no winner (no agent eligible).
+    pub no_fill: u64,
+    /// Active agents per category, in name order (an agent counts in each of its categories).
+    pub agents_by_category: Vec<(String, u64)>,
+}
+
+/// Jobs and auctions begun at or after `since`. Their ids are UUIDv7, whose first 48 bits are
+/// the creation time in milliseconds, so "since" is a range of the primary key: the count
+/// reads the window's rows only, with no index on a time column.
+pub async fn market_activity(
+    db: &DatabaseConnection,
+    since: DateTime<Utc>,
+) -> Result<MarketActivity, RegistryError> {
+    let backend = db.get_database_backend();
+    let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+    let first_id = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut activity = MarketActivity::default();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
-            sql,
-            [user.0.into(), first_hour.into()],
+            "SELECT status, COUNT(*) AS n FROM jobs WHERE id >= $1 GROUP BY status ORDER BY status",
+            [first_id.into()],
         ))
         .await?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)
-        .ok_or_else(|| RegistryError::Storage("the Unix epoch is not a date".into()))?;
-    let mut flows = Vec::with_capacity(rows.len());
     for row in rows {
-        let day: i64 = row.try_get("", "day")?;
-        let day = epoch
-            .checked_add_signed(chrono::Duration::days(day))
-            .ok_or_else(|| RegistryError::Storage(format!("day {day} is out of range")))?;
-        flows.push(DailyFlow {
-            day,
-            spent: MicroCredits::from_micros(row.try_get("", "spent")?),
-            earned: MicroCredits::from_micros(row.try_get("", "earned")?),
-        });
+        activity.jobs_by_status.push((row.try_get("", "status")?, count(row.try_get("", "n")?)));
     }
-    Ok(flows)
+    if let Some(row) = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT COUNT(*) AS n, COUNT(winner_agent_id) AS won FROM auctions WHERE id >= $1",
+            [first_id.into()],
+        ))
+        .await?
+    {
+        let (n, won): (i64, i64) = (row.try_get("", "n")?, row.try_get("", "won")?);
+        activity.auctions = count(n);
+        activity.no_fill = count(n - won);
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT c.category, COUNT(*) AS n FROM agent_categories c \
+             JOIN agents a ON a.id = c.agent_id WHERE a.status = 'active' \
+             GROUP BY c.category ORDER BY c.category",
+        ))
+        .await?;
+    for row in rows {
+        activity
+            .agents_by_category
+            .push((row.try_get("", "category")?, count(row.try_get("", "n")?)));
+    }
+    Ok(activity)
+}
+
+/// The date `day` days after the Unix epoch.
+fn day_of(day: i64) -> Result<NaiveDate, RegistryError> {
+    NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(day)))
+        .ok_or_else(|| RegistryError::Storage(format!("day {day} is out of range")))
 }
 
 /// An hour of an account where the rollup and the capture entries disagree.

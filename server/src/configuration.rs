@@ -27,6 +27,17 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub dispatch: DispatchSettings,
     pub mcp: McpSettings,
+    pub admin: AdminSettings,
+}
+
+/// The operator.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// The accounts (by email) that see the operator's page, `/operator`: a comma list in the
+    /// environment or an array in `gavel.toml`. Empty: nobody does.
+    #[serde(deserialize_with = "comma_list")]
+    pub emails: Vec<String>,
 }
 
 /// The MCP endpoint, `/mcp`.
@@ -223,6 +234,8 @@ pub struct ResolvedSettings {
     pub monthly_grant: MicroCredits,
     pub call_fee: MicroCredits,
     pub win_fee: MicroCredits,
+    /// `admin.emails`, parsed.
+    pub admin_emails: Vec<registry::Email>,
 }
 
 impl Settings {
@@ -286,7 +299,26 @@ impl Settings {
                 });
             }
         }
-        Ok(ResolvedSettings { raw: self, bind, database_url, monthly_grant, call_fee, win_fee })
+        let admin_emails = self
+            .admin
+            .emails
+            .iter()
+            .map(|email| {
+                registry::Email::parse(email.trim()).map_err(|err| ConfigError::Invalid {
+                    key: "admin.emails",
+                    message: format!("`{email}`: {err}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ResolvedSettings {
+            raw: self,
+            bind,
+            database_url,
+            monthly_grant,
+            call_fee,
+            win_fee,
+            admin_emails,
+        })
     }
 }
 

@@ -3,7 +3,10 @@
 
 use auction_engine::MicroCredits;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use registry::figures::{DailyFlow, daily_flows};
+use registry::figures::{
+    DailyFlow, HourlyFlow, MarketActivity, MarketDay, daily_flows, hourly_flows, market_activity,
+    market_days,
+};
 use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use uuid::Uuid;
 
@@ -100,6 +103,42 @@ async fn daily_flows_split_at_utc_midnight_and_sum_to_the_ledger() {
         assert_eq!(
             ledger::balance(&db, caller).await.unwrap().balance,
             credits(100 - 3 - 5 - 7 - 2),
+            "{backend}"
+        );
+
+        // By hour: the millisecond before midnight in its own hour.
+        let hour = |text: &str, spent: i64| HourlyFlow {
+            hour: at(text),
+            spent: credits(spent),
+            earned: MicroCredits::ZERO,
+        };
+        assert_eq!(
+            hourly_flows(&db, caller, at("2026-12-05T23:30:00Z")).await.unwrap(),
+            vec![
+                hour("2026-12-05T23:00:00Z", 3),
+                hour("2026-12-06T00:00:00Z", 5),
+                hour("2026-12-06T23:00:00Z", 7)
+            ],
+            "{backend}"
+        );
+
+        // The market: every wallet's charges and the platform's fee (one credit a job), per
+        // day.
+        let market = market_days(&db, since).await.unwrap();
+        let day_of_market = |d: &str, volume: i64, fees: i64| MarketDay {
+            day: day(d),
+            volume: credits(volume),
+            fees: credits(fees),
+        };
+        assert_eq!(
+            market,
+            vec![day_of_market("2026-12-05", 3, 1), day_of_market("2026-12-06", 5 + 7 + 11, 3)],
+            "{backend}"
+        );
+        // No jobs or auctions were run here (captures only), and no agent is registered.
+        assert_eq!(
+            market_activity(&db, at("2000-01-01T00:00:00Z")).await.unwrap(),
+            MarketActivity::default(),
             "{backend}"
         );
         assert_ledger_consistent(&db).await;

@@ -1,11 +1,11 @@
-//! The dashboard's front page: the wallet, what it spent and earned per UTC day, the API keys
-//! (created shown once, revoked for good) and the latest jobs.
+//! The dashboard's front page: the wallet, what it spent and earned per UTC day or hour, the
+//! API keys (created shown once, revoked for good) and the latest jobs.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use auction_engine::MicroCredits;
-use chrono::{Days, NaiveDate};
+use chrono::{Days, Duration, DurationRound};
 use registry::jobs::ActivityFilter;
 use registry::{KeyName, UserId};
 use serde::Deserialize;
@@ -17,8 +17,10 @@ use crate::web::chart::{BarChart, bar_chart};
 use crate::web::session::Visitor;
 use crate::web::{PageError, render, see_other};
 
-/// The days the front page charts, today included.
+/// The days the front page charts by day, today included.
 const CHART_DAYS: u64 = 14;
+/// The hours it charts by hour, this one included.
+const CHART_HOURS: i64 = 48;
 /// The jobs the front page lists (the jobs page has them all).
 const RECENT_JOBS: u64 = 10;
 
@@ -26,18 +28,37 @@ const RECENT_JOBS: u64 = 10;
 pub(crate) struct Nav {
     pub(crate) handle: String,
     pub(crate) csrf: String,
+    /// Listed in `admin.emails`: sees the operator's page.
+    pub(crate) operator: bool,
 }
 
 impl Nav {
     pub(crate) async fn of(state: &AppState, visitor: &Visitor) -> Result<Nav, PageError> {
         let user = registry::find_user(&state.db, visitor.user).await?.ok_or(PageError::SignIn)?;
-        Ok(Nav { handle: user.handle, csrf: visitor.csrf.clone() })
+        let operator = state.settings.admin_emails.iter().any(|email| email.as_str() == user.email);
+        Ok(Nav { handle: user.handle, csrf: visitor.csrf.clone(), operator })
     }
 }
 
-/// One UTC day of the wallet's job entries.
-struct DayRow {
-    day: NaiveDate,
+/// What the charts' bars stand for: a UTC day (`/?by=day`, the default) or hour (`/?by=hour`).
+#[derive(Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ChartPeriod {
+    #[default]
+    Day,
+    Hour,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FrontQuery {
+    #[serde(default)]
+    by: ChartPeriod,
+}
+
+/// One UTC day or hour of the wallet's job entries.
+struct PeriodRow {
+    /// `2026-12-07`, or `2026-12-07 13:00`.
+    label: String,
     spent: MicroCredits,
     earned: MicroCredits,
 }
@@ -61,7 +82,8 @@ struct DashboardPage {
     available: MicroCredits,
     spend_chart: BarChart,
     earn_chart: BarChart,
-    days: Vec<DayRow>,
+    by_hour: bool,
+    periods: Vec<PeriodRow>,
     spent_total: MicroCredits,
     earned_total: MicroCredits,
     keys: Vec<KeyRow>,
@@ -75,26 +97,31 @@ struct DashboardPage {
 pub(crate) async fn dashboard(
     visitor: Visitor,
     state: web::Data<AppState>,
+    query: web::Query<FrontQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let page = front_page(&state, &visitor, None, None).await?;
+    let page = front_page(&state, &visitor, query.by, None, None).await?;
     render(StatusCode::OK, &page)
 }
 
 async fn front_page(
     state: &AppState,
     visitor: &Visitor,
+    by: ChartPeriod,
     new_key: Option<String>,
     key_error: Option<String>,
 ) -> Result<DashboardPage, PageError> {
     let nav = Nav::of(state, visitor).await?;
     let balance = state.bank.balance(visitor.user).await?;
-    let days = daily_rows(state, visitor.user).await?;
-    let sum = |pick: fn(&DayRow) -> MicroCredits| {
-        MicroCredits::from_micros(days.iter().map(|d| pick(d).micros()).sum())
+    let periods = match by {
+        ChartPeriod::Day => daily_rows(state, visitor.user).await?,
+        ChartPeriod::Hour => hourly_rows(state, visitor.user).await?,
+    };
+    let sum = |pick: fn(&PeriodRow) -> MicroCredits| {
+        MicroCredits::from_micros(periods.iter().map(|d| pick(d).micros()).sum())
     };
     let (spent_total, earned_total) = (sum(|d| d.spent), sum(|d| d.earned));
-    let points = |pick: fn(&DayRow) -> MicroCredits| -> Vec<(String, i64)> {
-        days.iter().map(|d| (d.day.to_string(), pick(d).micros())).collect()
+    let points = |pick: fn(&PeriodRow) -> MicroCredits| -> Vec<(String, i64)> {
+        periods.iter().map(|d| (d.label.clone(), pick(d).micros())).collect()
     };
     let credits = |micros: i64| format!("{} credits", MicroCredits::from_micros(micros));
     let spend_chart = bar_chart(&points(|d| d.spent), credits);
@@ -127,7 +154,8 @@ async fn front_page(
         available: balance.available,
         spend_chart,
         earn_chart,
-        days,
+        by_hour: by == ChartPeriod::Hour,
+        periods,
         spent_total,
         earned_total,
         keys,
@@ -138,24 +166,40 @@ async fn front_page(
 }
 
 /// The last [`CHART_DAYS`] UTC days, each present (zero when nothing moved), oldest first.
-async fn daily_rows(state: &AppState, user: UserId) -> Result<Vec<DayRow>, PageError> {
+async fn daily_rows(state: &AppState, user: UserId) -> Result<Vec<PeriodRow>, PageError> {
     let today = state.now().date_naive();
     let first = today.checked_sub_days(Days::new(CHART_DAYS - 1)).unwrap_or(today);
     let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let flows = registry::figures::daily_flows(&state.db, user, since).await?;
-    let zero = MicroCredits::from_micros(0);
     Ok(first
         .iter_days()
         .take_while(|day| *day <= today)
         .map(|day| {
             let flow = flows.iter().find(|f| f.day == day);
-            DayRow {
-                day,
-                spent: flow.map_or(zero, |f| f.spent),
-                earned: flow.map_or(zero, |f| f.earned),
-            }
+            period_row(day.to_string(), flow.map(|f| (f.spent, f.earned)))
         })
         .collect())
+}
+
+/// The last [`CHART_HOURS`] UTC hours, each present, oldest first.
+async fn hourly_rows(state: &AppState, user: UserId) -> Result<Vec<PeriodRow>, PageError> {
+    let now = state.now();
+    let this_hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    let first = this_hour - Duration::hours(CHART_HOURS - 1);
+    let flows = registry::figures::hourly_flows(&state.db, user, first).await?;
+    Ok((0..CHART_HOURS)
+        .map(|n| {
+            let hour = first + Duration::hours(n);
+            let flow = flows.iter().find(|f| f.hour == hour);
+            period_row(hour.format("%Y-%m-%d %H:00").to_string(), flow.map(|f| (f.spent, f.earned)))
+        })
+        .collect())
+}
+
+/// A period's row: zero when nothing moved in it.
+fn period_row(label: String, flow: Option<(MicroCredits, MicroCredits)>) -> PeriodRow {
+    let (spent, earned) = flow.unwrap_or((MicroCredits::ZERO, MicroCredits::ZERO));
+    PeriodRow { label, spent, earned }
 }
 
 #[derive(Deserialize)]
@@ -186,7 +230,7 @@ pub(crate) async fn create_key(
         }
         Err(err) => (None, Some(err.to_string()), StatusCode::UNPROCESSABLE_ENTITY),
     };
-    let page = front_page(&state, &visitor, new_key, key_error).await?;
+    let page = front_page(&state, &visitor, ChartPeriod::Day, new_key, key_error).await?;
     render(status, &page)
 }
 

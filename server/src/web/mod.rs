@@ -14,6 +14,7 @@ mod agents;
 mod chart;
 mod home;
 mod jobs;
+mod operator;
 mod session;
 
 use actix_web::body::BoxBody;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(page("/jobs.csv").route(web::get().to(jobs::csv)))
         .service(page("/jobs/{id}").route(web::get().to(jobs::job)))
         .service(page("/jobs/{id}/rating").route(web::post().to(jobs::rate)))
+        .service(page("/operator").route(web::get().to(operator::overview)))
         .service(page("/static/gavel.css").route(web::get().to(stylesheet)));
 }
 

@@ -41,14 +41,20 @@ fn tools() -> Option<(String, String, PathBuf)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chromium() {
     let Some((python, chromium, axe)) = tools() else { return };
-    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    // The agents' owner is the operator too.
+    let owner_email = "owner@example.com";
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        s.admin.emails = vec![owner_email.into()];
+    })
+    .await;
     let agent = TestAgent::start(Behaviour::Chat {
         content: "hello from a loopback agent".into(),
         prompt_tokens: 5,
         completion_tokens: 4,
     })
     .await;
-    let owner = app.signup().await;
+    let owner = app.signup_as(owner_email).await;
     crate::jobs::chat_agent(&app, &owner, "helper", &agent, "1.5", json!({})).await;
     let dearer = TestAgent::start(Behaviour::Chat {
         content: "dear".into(),
@@ -108,6 +114,7 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
         shown("spent_total"),
         auction_engine::MicroCredits::from_micros(captured).to_string()
     );
+    assert_eq!(shown("spent_total_hourly"), shown("spent_total"), "per hour, the same sum");
     assert_eq!(shown("total_cost"), job.total_cost.to_string());
     let balance = registry::ledger::balance(&app.state.db, caller).await.unwrap();
     assert_eq!(shown("available_after"), balance.available.to_string());
@@ -116,15 +123,12 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     assert_eq!(rating.unwrap().rating, registry::feedback::Rating::Up);
 
     // The owner saw the win in their earnings, the rating on their agent, and paused the other.
-    let earned: i64 =
-        registry::ledger::entries(&app.state.db, registry::UserId(owner.id), None, 200)
-            .await
-            .unwrap()
-            .entries
-            .iter()
-            .filter(|e| e.kind == "capture")
-            .map(|e| e.amount.micros())
-            .sum();
+    let captured = async |account: uuid::Uuid| -> i64 {
+        let page = registry::ledger::entries(&app.state.db, registry::UserId(account), None, 200);
+        let entries = page.await.unwrap().entries;
+        entries.iter().filter(|e| e.kind == "capture").map(|e| e.amount.micros()).sum()
+    };
+    let earned = captured(owner.id).await;
     assert!(earned > 0);
     assert_eq!(
         shown("owner_earned_total"),
@@ -140,4 +144,12 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
         registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id)).await.unwrap();
     let dearer = stored.iter().find(|a| a.id.to_string() == dearer_id).unwrap();
     assert_eq!(dearer.state, registry::agents::AgentState::Paused);
+
+    // As the operator, the owner saw the platform's fees: its capture entries.
+    let fees = captured(registry::ledger::PLATFORM_REVENUE_ACCOUNT).await;
+    assert!(fees > 0);
+    assert_eq!(
+        shown("operator_fees_total"),
+        auction_engine::MicroCredits::from_micros(fees).to_string()
+    );
 }

@@ -50,6 +50,7 @@ fn invalid_values_are_refused_naming_the_key() {
         ("GAVEL__SERVER__BIND", "localhost", "server.bind"),
         ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8,not-a-cidr", "egress.allow_cidrs"),
         ("GAVEL__DATABASE__URL", "mysql://x", "database.url"),
+        ("GAVEL__ADMIN__EMAILS", "ops@example.com,not an email", "admin.emails"),
     ] {
         let output =
             gavel().current_dir(dir.path()).env(key, value).arg("migrate").output().unwrap();

@@ -161,7 +161,12 @@ impl TestApp {
     }
 
     pub(crate) async fn signup(&self) -> TestUser {
-        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        self.signup_as(&format!("{}@example.com", Uuid::new_v4().simple())).await
+    }
+
+    /// Signs up with `email`.
+    pub(crate) async fn signup_as(&self, email: &str) -> TestUser {
+        let email = email.to_owned();
         let password = "correct horse battery staple".to_owned();
         let response = self
             .post_json("/api/auth/signup", &json!({"email": email, "password": password}), None)

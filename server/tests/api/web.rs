@@ -391,9 +391,8 @@ fn amounts_and_next(page: &str) -> (Vec<i64>, Option<String>) {
     (amounts, next)
 }
 
-#[tokio::test]
-async fn the_jobs_log_pages_add_up_to_the_ledger() {
-    let app = app().await;
+/// A chat agent `name` at 0.25 credits a call, and its owner.
+async fn quarter_credit_agent(app: &TestApp, name: &str) -> (TestAgent, TestUser) {
     let agent = TestAgent::start(Behaviour::Chat {
         content: "ok".into(),
         prompt_tokens: 1,
@@ -401,7 +400,14 @@ async fn the_jobs_log_pages_add_up_to_the_ledger() {
     })
     .await;
     let owner = app.signup().await;
-    crate::jobs::chat_agent(&app, &owner, "counted", &agent, "0.25", json!({})).await;
+    crate::jobs::chat_agent(app, &owner, name, &agent, "0.25", json!({})).await;
+    (agent, owner)
+}
+
+#[tokio::test]
+async fn the_jobs_log_pages_add_up_to_the_ledger() {
+    let app = app().await;
+    let (_agent, _owner) = quarter_credit_agent(&app, "counted").await;
     let mut caller = Session::new(&app);
     caller.sign_up("counter@example.com").await;
     let page = caller.get("/").await.text().await.unwrap();
@@ -437,9 +443,77 @@ async fn the_jobs_log_pages_add_up_to_the_ledger() {
     assert_eq!(all.iter().sum::<i64>(), captured, "the pages sum to the ledger");
     assert_eq!(all.len(), 57);
 
-    // The front page's total for today is the same sum.
-    let front = caller.get("/").await.text().await.unwrap();
-    let at = front.find("id=\"spent-total\">").unwrap() + 17;
-    let shown = &front[at..at + front[at..].find('<').unwrap()];
-    assert_eq!(auction_engine::MicroCredits::parse_decimal(shown).unwrap().micros(), -captured);
+    // The front page's total is the same sum, per day (the default) and per hour.
+    for path in ["/", "/?by=day", "/?by=hour"] {
+        let front = caller.get(path).await.text().await.unwrap();
+        let at = front.find("id=\"spent-total\">").unwrap() + 17;
+        let shown = &front[at..at + front[at..].find('<').unwrap()];
+        let shown = auction_engine::MicroCredits::parse_decimal(shown).unwrap().micros();
+        assert_eq!(shown, -captured, "{path}");
+    }
+    let hourly = caller.get("/?by=hour").await.text().await.unwrap();
+    assert!(hourly.contains("per hour (UTC, last 48 hours)"), "{hourly}");
+    assert_eq!(caller.get("/?by=week").await.status(), 400, "an unknown period is refused");
+}
+
+/// Reads the figure printed in the element `id` of `page`.
+fn figure(page: &str, id: &str) -> i64 {
+    let marker = format!("id=\"{id}\">");
+    let at = page.find(&marker).unwrap() + marker.len();
+    let text = &page[at..at + page[at..].find('<').unwrap()];
+    auction_engine::MicroCredits::parse_decimal(text).unwrap().micros()
+}
+
+/// The operator's page is for the accounts in `admin.emails` alone (anyone else gets a 404
+/// and no link to it), and its volume and fees are the ledger's sums.
+#[tokio::test]
+async fn the_operator_page_is_for_operators_and_its_money_is_the_ledgers() {
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        // Listed as typed, in capitals: emails compare as parsed.
+        s.admin.emails = vec!["Boss@Example.com".into()];
+    })
+    .await;
+    let (_agent, owner) = quarter_credit_agent(&app, "operated").await;
+    let caller = app.signup().await;
+    for _ in 0..3 {
+        delivered_job(&app, &caller).await;
+    }
+    // A job no agent can take: an auction with no fill.
+    let body = json!({"category": "ocr", "input": {"x": 1}});
+    let refused = app.post_json("/v1/jobs", &body, Some(&caller.token)).await;
+    assert_eq!(refused.status(), 422);
+
+    let mut boss = Session::new(&app);
+    boss.sign_up("boss@example.com").await;
+    let response = boss.get("/operator").await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+
+    // From the ledger: the platform's capture entries, and every wallet's charges (the
+    // caller's for its calls, the owner's win fees net of its earnings).
+    let db = &app.state.db;
+    let captures = async |account: uuid::Uuid, sign: i64| -> i64 {
+        let page = registry::ledger::entries(db, registry::UserId(account), None, 200).await;
+        let entries = page.unwrap().entries;
+        let captured = entries.iter().filter(|e| e.kind == "capture");
+        captured.map(|e| e.amount.micros()).filter(|m| m.signum() == sign).sum()
+    };
+    let fees = captures(registry::ledger::PLATFORM_REVENUE_ACCOUNT, 1).await;
+    let paid = captures(caller.id, -1).await + captures(owner.id, -1).await;
+    assert!(fees > 0 && paid < 0);
+    assert_eq!(figure(&page, "fees-total"), fees, "{page}");
+    assert_eq!(figure(&page, "volume-total"), -paid, "{page}");
+    assert!(page.contains("<th scope=\"row\">Last hour</th><td class=\"num\">4</td>"), "{page}");
+    assert!(page.contains("delivered 3"), "{page}");
+    assert!(page.contains("<td class=\"num\">1</td><td class=\"num\">25.0%</td>"), "{page}");
+    assert!(page.contains("<td>chat</td><td class=\"num\">1</td>"), "{page}");
+    let front = boss.get("/").await.text().await.unwrap();
+    assert!(front.contains("href=\"/operator\""));
+
+    let mut stranger = Session::new(&app);
+    stranger.sign_up("not-the-boss@example.com").await;
+    assert_eq!(stranger.get("/operator").await.status(), 404);
+    let front = stranger.get("/").await.text().await.unwrap();
+    assert!(!front.contains("href=\"/operator\""));
 }

@@ -153,6 +153,24 @@ with sync_playwright() as p:
     owner.click("button[aria-label$='/dearer']")
     owner.wait_for_url(f"{BASE}/agents")
     report["owner_agents_after_pause"] = owner.locator("#agents tbody tr").all_inner_texts()
+    # The owner registers a third agent through the form: the egress guard's refusal is shown
+    # at the endpoint field, then the agent is registered.
+    owner.click("text=Register an agent")
+    owner.wait_for_url(f"{BASE}/agents/new")
+    check(owner, "agent-new")
+    owner.fill("#name", "formed")
+    owner.fill("#categories", "chat")
+    owner.fill("#endpoint", "http://169.254.169.254/latest")
+    owner.fill("#upstream_model", "small-1")
+    owner.fill("#per_call", "0.5")
+    owner.click("button[type=submit]:has-text('Register')")
+    report["register_refusal"] = text(owner, "#endpoint-error")
+    check(owner, "agent-new-refused")
+    owner.fill("#endpoint", os.environ["GAVEL_FORM_AGENT_URL"])
+    owner.click("button[type=submit]:has-text('Register')")
+    owner.wait_for_url(f"{BASE}/agents")
+    report["owner_agents_after_register"] = owner.locator("#agents tbody tr").all_inner_texts()
+
     # The owner is also the operator (admin.emails): the operator's page.
     owner.click("nav >> text=Operator")
     owner.wait_for_url(f"{BASE}/operator")

@@ -127,11 +127,12 @@ async fn period_sums(
     Ok(sums)
 }
 
-/// The whole market's money per UTC day: what callers were charged, and the platform's fees.
+/// The whole market's money per UTC day: what wallets paid for jobs, and the platform's fees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MarketDay {
     pub day: NaiveDate,
-    /// Every wallet's charges for calls (the clearing prices and fees callers paid).
+    /// What wallets paid for jobs: callers' charges, and owners' win fees net of what the
+    /// same job paid them (every negative capture leg of a wallet).
     pub volume: MicroCredits,
     /// What the platform's revenue account was paid (call and win fees).
     pub fees: MicroCredits,

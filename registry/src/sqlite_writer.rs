@@ -3,7 +3,7 @@
 //!
 //! A *unit* is everything one operation leaves behind: a finished job's row, its auction
 //! record, its attempts, the reputation of the agents it tried and its transfer with the
-//! balance changes; or a grant. When the thread is idle a unit commits at once (no timer, so a
+//! balance changes and the hourly rollup (`figures`); or a grant. When the thread is idle a unit commits at once (no timer, so a
 //! lone job never waits for company); under load, whatever queued while the last commit ran
 //! goes into the next one (up to [`MAX_BATCH`]), so SQLite's write lock and its WAL append are
 //! paid once per batch rather than once per job. A batch runs straight through; if a unit

@@ -5,6 +5,7 @@
 //! or the wall clock. Dependencies point one way: server -> registry -> auction-engine.
 
 pub mod activity;
+pub(crate) mod agent_registration;
 pub mod auth;
 pub mod body_timeout;
 pub mod cli;

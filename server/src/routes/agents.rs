@@ -19,6 +19,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::agent_registration::{self, seal, vet};
 use crate::auth::{Caller, MaybeCaller};
 use crate::error::{ApiError, ErrorBody};
 use crate::input::{decimal_text, parse_body};
@@ -232,26 +233,6 @@ fn raw_pricing(body: PricingBody) -> Result<RawPricing, ApiError> {
     })
 }
 
-/// Checks an upstream key as typed and seals it for storage: the database never holds it in
-/// clear, and no response ever shows it.
-fn seal(state: &AppState, key: &str) -> Result<String, ApiError> {
-    agents::check_upstream_key(key)?;
-    state.agent_client.secrets().seal(key).map_err(ApiError::internal)
-}
-
-/// Runs a URL through the egress guard; a refusal is a 422 naming the field. Returns the URL
-/// in canonical form (`http://①②⑦.0.0.1` is `http://127.0.0.1/`), which is what is stored and
-/// shown.
-async fn vet(state: &AppState, field: &'static str, url: &str) -> Result<String, ApiError> {
-    state
-        .agent_client
-        .resolver()
-        .vet_url(url)
-        .await
-        .map(String::from)
-        .map_err(|err| ApiError::validation(field, err.to_string()))
-}
-
 /// `POST /api/agents`: 201 with the agent.
 #[utoipa::path(post, path = "/api/agents", operation_id = "register_agent", tag = "agents", security(("bearer" = [])), request_body = RegisterBody,
     responses((status = 415, body = ErrorBody), (status = 413, body = ErrorBody), (status = 400, body = ErrorBody), (status = 201, body = AgentView,
@@ -264,16 +245,7 @@ pub(crate) async fn register(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body: RegisterBody = parse_body(body.into_inner())?;
-    if let Some(key) = &body.upstream_api_key {
-        body.upstream_api_key = Some(seal(&state, key)?);
-    }
-    if let Some(endpoint) = &body.endpoint {
-        body.endpoint = Some(vet(&state, "endpoint", endpoint).await?);
-    }
-    if let Some(bid_url) = &body.bid_url {
-        body.bid_url = Some(vet(&state, "bid_url", bid_url).await?);
-    }
+    let body: RegisterBody = parse_body(body.into_inner())?;
     let raw = RawAgentSpec {
         name: body.name,
         description: body.description,
@@ -291,11 +263,7 @@ pub(crate) async fn register(
         visibility: body.visibility,
         pricing: body.pricing.map(raw_pricing).transpose()?,
     };
-    let spec = agents::AgentSpec::parse(raw)?;
-    let agent =
-        agents::register_agent(&state.db, caller.user_id, spec, Uuid::now_v7(), state.now())
-            .await?;
-    state.agent_index.announce();
+    let agent = agent_registration::register(&state, caller.user_id, raw).await?;
     Ok(HttpResponse::Created().json(AgentView::new(&state, &agent, Some(caller.user_id))))
 }
 

@@ -47,6 +47,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(page("/keys").route(web::post().to(home::create_key)))
         .service(page("/keys/{id}/revoke").route(web::post().to(home::revoke_key)))
         .service(page("/agents").route(web::get().to(agents::list)))
+        .service(
+            page("/agents/new")
+                .route(web::get().to(agents::new_form))
+                .route(web::post().to(agents::create)),
+        )
         .service(page("/agents/{id}/pause").route(web::post().to(agents::pause)))
         .service(page("/agents/{id}/resume").route(web::post().to(agents::resume)))
         .service(page("/jobs").route(web::get().to(jobs::log)))

@@ -70,6 +70,14 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/web_check.py");
     let (url, shots_dir) = (app.address.clone(), shots.clone());
     let (owner_email, owner_password) = (owner.email.clone(), owner.password.clone());
+    // The agent the owner registers through the form.
+    let formed = TestAgent::start(Behaviour::Chat {
+        content: "formed".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let form_agent_url = format!("{}/v1", formed.url);
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
@@ -78,6 +86,7 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
             .env("GAVEL_AXE", axe)
             .env("GAVEL_CHROMIUM", chromium)
             .env("GAVEL_OWNER_EMAIL", owner_email)
+            .env("GAVEL_FORM_AGENT_URL", form_agent_url)
             .env("GAVEL_OWNER_PASSWORD", owner_password)
             .output()
             .unwrap()
@@ -144,6 +153,15 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
         registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id)).await.unwrap();
     let dearer = stored.iter().find(|a| a.id.to_string() == dearer_id).unwrap();
     assert_eq!(dearer.state, registry::agents::AgentState::Paused);
+
+    // The form refused the metadata address at its field, then registered the agent.
+    assert!(shown("register_refusal").contains("points at"), "{report}");
+    let registered = report["owner_agents_after_register"].as_array().unwrap();
+    assert!(registered.iter().any(|r| r.as_str().unwrap().contains("/formed")), "{report}");
+    let stored =
+        registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id)).await.unwrap();
+    let formed_agent = stored.iter().find(|a| a.slug.ends_with("/formed")).unwrap();
+    assert_eq!(formed_agent.endpoint, format!("{}/v1", formed.url));
 
     // As the operator, the owner saw the platform's fees: its capture entries.
     let fees = captured(registry::ledger::PLATFORM_REVENUE_ACCOUNT).await;

@@ -517,3 +517,80 @@ async fn the_operator_page_is_for_operators_and_its_money_is_the_ledgers() {
     let front = stranger.get("/").await.text().await.unwrap();
     assert!(!front.contains("href=\"/operator\""));
 }
+
+/// An owner registers an agent in the browser: a refusal (the egress guard's, a bad price) is
+/// shown at its field with what was typed kept; a registered agent is on `/agents` and wins
+/// the next auction; a form without the session's token is refused.
+#[tokio::test]
+async fn an_agent_registered_through_the_form_is_vetted_field_by_field_and_serves() {
+    let app = app().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "from the form".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let mut owner = Session::new(&app);
+    owner.sign_up("former@example.com").await;
+    let page = owner.get("/agents/new").await.text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let endpoint = format!("{}/v1", agent.url);
+    let form = |endpoint: &str, per_call: &str| -> Vec<(String, String)> {
+        [
+            ("csrf", csrf.as_str()),
+            ("kind", "openai-chat"),
+            ("name", "formed"),
+            ("description", "<b>typed</b>"),
+            ("categories", "chat"),
+            ("endpoint", endpoint),
+            ("upstream_model", "small-1"),
+            ("per_call", per_call),
+            ("per_million_input_tokens", "0"),
+            ("per_million_output_tokens", "0"),
+            ("visibility", "public"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    };
+    let post = async |owner: &mut Session<'_>, fields: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        owner.post("/agents/new", &pairs).await
+    };
+
+    // The cloud metadata address: the egress guard refuses it, at the endpoint field.
+    let refused = post(&mut owner, form("http://169.254.169.254/latest/meta-data", "0.5")).await;
+    assert_eq!(refused.status(), 422);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("id=\"endpoint-error\""), "{page}");
+    assert!(page.contains("aria-describedby=\"endpoint-error\""), "{page}");
+    assert!(!page.contains("id=\"per_call-error\""), "{page}");
+    assert!(page.contains("value=\"&#60;b&#62;typed&#60;/b&#62;\""), "kept, as text: {page}");
+
+    // A price that is not a number: at its field.
+    let refused = post(&mut owner, form(&endpoint, "cheap")).await;
+    assert_eq!(refused.status(), 422);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("id=\"per_call-error\""), "{page}");
+    assert!(!page.contains("id=\"endpoint-error\""), "{page}");
+
+    // Without the session's token: refused, nothing registered.
+    let mut forged = form(&endpoint, "0.5");
+    forged[0].1 = "forged".into();
+    assert_eq!(post(&mut owner, forged).await.status(), 403);
+    let listed = owner.get("/agents").await.text().await.unwrap();
+    assert!(!listed.contains("/formed"), "{listed}");
+
+    let created = post(&mut owner, form(&endpoint, "0.5")).await;
+    assert_eq!(created.status(), 303);
+    assert_eq!(created.headers()["location"], "/agents");
+    let listed = owner.get("/agents").await.text().await.unwrap();
+    assert!(listed.contains("/formed"), "{listed}");
+
+    let caller = app.signup().await;
+    let body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}]});
+    let response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
+    let answer = json_body(response).await;
+    assert_eq!(answer["choices"][0]["message"]["content"], "from the form", "{answer}");
+}

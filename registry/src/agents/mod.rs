@@ -11,8 +11,8 @@ pub use domain::{
 };
 pub use index::{AgentIndex, REPUTATION_REFRESH_MS, Snapshot};
 pub use store::{
-    Agent, PRICE_CHANGES_PER_HOUR, RawAgentPatch, agents_generation, delete_agent,
+    Agent, PRICE_CHANGES_PER_HOUR, PriceRecord, RawAgentPatch, agents_generation, delete_agent,
     find_visible_agent, list_own_agents, load_agent, load_agents_and_retired, load_for_write,
-    load_live_agents, price_version, record_attempt, register_agent, update_agent,
+    load_live_agents, price_histories, price_version, record_attempt, register_agent, update_agent,
 };
 pub(crate) use store::{add_reputation_updates, reputation_stats};

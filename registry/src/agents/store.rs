@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -515,6 +515,47 @@ pub async fn price_version(
         per_million_input_tokens: MicroCredits::from_micros(r.per_million_input),
         per_million_output_tokens: MicroCredits::from_micros(r.per_million_output),
     }))
+}
+
+/// One price sheet an agent had, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriceRecord {
+    pub version: u32,
+    pub sheet: PriceSheet,
+    pub since: DateTime<Utc>,
+}
+
+/// Every price sheet each of `owner`'s agents has had, newest first, by agent. Scoped to the
+/// owner in SQL: another owner's agents never appear.
+pub async fn price_histories(
+    db: &DatabaseConnection,
+    owner: UserId,
+) -> Result<BTreeMap<Uuid, Vec<PriceRecord>>, RegistryError> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT v.agent_id, v.version, v.per_call, v.per_million_input, \
+             v.per_million_output, v.created_at FROM agent_price_versions v \
+             JOIN agents a ON a.id = v.agent_id WHERE a.owner_id = $1 \
+             ORDER BY v.agent_id, v.version DESC",
+            [owner.0.into()],
+        ))
+        .await?;
+    let mut histories: BTreeMap<Uuid, Vec<PriceRecord>> = BTreeMap::new();
+    for row in rows {
+        let micros = |column: &str| row.try_get::<i64>("", column).map(MicroCredits::from_micros);
+        let record = PriceRecord {
+            version: u32::try_from(row.try_get::<i32>("", "version")?).unwrap_or(0),
+            sheet: PriceSheet {
+                per_call: micros("per_call")?,
+                per_million_input_tokens: micros("per_million_input")?,
+                per_million_output_tokens: micros("per_million_output")?,
+            },
+            since: row.try_get("", "created_at")?,
+        };
+        histories.entry(row.try_get("", "agent_id")?).or_default().push(record);
+    }
+    Ok(histories)
 }
 
 /// Folds one attempt's outcome into the agent's stored reputation. The read and the write

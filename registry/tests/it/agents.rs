@@ -102,6 +102,22 @@ async fn agents_round_trip_with_access_rules_and_price_versions() {
         );
         let v1 = agents::price_version(&db, public.id, 1).await.unwrap().unwrap();
         assert_eq!(v1.per_call, MicroCredits::parse_decimal("0.01").unwrap());
+        // The owner's price history: both sheets of the repriced agent, newest first; the
+        // other agent's one. A stranger's is empty.
+        let histories = agents::price_histories(&db, owner).await.unwrap();
+        let public_history: Vec<(u32, MicroCredits)> =
+            histories[&public.id].iter().map(|p| (p.version, p.sheet.per_call)).collect();
+        assert_eq!(
+            public_history,
+            vec![
+                (2, MicroCredits::parse_decimal("0.02").unwrap()),
+                (1, MicroCredits::parse_decimal("0.01").unwrap())
+            ],
+            "{backend}"
+        );
+        assert_eq!(histories[&private.id].len(), 1, "{backend}");
+        assert!(histories[&public.id][0].since >= histories[&public.id][1].since);
+        assert!(agents::price_histories(&db, stranger).await.unwrap().is_empty(), "{backend}");
 
         // Soft delete: gone from listings and reads, still loadable for history.
         agents::delete_agent(&db, owner, private.id, Utc::now()).await.unwrap();

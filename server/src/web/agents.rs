@@ -36,6 +36,16 @@ struct AgentRow {
     latency_p95_ms: String,
     attempts: String,
     ratings: AgentRatings,
+    /// Every price sheet it has had, newest first.
+    prices: Vec<PriceRow>,
+}
+
+struct PriceRow {
+    version: u32,
+    since: String,
+    per_call: String,
+    per_million_input: String,
+    per_million_output: String,
 }
 
 #[derive(Template)]
@@ -51,6 +61,7 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let own = agents::list_own_agents(&state.db, visitor.user).await?;
+    let mut histories = agents::price_histories(&state.db, visitor.user).await?;
     let mut rows = Vec::with_capacity(own.len());
     for agent in own {
         let r = &agent.reputation;
@@ -73,6 +84,18 @@ pub(crate) async fn list(
                 r.total_successes, r.total_errors, r.total_timeouts, r.total_invalid
             ),
             ratings: feedback::agent_ratings(&state.db, agent.id).await?,
+            prices: histories
+                .remove(&agent.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| PriceRow {
+                    version: p.version,
+                    since: p.since.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    per_call: p.sheet.per_call.to_string(),
+                    per_million_input: p.sheet.per_million_input_tokens.to_string(),
+                    per_million_output: p.sheet.per_million_output_tokens.to_string(),
+                })
+                .collect(),
         });
     }
     let page = AgentsPage {

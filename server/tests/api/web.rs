@@ -593,4 +593,30 @@ async fn an_agent_registered_through_the_form_is_vetted_field_by_field_and_serve
     let response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
     let answer = json_body(response).await;
     assert_eq!(answer["choices"][0]["message"]["content"], "from the form", "{answer}");
+
+    // A new price through the API: the page's history shows both sheets, newest first.
+    let page = owner.get("/").await.text().await.unwrap();
+    let created = owner.post("/keys", &[("csrf", &csrf_of(&page)), ("name", "k")]).await;
+    let key = new_key_of(&created.text().await.unwrap());
+    let email = registry::Email::parse("former@example.com").unwrap();
+    let user =
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id;
+    let own = registry::agents::list_own_agents(&app.state.db, user).await.unwrap();
+    let pricing = json!({"pricing": {"per_call": "0.75", "per_million_input_tokens": "0",
+        "per_million_output_tokens": "0"}});
+    let patched = app
+        .client
+        .patch(app.url(&format!("/api/agents/{}", own[0].id)))
+        .bearer_auth(&key)
+        .json(&pricing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let listed = owner.get("/agents").await.text().await.unwrap();
+    let history = &listed[listed.find("class=\"price-history\"").unwrap()..];
+    let (v2, v1) = (history.find(">v2<").unwrap(), history.find(">v1<").unwrap());
+    assert!(v2 < v1, "newest first: {history}");
+    assert!(history[v2..v1].contains(">0.75<"), "{history}");
+    assert!(history[v1..].contains(">0.5<"), "{history}");
 }

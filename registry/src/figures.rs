@@ -171,7 +171,7 @@ pub async fn market_days(
     Ok(days)
 }
 
-/// Jobs and auctions since a moment, and the agents on offer now.
+/// Jobs and auctions since a moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MarketActivity {
     /// Jobs begun since, by status (`delivered`, `failed`, ...), in name order.
@@ -180,8 +180,6 @@ pub struct MarketActivity {
     pub auctions: u64,
     /// Of those, auctions that found no winner (no agent eligible).
     pub no_fill: u64,
-    /// Active agents per category, in name order (an agent counts in each of its categories).
-    pub agents_by_category: Vec<(String, u64)>,
 }
 
 /// Jobs and auctions begun at or after `since`. Their ids are UUIDv7, whose first 48 bits are
@@ -218,20 +216,27 @@ pub async fn market_activity(
         activity.auctions = count(n);
         activity.no_fill = count(n - won);
     }
+    Ok(activity)
+}
+
+/// Active agents per category, in name order (an agent counts in each of its categories).
+pub async fn active_agents_by_category(
+    db: &DatabaseConnection,
+) -> Result<Vec<(String, u64)>, RegistryError> {
     let rows = db
         .query_all_raw(Statement::from_string(
-            backend,
+            db.get_database_backend(),
             "SELECT c.category, COUNT(*) AS n FROM agent_categories c \
              JOIN agents a ON a.id = c.agent_id WHERE a.status = 'active' \
              GROUP BY c.category ORDER BY c.category",
         ))
         .await?;
+    let mut counts = Vec::with_capacity(rows.len());
     for row in rows {
-        activity
-            .agents_by_category
-            .push((row.try_get("", "category")?, count(row.try_get("", "n")?)));
+        let n: i64 = row.try_get("", "n")?;
+        counts.push((row.try_get("", "category")?, u64::try_from(n).unwrap_or(0)));
     }
-    Ok(activity)
+    Ok(counts)
 }
 
 /// The date `day` days after the Unix epoch.

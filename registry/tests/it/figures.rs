@@ -4,8 +4,8 @@
 use auction_engine::MicroCredits;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use registry::figures::{
-    DailyFlow, HourlyFlow, MarketActivity, MarketDay, daily_flows, hourly_flows, market_activity,
-    market_days,
+    DailyFlow, HourlyFlow, MarketActivity, MarketDay, active_agents_by_category, daily_flows,
+    hourly_flows, market_activity, market_days,
 };
 use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
 use uuid::Uuid;
@@ -141,6 +141,7 @@ async fn daily_flows_split_at_utc_midnight_and_sum_to_the_ledger() {
             MarketActivity::default(),
             "{backend}"
         );
+        assert!(active_agents_by_category(&db).await.unwrap().is_empty(), "{backend}");
         assert_ledger_consistent(&db).await;
     }
 }

@@ -1,7 +1,7 @@
 //! The operator's page, `/operator`, for the accounts listed in `admin.emails`: the market's
 //! volume and the platform's fees per UTC day, jobs and auctions over the last hour and day
-//! (throughput, the no-fill rate), and the active agents per category. Anyone else gets the
-//! 404 an unknown page gets: the page's existence is not advertised.
+//! (throughput, the no-fill rate), and the active agents per category. Anyone else gets a 404
+//! and no link to it.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -78,13 +78,12 @@ pub(crate) async fn overview(
     };
     let (volume_total, fees_total) = (total(|d| d.volume), total(|d| d.fees));
     let mut windows = Vec::new();
-    let mut agents_by_category = Vec::new();
     for (label, length) in [("Last hour", Duration::hours(1)), ("Last 24 hours", Duration::days(1))]
     {
         let activity = registry::figures::market_activity(&state.db, now - length).await?;
         windows.push(window(label, length, &activity));
-        agents_by_category = activity.agents_by_category;
     }
+    let agents_by_category = registry::figures::active_agents_by_category(&state.db).await?;
     let page = OperatorPage {
         nav: Some(nav),
         days,

@@ -105,6 +105,15 @@ with sync_playwright() as p:
     report["job_id"] = job_id
     report["answer"] = completion.choices[0].message.content
 
+    # The marketplace: the agents on offer, and a recommendation from the "try it" box.
+    page.click("nav >> text=Marketplace")
+    page.wait_for_url(f"{BASE}/market")
+    page.fill("#prompt", "Say hello")
+    page.click("button:has-text('Run the auction')")
+    page.wait_for_url(f"{BASE}/market/try")
+    report["shortlist"] = page.locator("#shortlist tbody tr").all_inner_texts()
+    check(page, "market")
+
     page.goto(f"{BASE}/")
     report["available_after"] = text(page, "#available")
     report["spent_total"] = text(page, "#spent-total")

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod configuration;
 pub mod data_lock;
 pub mod demo;
+pub(crate) mod discovery;
 pub mod egress;
 pub mod error;
 pub mod input;

@@ -14,6 +14,7 @@ mod agents;
 mod chart;
 mod home;
 mod jobs;
+mod market;
 mod operator;
 mod session;
 
@@ -59,6 +60,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(page("/jobs/{id}").route(web::get().to(jobs::job)))
         .service(page("/jobs/{id}/rating").route(web::post().to(jobs::rate)))
         .service(page("/operator").route(web::get().to(operator::overview)))
+        .service(page("/market").route(web::get().to(market::browse)))
+        .service(page("/market/try").route(web::post().to(market::try_it)))
         .service(page("/static/gavel.css").route(web::get().to(stylesheet)));
 }
 

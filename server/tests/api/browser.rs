@@ -106,6 +106,10 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     assert!(report["winner"].as_str().unwrap().ends_with("/helper"), "{report}");
     assert!(report["candidates"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["attempts"], 1);
+    // The "try it" box's shortlist: both active agents, the cheaper first.
+    let shortlist = report["shortlist"].as_array().unwrap();
+    assert_eq!(shortlist.len(), 2, "{report}");
+    assert!(shortlist[0].as_str().unwrap().contains("/helper"), "{report}");
     assert!(report["rating"].as_str().unwrap().contains("up: quick and right"));
     assert!(report["after_logout"].as_str().unwrap().ends_with("/login"));
 

@@ -620,3 +620,66 @@ async fn an_agent_registered_through_the_form_is_vetted_field_by_field_and_serve
     assert!(history[v2..v1].contains(">0.75<"), "{history}");
     assert!(history[v1..].contains(">0.5<"), "{history}");
 }
+
+/// The marketplace lists public agents (never a private one) in the API's order, and its
+/// "try it" box runs a `recommend` auction as the visitor: the shortlist, the call fee
+/// charged, the transcript one link away. Refusals are shown in the box.
+#[tokio::test]
+async fn the_marketplace_lists_public_agents_and_try_it_recommends() {
+    let app = app().await;
+    let (_cheap, owner) = quarter_credit_agent(&app, "cheap").await;
+    let dear = TestAgent::start(Behaviour::Chat {
+        content: "dear".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    crate::jobs::chat_agent(&app, &owner, "dear", &dear, "2", json!({})).await;
+    crate::jobs::chat_agent(
+        &app,
+        &owner,
+        "hidden",
+        &dear,
+        "0.01",
+        json!({"visibility": "private"}),
+    )
+    .await;
+
+    let mut visitor = Session::new(&app);
+    visitor.sign_up("shopper@example.com").await;
+    let page = visitor.get("/market?category=chat&sort=price").await.text().await.unwrap();
+    let (cheap_at, dear_at) = (page.find("/cheap<").unwrap(), page.find("/dear<").unwrap());
+    assert!(cheap_at < dear_at, "by price: {page}");
+    assert!(!page.contains("/hidden<"), "a private agent is not listed: {page}");
+    assert_eq!(visitor.get("/market?sort=cheapest").await.status(), 422);
+
+    let csrf = csrf_of(&page);
+    let form = [("csrf", csrf.as_str()), ("category", "chat"), ("prompt", "Summarise <this>")];
+    let tried = visitor.post("/market/try", &form).await;
+    assert_eq!(tried.status(), 200);
+    let page = tried.text().await.unwrap();
+    let shortlist = &page[page.find("id=\"shortlist\"").expect(&page)..];
+    let (cheap_at, dear_at) =
+        (shortlist.find("/cheap<").unwrap(), shortlist.find("/dear<").unwrap());
+    assert!(cheap_at < dear_at, "{shortlist}");
+    assert!(page.contains("Summarise &#60;this&#62;"), "the prompt is kept, as text");
+    let at = page.find("href=\"/jobs/").unwrap() + 12;
+    let job_id = &page[at..at + 36];
+    assert_eq!(visitor.get(&format!("/jobs/{job_id}")).await.status(), 200);
+    // A recommendation costs the call fee alone: 1 credit of the 100 granted.
+    let email = registry::Email::parse("shopper@example.com").unwrap();
+    let user =
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id;
+    let balance = registry::ledger::balance(&app.state.db, user).await.unwrap();
+    assert_eq!(balance.balance.to_string(), "99");
+
+    let empty = [("csrf", csrf.as_str()), ("category", "chat"), ("prompt", "  ")];
+    let refused = visitor.post("/market/try", &empty).await;
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap().contains("id=\"try-error\""));
+    let none = [("csrf", csrf.as_str()), ("category", "ocr"), ("prompt", "read this")];
+    let refused = visitor.post("/market/try", &none).await;
+    assert_eq!(refused.status(), 422, "no agent serves ocr");
+    let forged = [("csrf", "forged"), ("category", "chat"), ("prompt", "hi")];
+    assert_eq!(visitor.post("/market/try", &forged).await.status(), 403);
+}

@@ -22,10 +22,11 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::discovery::{DiscoveryFilter, discover_agents};
 use crate::error::ApiError;
 use crate::jobs::request::{self, JobRequest};
 use crate::jobs::service::{JobResult, Shortlisted, run_job};
-use crate::routes::agents::{DiscoveryFilter, ReputationView, discover_agents, status_word};
+use crate::routes::agents::{ReputationView, status_word};
 use crate::routes::records::{AuctionRecord, auction_record};
 use crate::state::AppState;
 

@@ -29,7 +29,7 @@ struct Window {
     label: &'static str,
     jobs: u64,
     jobs_by_status: Vec<(String, u64)>,
-    /// Jobs a second over the window, one decimal.
+    /// Jobs a second over the window (see [`rate`]).
     per_second: String,
     auctions: u64,
     no_fill: u64,
@@ -107,9 +107,34 @@ fn window(label: &'static str, length: Duration, activity: &MarketActivity) -> W
         label,
         jobs,
         jobs_by_status: activity.jobs_by_status.clone(),
-        per_second: format!("{:.1}", jobs as f64 / seconds),
+        per_second: rate(jobs as f64 / seconds),
         auctions: activity.auctions,
         no_fill: activity.no_fill,
         no_fill_rate,
+    }
+}
+
+/// A rate with the digits that say something: `1234`, `12.3`, `0.0006`. One decimal alone
+/// would print a quiet hour's few jobs as `0.0`.
+fn rate(per_second: f64) -> String {
+    if per_second >= 10.0 {
+        format!("{per_second:.0}")
+    } else if per_second >= 1.0 {
+        format!("{per_second:.1}")
+    } else {
+        format!("{per_second:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rates_keep_their_meaningful_digits() {
+        assert_eq!(rate(2.0 / 3600.0), "0.0006");
+        assert_eq!(rate(0.0), "0.0000");
+        assert_eq!(rate(3.25), "3.2");
+        assert_eq!(rate(6423.4), "6423");
     }
 }

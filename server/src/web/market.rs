@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 use askama::Template;
 use registry::agents::CATEGORIES;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, json};
 use uuid::Uuid;
 
 use crate::discovery::{DiscoveryFilter, discover_agents};
@@ -128,14 +128,11 @@ async fn recommend(state: &AppState, visitor: &Visitor, form: &TryForm) -> Resul
         "chat" => "auction".to_owned(),
         category => format!("auction/{category}"),
     };
-    let body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": prompt}],
-        "auction": {"mode": "recommend", "top_k": SHORTLIST},
-    });
-    let serde_json::Value::Object(body) = body else {
-        return Err(ApiError::internal(anyhow::anyhow!("a literal object is an object")));
-    };
+    let body = Map::from_iter([
+        ("model".to_owned(), json!(model)),
+        ("messages".to_owned(), json!([{"role": "user", "content": prompt}])),
+        ("auction".to_owned(), json!({"mode": "recommend", "top_k": SHORTLIST})),
+    ]);
     let request = parse_chat(body)?;
     state.rate_limiter.check(&format!("user:{}", visitor.user)).await?;
     state.ensure_monthly_grant(visitor.user).await?;

@@ -179,6 +179,14 @@ with sync_playwright() as p:
     owner.click("button[type=submit]:has-text('Register')")
     owner.wait_for_url(f"{BASE}/agents")
     report["owner_agents_after_register"] = owner.locator("#agents tbody tr").all_inner_texts()
+    # ... and edits it: a new price, saved, is its second price version.
+    owner.click("a[aria-label$='/formed']:has-text('Edit')")
+    owner.wait_for_url("**/edit")
+    check(owner, "agent-edit")
+    owner.fill("#per_call", "0.6")
+    owner.click("button[type=submit]:has-text('Save changes')")
+    owner.wait_for_url(f"{BASE}/agents")
+    report["owner_agents_after_edit"] = owner.locator("#agents tbody tr").all_inner_texts()
 
     # The owner is also the operator (admin.emails): the operator's page.
     owner.click("nav >> text=Operator")

@@ -18,6 +18,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 use auction_engine::MicroCredits;
 use uuid::Uuid;
 
+use crate::jobs::Entrant;
 use crate::{RegistryError, UserId};
 
 /// The hour a capture at `time` counts in: whole hours since the Unix epoch, UTC.
@@ -40,6 +41,85 @@ pub(crate) const ADD_HOURLY_FLOW: &str = "INSERT INTO account_hourly_flows \
      ON CONFLICT (account_id, hour) DO UPDATE SET \
      spent = account_hourly_flows.spent + excluded.spent, \
      earned = account_hourly_flows.earned + excluded.earned";
+
+/// An auction's entrants as rollup rows of `agent_auction_hours`: `(agent, entered, won,
+/// won_bid, won_price)`, one per agent in the ranking; the winner's bid and price counted.
+pub(crate) fn entries_of(
+    entrants: &[Entrant],
+) -> impl Iterator<Item = (Uuid, i64, i64, i64, i64)> + '_ {
+    entrants.iter().map(|e| {
+        let won = e.rank == 1;
+        let (bid, price) = if won { (e.bid.micros(), e.price.micros()) } else { (0, 0) };
+        (e.agent_id, 1, i64::from(won), bid, price)
+    })
+}
+
+/// Adds one entrant to its agent's category and hour: `$1` agent, `$2` category, `$3` hour,
+/// `$4` entered, `$5` won, `$6` won bid, `$7` won price. The same text on both backends.
+pub(crate) const ADD_AUCTION_HOUR: &str = "INSERT INTO agent_auction_hours \
+     (agent_id, category, hour, entered, won, won_bid, won_price) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (agent_id, category, hour) DO UPDATE SET \
+     entered = agent_auction_hours.entered + excluded.entered, \
+     won = agent_auction_hours.won + excluded.won, \
+     won_bid = agent_auction_hours.won_bid + excluded.won_bid, \
+     won_price = agent_auction_hours.won_price + excluded.won_price";
+
+/// One of an owner's agents in one category and UTC day: the auctions it entered and won,
+/// and over those it won, its bids and the prices it was to be paid (micro-credits summed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentAuctionDay {
+    pub agent_id: Uuid,
+    pub category: String,
+    pub day: NaiveDate,
+    pub entered: i64,
+    pub won: i64,
+    pub won_bid: MicroCredits,
+    pub won_price: MicroCredits,
+}
+
+/// `owner`'s agents' auctions per agent, category and UTC day from `since` on (whole days),
+/// from `agent_auction_hours`; oldest first within each agent and category. Scoped to the
+/// owner in SQL.
+pub async fn agent_auction_days(
+    db: &DatabaseConnection,
+    owner: UserId,
+    since: DateTime<Utc>,
+) -> Result<Vec<AgentAuctionDay>, RegistryError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => {
+            "SELECT h.agent_id, h.category, h.hour / 24 AS day, SUM(h.entered)::bigint AS entered, \
+             SUM(h.won)::bigint AS won, SUM(h.won_bid)::bigint AS won_bid, \
+             SUM(h.won_price)::bigint AS won_price \
+             FROM agent_auction_hours h JOIN agents a ON a.id = h.agent_id \
+             WHERE a.owner_id = $1 AND h.hour >= $2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        }
+        _ => {
+            "SELECT h.agent_id, h.category, h.hour / 24 AS day, SUM(h.entered) AS entered, \
+             SUM(h.won) AS won, SUM(h.won_bid) AS won_bid, SUM(h.won_price) AS won_price \
+             FROM agent_auction_hours h JOIN agents a ON a.id = h.agent_id \
+             WHERE a.owner_id = $1 AND h.hour >= $2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        }
+    };
+    let first_hour = hour_of(since).div_euclid(24) * 24;
+    let values = [owner.0.into(), first_hour.into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let mut days = Vec::with_capacity(rows.len());
+    for row in rows {
+        let day: i64 = row.try_get("", "day")?;
+        days.push(AgentAuctionDay {
+            agent_id: row.try_get("", "agent_id")?,
+            category: row.try_get("", "category")?,
+            day: day_of(day)?,
+            entered: row.try_get("", "entered")?,
+            won: row.try_get("", "won")?,
+            won_bid: MicroCredits::from_micros(row.try_get("", "won_bid")?),
+            won_price: MicroCredits::from_micros(row.try_get("", "won_price")?),
+        });
+    }
+    Ok(days)
+}
 
 /// What a wallet spent and earned on jobs in one UTC day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use auction_engine::MicroCredits;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Set,
+    QuerySelect, QueryTrait, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -72,7 +72,7 @@ pub struct NewJob {
     pub instance: Option<Uuid>,
 }
 
-/// An auction's audit record, as rendered JSON.
+/// An auction's audit record, as rendered JSON, and who bid in it.
 #[derive(Clone, Debug)]
 pub struct AuctionEntry {
     pub id: Uuid,
@@ -80,6 +80,20 @@ pub struct AuctionEntry {
     pub winner: Option<Uuid>,
     pub clearing_price: Option<MicroCredits>,
     pub record: String,
+    /// Every agent in the ranking (the record keeps the first 100 of them in full): the
+    /// owners' win rates and bid-vs-price figures are summed from these
+    /// (`agent_auction_hours`).
+    pub entrants: Vec<Entrant>,
+}
+
+/// An agent that bid in an auction: its rank, its bid and the price it was to be paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entrant {
+    pub agent_id: Uuid,
+    /// 1 is the winner.
+    pub rank: u32,
+    pub bid: MicroCredits,
+    pub price: MicroCredits,
 }
 
 /// One call to an agent.
@@ -279,7 +293,7 @@ pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
             id: Set(auction.id),
             job_id: Set(job.id),
             caller_id: Set(job.caller.0),
-            category: Set(auction.category),
+            category: Set(auction.category.clone()),
             winner_agent_id: Set(auction.winner),
             clearing_price: Set(auction.clearing_price.map(MicroCredits::micros)),
             record: Set(auction.record),
@@ -287,6 +301,22 @@ pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
         })
         .into_query(),
     );
+    let hour = crate::figures::hour_of(job.created_at);
+    for (agent, entered, won, bid, price) in crate::figures::entries_of(&auction.entrants) {
+        script.push_built(Statement::from_sql_and_values(
+            script.backend(),
+            crate::figures::ADD_AUCTION_HOUR,
+            [
+                agent.into(),
+                auction.category.clone().into(),
+                hour.into(),
+                entered.into(),
+                won.into(),
+                bid.into(),
+                price.into(),
+            ],
+        ));
+    }
 }
 
 /// What happens to a job's hold when it ends.

@@ -651,6 +651,47 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
     .bind(holds.iter().map(|(job, _, _)| job.created_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
+    add_auction_hours(tx, opens).await
+}
+
+/// The openings' entrants, summed per agent, category and hour first (one statement may not
+/// update a row twice), into `agent_auction_hours`.
+async fn add_auction_hours(
+    tx: &mut Transaction<'_, Postgres>,
+    opens: &[&Open],
+) -> Result<(), Miss> {
+    let mut sums: BTreeMap<(Uuid, &str, i64), [i64; 4]> = BTreeMap::new();
+    for open in opens {
+        let hour = figures::hour_of(open.job.created_at);
+        for (agent, entered, won, bid, price) in figures::entries_of(&open.auction.entrants) {
+            let sum = sums.entry((agent, open.auction.category.as_str(), hour)).or_default();
+            for (total, add) in sum.iter_mut().zip([entered, won, bid, price]) {
+                *total += add;
+            }
+        }
+    }
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let column = |i: usize| sums.values().map(|sum| sum[i]).collect::<Vec<i64>>();
+    sqlx::query(
+        "INSERT INTO agent_auction_hours AS h \
+           (agent_id, category, hour, entered, won, won_bid, won_price) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], \
+           $5::bigint[], $6::bigint[], $7::bigint[]) \
+         ON CONFLICT (agent_id, category, hour) DO UPDATE SET \
+           entered = h.entered + excluded.entered, won = h.won + excluded.won, \
+           won_bid = h.won_bid + excluded.won_bid, won_price = h.won_price + excluded.won_price",
+    )
+    .bind(sums.keys().map(|(agent, _, _)| *agent).collect::<Vec<_>>())
+    .bind(sums.keys().map(|(_, category, _)| *category).collect::<Vec<_>>())
+    .bind(sums.keys().map(|(_, _, hour)| *hour).collect::<Vec<_>>())
+    .bind(column(0))
+    .bind(column(1))
+    .bind(column(2))
+    .bind(column(3))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -536,6 +536,19 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
         auction.record,
         time_text(job.created_at),
     ])?;
+    let hour = figures::hour_of(job.created_at);
+    let mut entry = tx.prepare_cached(figures::ADD_AUCTION_HOUR)?;
+    for (agent, entered, won, bid, price) in figures::entries_of(&auction.entrants) {
+        entry.execute(params![
+            agent.as_bytes(),
+            auction.category,
+            hour,
+            entered,
+            won,
+            bid,
+            price
+        ])?;
+    }
     let mut insert_attempt = tx.prepare_cached(
         "INSERT INTO job_attempts (job_id, rank, agent_id, agent_slug, price, outcome, \
          http_status, error_code, latency_ms, started_at) \

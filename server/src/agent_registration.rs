@@ -1,10 +1,10 @@
-//! Registering an agent: what the API (`POST /api/agents`, `PATCH /api/agents/{id}`) and the
-//! dashboard's form share, below both. A URL the agent gives (its endpoint, its bid URL) passes
+//! Registering and editing an agent: what the API (`POST /api/agents`, `PATCH
+//! /api/agents/{id}`) and the dashboard's forms share, below both. A URL the agent gives (its endpoint, its bid URL) passes
 //! the egress guard before anything is stored, and is stored in its canonical form; an upstream
 //! key is sealed; the registry parses the rest; the agent index hears of the change.
 
 use registry::UserId;
-use registry::agents::{self, Agent, AgentSpec, RawAgentSpec};
+use registry::agents::{self, Agent, AgentSpec, RawAgentPatch, RawAgentSpec};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -28,6 +28,30 @@ pub(crate) async fn register(
     }
     let spec = AgentSpec::parse(raw)?;
     let agent = agents::register_agent(&state.db, owner, spec, Uuid::now_v7(), state.now()).await?;
+    state.agent_index.announce();
+    Ok(agent)
+}
+
+/// Applies `patch` to one of `owner`'s agents. The write check (404, or 403 for another
+/// owner's public agent) comes before the URL checks, so that a stranger learns nothing from
+/// them; then as `register`: keys sealed, URLs vetted, the index told.
+pub(crate) async fn update(
+    state: &AppState,
+    owner: UserId,
+    id: Uuid,
+    mut patch: RawAgentPatch,
+) -> Result<Agent, ApiError> {
+    agents::load_for_write(&state.db, owner, id).await?;
+    if let Some(Some(key)) = &patch.upstream_api_key {
+        patch.upstream_api_key = Some(Some(seal(state, key)?));
+    }
+    if let Some(endpoint) = &patch.endpoint {
+        patch.endpoint = Some(vet(state, "endpoint", endpoint).await?);
+    }
+    if let Some(Some(bid_url)) = &patch.bid_url {
+        patch.bid_url = Some(Some(vet(state, "bid_url", bid_url).await?));
+    }
+    let agent = agents::update_agent(&state.db, owner, id, patch, state.now()).await?;
     state.agent_index.announce();
     Ok(agent)
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use auction_engine::MicroCredits;
 use chrono::{DateTime, Duration, Utc};
 use registry::jobs::{
-    self, AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, ReputationUpdate, Settlement,
+    self, AuctionEntry, Entrant, JobKind, JobOutcome, JobStatus, NewJob, ReputationUpdate,
+    Settlement,
 };
 use registry::ledger::{self, Capture, HoldRequest, PLATFORM_REVENUE_ACCOUNT, Payee, Payout};
 use registry::{Bank, RegistryError, UserId};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use uuid::Uuid;
 
 use crate::helpers::{all_backends, assert_ledger_consistent, user};
@@ -38,8 +40,48 @@ fn new_job(caller: UserId) -> (NewJob, AuctionEntry) {
         winner: None,
         clearing_price: None,
         record: "{}".into(),
+        entrants: entrants(caller).to_vec(),
     };
     (job, auction)
+}
+
+/// Two agents bid in each of `caller`'s auctions: the first wins at a price above its bid.
+fn entrants(caller: UserId) -> [Entrant; 2] {
+    let agent = |n: u128| Uuid::from_u128(caller.0.as_u128() ^ n);
+    [
+        Entrant { agent_id: agent(1), rank: 1, bid: credits(1), price: credits(2) },
+        Entrant { agent_id: agent(2), rank: 2, bid: credits(3), price: credits(3) },
+    ]
+}
+
+/// Asserts that `caller`'s `jobs` recorded auctions are each counted once in the owners'
+/// rollup (`agent_auction_hours`): one entry for each entrant, one win for the first, its bid
+/// and price summed. A refused opening, a rolled-back unit and a replayed batch count nothing
+/// twice and nothing extra.
+async fn assert_auction_hours(db: &DatabaseConnection, caller: UserId, jobs: i64, backend: &str) {
+    let [first, second] = entrants(caller);
+    let sql = "SELECT CAST(COALESCE(SUM(entered), 0) AS BIGINT) AS entered, \
+               CAST(COALESCE(SUM(won), 0) AS BIGINT) AS won, \
+               CAST(COALESCE(SUM(won_bid), 0) AS BIGINT) AS won_bid, \
+               CAST(COALESCE(SUM(won_price), 0) AS BIGINT) AS won_price \
+               FROM agent_auction_hours WHERE agent_id = $1";
+    let sums = async |agent: Uuid| {
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, [agent.into()]))
+            .await
+            .unwrap()
+            .unwrap();
+        let get = |column: &str| -> i64 { row.try_get::<i64>("", column).unwrap() };
+        [get("entered"), get("won"), get("won_bid"), get("won_price")]
+    };
+    let million = 1_000_000;
+    assert_eq!(
+        sums(first.agent_id).await,
+        [jobs, jobs, jobs * million, jobs * 2 * million],
+        "{backend}"
+    );
+    assert_eq!(sums(second.agent_id).await, [jobs, 0, 0, 0], "{backend}");
 }
 
 /// A reputation update for an agent that does not exist: the unit carrying it fails after
@@ -223,6 +265,7 @@ async fn three_hundred_concurrent_jobs_against_credits_for_a_hundred_share_batch
             delivered += usize::from(task.await.unwrap());
         }
         assert_eq!(delivered, 100, "{backend}");
+        assert_auction_hours(&db, caller, 100, backend).await;
         let caller_balance = bank.balance(caller).await.unwrap();
         assert_eq!(
             (caller_balance.balance, caller_balance.held),
@@ -296,6 +339,10 @@ async fn a_failing_unit_does_not_spoil_its_batch() {
                 assert_eq!(row.status, "delivered", "{backend}");
             }
         }
+        // On a SQLite file the bad job's unit (job, record and all) was rolled back; on
+        // Postgres its opening stands.
+        let recorded = if backend == "sqlite" { 49 } else { 50 };
+        assert_auction_hours(&db, caller, recorded, backend).await;
         let held = if backend == "sqlite" { MicroCredits::ZERO } else { credits(1) };
         let caller_balance = bank.balance(caller).await.unwrap();
         assert_eq!((caller_balance.balance, caller_balance.held), (credits(1), held), "{backend}");

@@ -453,6 +453,7 @@ async fn a_job_cut_off_by_a_crash_is_marked_failed_and_its_hold_voided() {
             winner: None,
             clearing_price: None,
             record: "{}".into(),
+            entrants: vec![],
         };
         let hold = HoldRequest {
             job_id,

@@ -16,7 +16,9 @@ use auction_engine::{
 };
 use rand::RngCore;
 use registry::agents::{Agent, AgentKind, AgentState, Visibility};
-use registry::jobs::{AuctionEntry, JobKind, JobOutcome, JobStatus, NewJob, Served, Settlement};
+use registry::jobs::{
+    AuctionEntry, Entrant, JobKind, JobOutcome, JobStatus, NewJob, Served, Settlement,
+};
 use registry::ledger::{Capture, HoldRequest, Payee, Payout};
 use registry::{RegistryError, UserId};
 use serde::Serialize;
@@ -281,6 +283,12 @@ pub async fn prepare(
         winner: winner.map(|w| Uuid::from_u128(w.agent_id.0)),
         clearing_price: winner.map(|w| w.price),
         record: serde_json::to_string(&audit).map_err(ApiError::internal)?,
+        // A `recommend` auction is a quote: nobody runs the job or is paid, so it counts in
+        // no agent's win rate.
+        entrants: match request.mode {
+            Mode::Execute => entrants(&record.outcome.ranking),
+            Mode::Recommend => Vec::new(),
+        },
     };
 
     let ranking = &record.outcome.ranking;
@@ -556,6 +564,19 @@ async fn recommend(
 
 /// How long a job's hold lives: the configured TTL, or longer when the fallback chain could
 /// take longer than that.
+/// The agents in an auction's ranking, for the owners' figures.
+fn entrants(ranking: &[Ranked]) -> Vec<Entrant> {
+    ranking
+        .iter()
+        .map(|r| Entrant {
+            agent_id: Uuid::from_u128(r.agent_id.0),
+            rank: u32::try_from(r.rank).unwrap_or(u32::MAX),
+            bid: r.bid,
+            price: r.price,
+        })
+        .collect()
+}
+
 fn hold_lifetime(state: &AppState, attempts: usize, stream: bool) -> chrono::Duration {
     let configured = state.settings.raw.credits.hold_ttl_secs.saturating_mul(1000);
     // A stream may run for up to `settlement::MAX_STREAM` once it has started.

@@ -17,7 +17,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::agent_registration::{self, seal, vet};
+use crate::agent_registration;
 use crate::auth::{Caller, MaybeCaller};
 use crate::discovery::{DiscoveryFilter, discover_ranked};
 use crate::error::{ApiError, ErrorBody};
@@ -305,7 +305,7 @@ pub(crate) async fn update(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = agent_id(&path)?;
-    let mut body: PatchBody = parse_body(body.into_inner())?;
+    let body: PatchBody = parse_body(body.into_inner())?;
     if body.name.is_some() {
         return Err(ApiError::validation(
             "name",
@@ -317,18 +317,6 @@ pub(crate) async fn update(
             "kind",
             "cannot be changed; register a new agent instead",
         ));
-    }
-    // The write check (404, or 403 for another owner's public agent) comes before the URL
-    // checks, so that a stranger learns nothing from them.
-    agents::load_for_write(&state.db, caller.user_id, id).await?;
-    if let Some(Some(key)) = &body.upstream_api_key {
-        body.upstream_api_key = Some(Some(seal(&state, key)?));
-    }
-    if let Some(endpoint) = &body.endpoint {
-        body.endpoint = Some(vet(&state, "endpoint", endpoint).await?);
-    }
-    if let Some(Some(bid_url)) = &body.bid_url {
-        body.bid_url = Some(Some(vet(&state, "bid_url", bid_url).await?));
     }
     let patch = RawAgentPatch {
         description: body.description,
@@ -346,8 +334,7 @@ pub(crate) async fn update(
         status: body.status,
         pricing: body.pricing.map(raw_pricing).transpose()?,
     };
-    let agent = agents::update_agent(&state.db, caller.user_id, id, patch, state.now()).await?;
-    state.agent_index.announce();
+    let agent = agent_registration::update(&state, caller.user_id, id, patch).await?;
     Ok(HttpResponse::Ok().json(AgentView::new(&state, &agent, Some(caller.user_id))))
 }
 

@@ -1,21 +1,26 @@
 //! The owner's agents: each one's state (with pause and resume), price sheet, reputation as
 //! the auction reads it (decayed successes and failures, latency), its attempts by outcome,
-//! and its ratings as they count (owners' own left out, capped per caller); and the form that
-//! registers a new one (`/agents/new`), through the API's own path, with each refusal shown at
-//! its field.
+//! and its ratings as they count (owners' own left out, capped per caller); and the forms that
+//! register a new one (`/agents/new`) and edit one (`/agents/{id}/edit`), through the API's own
+//! paths, with each refusal shown at its field.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use askama::Template;
-use registry::agents::{self, AgentState, RawAgentPatch, RawAgentSpec, RawPricing};
+use auction_engine::MicroCredits;
+use registry::RegistryError;
+use registry::agents::{self, Agent, AgentState, RawAgentPatch, RawAgentSpec, RawPricing};
 use registry::feedback::{self, AgentRatings};
+use registry::figures::{self, AgentAuctionDay};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::agent_registration;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::web::account::CsrfForm;
+use crate::web::chart::{BarChart, bar_chart};
 use crate::web::home::Nav;
 use crate::web::session::Visitor;
 use crate::web::{PageError, render, see_other};
@@ -48,12 +53,102 @@ struct PriceRow {
     per_million_output: String,
 }
 
+/// One agent's auctions in one category over the window, or in one day of it.
+struct AuctionRow {
+    label: String,
+    entered: i64,
+    won: i64,
+    win_rate: String,
+    /// Averages over the auctions won: its bid, and the price it was to be paid.
+    average_bid: String,
+    average_price: String,
+}
+
+impl AuctionRow {
+    fn new(label: String, entered: i64, won: i64, bid: i64, price: i64) -> AuctionRow {
+        let average = |total: i64| match won {
+            0 => "-".to_owned(),
+            won => MicroCredits::from_micros(total / won).to_string(),
+        };
+        AuctionRow {
+            label,
+            entered,
+            won,
+            win_rate: match entered {
+                0 => "-".to_owned(),
+                entered => format!("{:.1}%", won as f64 * 100.0 / entered as f64),
+            },
+            average_bid: average(bid),
+            average_price: average(price),
+        }
+    }
+}
+
+/// One agent's auctions over the window: per category, and per day with a chart of wins.
+struct AgentAuctions {
+    slug: String,
+    categories: Vec<AuctionRow>,
+    days: Vec<AuctionRow>,
+    wins_chart: BarChart,
+}
+
+/// The days the auction figures cover, today (UTC) included.
+const AUCTION_DAYS: i64 = 14;
+
 #[derive(Template)]
 #[template(path = "agents.html")]
 struct AgentsPage {
     nav: Option<Nav>,
     csrf: String,
     agents: Vec<AgentRow>,
+    auction_days: i64,
+    auctions: Vec<AgentAuctions>,
+}
+
+/// The auction figures of `owner`'s agents over the last `AUCTION_DAYS` UTC days, from the
+/// rollup written with each auction's record.
+async fn auction_figures(
+    state: &AppState,
+    owner: registry::UserId,
+    own: &[Agent],
+) -> Result<Vec<AgentAuctions>, PageError> {
+    let today = state.now().date_naive();
+    let first = today - chrono::Duration::days(AUCTION_DAYS - 1);
+    let since = first.and_time(chrono::NaiveTime::MIN).and_utc();
+    let rows = figures::agent_auction_days(&state.db, owner, since).await?;
+    let mut figures_of = Vec::new();
+    for agent in own {
+        let mine: Vec<&AgentAuctionDay> = rows.iter().filter(|r| r.agent_id == agent.id).collect();
+        let mut by_category: BTreeMap<&str, [i64; 4]> = BTreeMap::new();
+        let mut by_day: BTreeMap<chrono::NaiveDate, [i64; 4]> = BTreeMap::new();
+        for row in &mine {
+            let add = [row.entered, row.won, row.won_bid.micros(), row.won_price.micros()];
+            for sums in [
+                by_category.entry(row.category.as_str()).or_default(),
+                by_day.entry(row.day).or_default(),
+            ] {
+                for (sum, value) in sums.iter_mut().zip(add) {
+                    *sum += value;
+                }
+            }
+        }
+        let row = |label: String, [entered, won, bid, price]: [i64; 4]| {
+            AuctionRow::new(label, entered, won, bid, price)
+        };
+        let days: Vec<AuctionRow> = first
+            .iter_days()
+            .take_while(|day| *day <= today)
+            .map(|day| row(day.to_string(), by_day.get(&day).copied().unwrap_or_default()))
+            .collect();
+        let points: Vec<(String, i64)> = days.iter().map(|d| (d.label.clone(), d.won)).collect();
+        figures_of.push(AgentAuctions {
+            slug: agent.slug.clone(),
+            categories: by_category.into_iter().map(|(c, sums)| row(c.to_owned(), sums)).collect(),
+            wins_chart: bar_chart(&points, |won| format!("{won} won")),
+            days,
+        });
+    }
+    Ok(figures_of)
 }
 
 pub(crate) async fn list(
@@ -63,7 +158,7 @@ pub(crate) async fn list(
     let own = agents::list_own_agents(&state.db, visitor.user).await?;
     let mut histories = agents::price_histories(&state.db, visitor.user).await?;
     let mut rows = Vec::with_capacity(own.len());
-    for agent in own {
+    for agent in &own {
         let r = &agent.reputation;
         rows.push(AgentRow {
             id: agent.id,
@@ -101,6 +196,8 @@ pub(crate) async fn list(
     let page = AgentsPage {
         nav: Some(Nav::of(&state, &visitor).await?),
         csrf: visitor.csrf.clone(),
+        auction_days: AUCTION_DAYS,
+        auctions: auction_figures(&state, visitor.user, &own).await?,
         agents: rows,
     };
     render(StatusCode::OK, &page)
@@ -141,10 +238,11 @@ pub(crate) async fn resume(
     set_state(visitor, state, path, form, AgentState::Active).await
 }
 
-/// The registration form as posted: every field text, an empty one absent.
+/// The registration or edit form as posted: every field text, an empty one absent. (The
+/// edit form has no name or kind: they are fixed at registration.)
 #[derive(Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct NewAgentForm {
+pub(crate) struct AgentForm {
     csrf: String,
     name: String,
     description: String,
@@ -160,6 +258,27 @@ pub(crate) struct NewAgentForm {
     visibility: String,
 }
 
+impl AgentForm {
+    /// The edit form filled in with what `agent` has now.
+    fn of(agent: &Agent) -> AgentForm {
+        AgentForm {
+            csrf: String::new(),
+            name: agent.name.clone(),
+            description: agent.description.clone(),
+            kind: agent.kind.as_str().to_owned(),
+            categories: agent.categories.join(", "),
+            endpoint: agent.endpoint.clone(),
+            upstream_model: agent.upstream_model.clone().unwrap_or_default(),
+            bid_url: agent.bid_url.clone().unwrap_or_default(),
+            per_call: agent.pricing.per_call.to_string(),
+            per_million_input_tokens: agent.pricing.per_million_input_tokens.to_string(),
+            per_million_output_tokens: agent.pricing.per_million_output_tokens.to_string(),
+            max_latency_ms: agent.max_latency_ms.map(|ms| ms.to_string()).unwrap_or_default(),
+            visibility: agent.visibility.as_str().to_owned(),
+        }
+    }
+}
+
 /// One text input of the form, with its error if the last post was refused there.
 struct FormField {
     name: &'static str,
@@ -170,11 +289,22 @@ struct FormField {
     error: Option<String>,
 }
 
+/// What an edit form shows but does not let change.
+struct FixedIdentity {
+    slug: String,
+    kind: String,
+}
+
 #[derive(Template)]
-#[template(path = "agent_new.html")]
-struct NewAgentPage {
+#[template(path = "agent_form.html")]
+struct AgentFormPage {
     nav: Option<Nav>,
     csrf: String,
+    title: String,
+    action: String,
+    submit: &'static str,
+    /// `Some` on the edit form.
+    fixed: Option<FixedIdentity>,
     fields: Vec<FormField>,
     kind: String,
     visibility: String,
@@ -182,21 +312,27 @@ struct NewAgentPage {
     error: Option<String>,
 }
 
+/// Which form: a new agent's, or an existing one's.
+enum Purpose<'a> {
+    Register,
+    Edit(&'a Agent),
+}
+
 /// `GET /agents/new`: the registration form.
 pub(crate) async fn new_form(
     visitor: Visitor,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let form = NewAgentForm {
+    let form = AgentForm {
         kind: "openai-chat".into(),
         categories: "chat".into(),
         per_call: "0".into(),
         per_million_input_tokens: "0".into(),
         per_million_output_tokens: "0".into(),
         visibility: "public".into(),
-        ..NewAgentForm::default()
+        ..AgentForm::default()
     };
-    let page = new_agent_page(&state, &visitor, form, None).await?;
+    let page = form_page(&state, &visitor, Purpose::Register, form, None).await?;
     render(StatusCode::OK, &page)
 }
 
@@ -205,7 +341,7 @@ pub(crate) async fn new_form(
 pub(crate) async fn create(
     visitor: Visitor,
     state: web::Data<AppState>,
-    form: web::Form<NewAgentForm>,
+    form: web::Form<AgentForm>,
 ) -> Result<HttpResponse, PageError> {
     visitor.check_csrf(&form.csrf)?;
     let form = form.into_inner();
@@ -213,57 +349,143 @@ pub(crate) async fn create(
         Ok(raw) => agent_registration::register(&state, visitor.user, raw).await.map(|_| ()),
         Err(err) => Err(err),
     };
+    answer(&state, &visitor, Purpose::Register, form, result).await
+}
+
+/// `GET /agents/{id}/edit`: the edit form, filled in. Another owner's agent is a 404.
+pub(crate) async fn edit_form(
+    visitor: Visitor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let agent = own_agent(&state, &visitor, &path).await?;
+    let form = AgentForm::of(&agent);
+    let page = form_page(&state, &visitor, Purpose::Edit(&agent), form, None).await?;
+    render(StatusCode::OK, &page)
+}
+
+/// `POST /agents/{id}/edit`: applies the form through the API's own path (`PATCH
+/// /api/agents/{id}`: egress guard, parsing, a new price version only if the sheet changed).
+pub(crate) async fn update(
+    visitor: Visitor,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<AgentForm>,
+) -> Result<HttpResponse, PageError> {
+    visitor.check_csrf(&form.csrf)?;
+    let agent = own_agent(&state, &visitor, &path).await?;
+    let form = form.into_inner();
+    let result = match raw_patch(&form) {
+        Ok(patch) => {
+            agent_registration::update(&state, visitor.user, agent.id, patch).await.map(|_| ())
+        }
+        Err(err) => Err(err),
+    };
+    answer(&state, &visitor, Purpose::Edit(&agent), form, result).await
+}
+
+/// One of the visitor's agents; any other (another owner's, a deleted one, no such id) is the
+/// same 404, so a page tells a stranger nothing.
+async fn own_agent(state: &AppState, visitor: &Visitor, id: &str) -> Result<Agent, PageError> {
+    let not_found = || RegistryError::NotFound { what: "agent" };
+    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let agent =
+        agents::load_for_write(&state.db, visitor.user, id).await.map_err(|err| match err {
+            RegistryError::Forbidden { .. } => not_found(),
+            err => err,
+        })?;
+    Ok(agent)
+}
+
+/// After a post: to `/agents` on success; a refusal of the input shows the form again.
+async fn answer(
+    state: &AppState,
+    visitor: &Visitor,
+    purpose: Purpose<'_>,
+    form: AgentForm,
+    result: Result<(), ApiError>,
+) -> Result<HttpResponse, PageError> {
     match result {
         Ok(()) => Ok(see_other("/agents")),
         Err(err @ (ApiError::Validation { .. } | ApiError::Conflict { .. })) => {
             let status = err.status_code();
-            let page = new_agent_page(&state, &visitor, form, Some(err)).await?;
+            let page = form_page(state, visitor, purpose, form, Some(err)).await?;
             render(status, &page)
         }
         Err(err) => Err(err.into()),
     }
 }
 
+/// Text as typed, trimmed; blank is absent.
+fn text(value: &str) -> Option<String> {
+    Some(value.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A comma-separated list; blank items dropped.
+fn comma_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect()
+}
+
+fn latency_bound(form: &AgentForm) -> Result<Option<i64>, ApiError> {
+    text(&form.max_latency_ms)
+        .map(|ms| {
+            ms.parse::<i64>().map_err(|_| {
+                ApiError::validation("max_latency_ms", "must be a whole number of milliseconds")
+            })
+        })
+        .transpose()
+}
+
+fn pricing(form: &AgentForm) -> RawPricing {
+    RawPricing {
+        per_call: text(&form.per_call),
+        per_million_input_tokens: text(&form.per_million_input_tokens),
+        per_million_output_tokens: text(&form.per_million_output_tokens),
+    }
+}
+
 /// The form's text as the registry's raw specification: blank fields absent, lists split at
 /// commas, the latency bound a number.
-fn raw_spec(form: &NewAgentForm) -> Result<RawAgentSpec, ApiError> {
-    let text = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
-    let list = |value: &str| {
-        let items: Vec<String> =
-            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect();
-        Some(items).filter(|items| !items.is_empty())
-    };
-    let max_latency_ms = match text(&form.max_latency_ms) {
-        None => None,
-        Some(ms) => Some(ms.parse::<i64>().map_err(|_| {
-            ApiError::validation("max_latency_ms", "must be a whole number of milliseconds")
-        })?),
-    };
+fn raw_spec(form: &AgentForm) -> Result<RawAgentSpec, ApiError> {
+    let categories = Some(comma_list(&form.categories)).filter(|items| !items.is_empty());
     Ok(RawAgentSpec {
         name: text(&form.name),
         description: text(&form.description),
         kind: text(&form.kind),
-        categories: list(&form.categories),
+        categories,
         endpoint: text(&form.endpoint),
         upstream_model: text(&form.upstream_model),
         bid_url: text(&form.bid_url),
-        max_latency_ms,
+        max_latency_ms: latency_bound(form)?,
         visibility: text(&form.visibility),
-        pricing: Some(RawPricing {
-            per_call: text(&form.per_call),
-            per_million_input_tokens: text(&form.per_million_input_tokens),
-            per_million_output_tokens: text(&form.per_million_output_tokens),
-        }),
+        pricing: Some(pricing(form)),
         ..RawAgentSpec::default()
     })
 }
 
-async fn new_agent_page(
+/// The edit form as a patch: every field it shows is set, a blank optional one cleared (a
+/// blank required one is refused at its field by the registry's parser or the egress guard).
+fn raw_patch(form: &AgentForm) -> Result<RawAgentPatch, ApiError> {
+    Ok(RawAgentPatch {
+        description: Some(form.description.trim().to_owned()),
+        categories: Some(comma_list(&form.categories)),
+        endpoint: Some(form.endpoint.trim().to_owned()),
+        upstream_model: Some(text(&form.upstream_model)),
+        bid_url: Some(text(&form.bid_url)),
+        max_latency_ms: Some(latency_bound(form)?),
+        visibility: text(&form.visibility),
+        pricing: Some(pricing(form)),
+        ..RawAgentPatch::default()
+    })
+}
+
+async fn form_page(
     state: &AppState,
     visitor: &Visitor,
-    form: NewAgentForm,
+    purpose: Purpose<'_>,
+    form: AgentForm,
     refusal: Option<ApiError>,
-) -> Result<NewAgentPage, PageError> {
+) -> Result<AgentFormPage, PageError> {
     // The field a refusal names, as the form names it (`pricing.per_call` is `per_call`).
     let refused_at = refusal
         .as_ref()
@@ -274,14 +496,17 @@ async fn new_agent_page(
         let error = (refused_at.as_deref() == Some(name)).then(|| message.clone()).flatten();
         FormField { name, label, hint, value, required, error }
     };
-    let fields = vec![
-        field(
+    let mut fields = Vec::with_capacity(10);
+    if matches!(purpose, Purpose::Register) {
+        fields.push(field(
             "name",
             "Name",
             "lowercase letters, digits and dashes; it becomes handle/name",
             form.name,
             true,
-        ),
+        ));
+    }
+    fields.extend([
         field("description", "Description", "optional, what it does", form.description, false),
         field("categories", "Categories", "comma separated, e.g. chat, ocr", form.categories, true),
         field("endpoint", "Endpoint", "the URL Gavel calls with each job", form.endpoint, true),
@@ -315,11 +540,26 @@ async fn new_agent_page(
             form.max_latency_ms,
             false,
         ),
-    ];
+    ]);
     let placed = fields.iter().any(|f| f.error.is_some());
-    Ok(NewAgentPage {
+    let (title, action, submit, fixed) = match purpose {
+        Purpose::Register => {
+            ("Register an agent".to_owned(), "/agents/new".to_owned(), "Register", None)
+        }
+        Purpose::Edit(agent) => (
+            format!("Edit {}", agent.slug),
+            format!("/agents/{}/edit", agent.id),
+            "Save changes",
+            Some(FixedIdentity { slug: agent.slug.clone(), kind: agent.kind.as_str().to_owned() }),
+        ),
+    };
+    Ok(AgentFormPage {
         nav: Some(Nav::of(state, visitor).await?),
         csrf: visitor.csrf.clone(),
+        title,
+        action,
+        submit,
+        fixed,
         fields,
         kind: form.kind,
         visibility: form.visibility,

@@ -53,6 +53,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(agents::new_form))
                 .route(web::post().to(agents::create)),
         )
+        .service(
+            page("/agents/{id}/edit")
+                .route(web::get().to(agents::edit_form))
+                .route(web::post().to(agents::update)),
+        )
         .service(page("/agents/{id}/pause").route(web::post().to(agents::pause)))
         .service(page("/agents/{id}/resume").route(web::post().to(agents::resume)))
         .service(page("/jobs").route(web::get().to(jobs::log)))

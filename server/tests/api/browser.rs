@@ -166,6 +166,12 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
         registry::agents::list_own_agents(&app.state.db, registry::UserId(owner.id)).await.unwrap();
     let formed_agent = stored.iter().find(|a| a.slug.ends_with("/formed")).unwrap();
     assert_eq!(formed_agent.endpoint, format!("{}/v1", formed.url));
+    // Then edited it: the new price is its second version, on the page and in the store.
+    assert_eq!(formed_agent.price_version, 2, "{report}");
+    assert_eq!(formed_agent.pricing.per_call.to_string(), "0.6");
+    let edited = report["owner_agents_after_edit"].as_array().unwrap();
+    let row = edited.iter().map(|r| r.as_str().unwrap()).find(|r| r.contains("/formed")).unwrap();
+    assert!(row.contains("0.6") && row.contains("(v2)"), "{report}");
 
     // As the operator, the owner saw the platform's fees: its capture entries.
     let fees = captured(registry::ledger::PLATFORM_REVENUE_ACCOUNT).await;

@@ -98,6 +98,7 @@ async fn the_ledger_pages_newest_first_with_decimal_amounts() {
                 winner: None,
                 clearing_price: None,
                 record: "{}".into(),
+                entrants: vec![],
             };
             let hold = HoldRequest {
                 job_id: job.id,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use reqwest::redirect::Policy;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, json_body, spawn_app_with};
@@ -619,6 +620,201 @@ async fn an_agent_registered_through_the_form_is_vetted_field_by_field_and_serve
     assert!(v2 < v1, "newest first: {history}");
     assert!(history[v2..v1].contains(">0.75<"), "{history}");
     assert!(history[v1..].contains(">0.5<"), "{history}");
+}
+
+/// An owner edits an agent in the browser: the form shows what the agent has now, and no name
+/// or kind to change; a refusal (the egress guard's) is shown at its field and changes
+/// nothing; a saved price is the next auction's (a new price version); a blank optional field
+/// clears; another owner's edit page is a 404, for a look and for a post alike.
+#[tokio::test]
+async fn an_agent_edited_through_the_form_changes_what_the_next_auction_sees() {
+    let app = app().await;
+    let agent = TestAgent::start(Behaviour::Echo).await;
+    let mut owner = Session::new(&app);
+    owner.sign_up("editor@example.com").await;
+    let csrf = csrf_of(&owner.get("/agents/new").await.text().await.unwrap());
+    let endpoint = agent.url.clone();
+    let registered = owner
+        .post(
+            "/agents/new",
+            &[
+                ("csrf", &csrf),
+                ("kind", "json"),
+                ("name", "editable"),
+                ("categories", "ocr"),
+                ("endpoint", &endpoint),
+                ("bid_url", ""),
+                ("per_call", "0.5"),
+                ("per_million_input_tokens", "0"),
+                ("per_million_output_tokens", "0"),
+                ("max_latency_ms", "9000"),
+                ("visibility", "public"),
+            ],
+        )
+        .await;
+    assert_eq!(registered.status(), 303);
+    let listed = owner.get("/agents").await.text().await.unwrap();
+    let end = listed.find("/edit\"").expect("an edit link") + 5;
+    let edit_path = listed[listed[..end].rfind("/agents/").unwrap()..end].to_owned();
+
+    let page = owner.get(&edit_path).await.text().await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "id=\"endpoint\" name=\"endpoint\" type=\"text\" value=\"{endpoint}/\""
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"per_call\" name=\"per_call\" type=\"text\" value=\"0.5\""),
+        "{page}"
+    );
+    assert!(page.contains("value=\"9000\""), "{page}");
+    assert!(!page.contains("id=\"name\"") && !page.contains("id=\"kind\""), "{page}");
+    assert!(page.contains("/editable</code>"), "{page}");
+
+    let edit = |endpoint: &str, per_call: &str| -> Vec<(String, String)> {
+        [
+            ("csrf", csrf.as_str()),
+            ("description", "now dearer"),
+            ("categories", "ocr"),
+            ("endpoint", endpoint),
+            ("upstream_model", ""),
+            ("bid_url", ""),
+            ("per_call", per_call),
+            ("per_million_input_tokens", "0"),
+            ("per_million_output_tokens", "0"),
+            ("max_latency_ms", ""),
+            ("visibility", "public"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    };
+    let post = async |session: &mut Session<'_>, path: &str, fields: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        session.post(path, &pairs).await
+    };
+    let email = registry::Email::parse("editor@example.com").unwrap();
+    let user =
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id;
+    let stored =
+        async || registry::agents::list_own_agents(&app.state.db, user).await.unwrap().remove(0);
+
+    // The cloud metadata address: refused at the endpoint field, the typed price kept, and
+    // nothing changed.
+    let refused =
+        post(&mut owner, &edit_path, edit("http://169.254.169.254/latest/meta-data", "0.75")).await;
+    assert_eq!(refused.status(), 422);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("id=\"endpoint-error\""), "{page}");
+    assert!(page.contains("value=\"0.75\""), "{page}");
+    let before = stored().await;
+    // Stored (and shown) in canonical form, with the path's slash.
+    assert_eq!((before.price_version, before.endpoint), (1, format!("{endpoint}/")));
+
+    // Without the session's token: refused.
+    let mut forged = edit(&endpoint, "0.75");
+    forged[0].1 = "forged".into();
+    assert_eq!(post(&mut owner, &edit_path, forged).await.status(), 403);
+    assert_eq!(stored().await.price_version, 1);
+
+    // Another owner: a 404 to look at and to post to, with a valid token of their own.
+    let mut stranger = Session::new(&app);
+    stranger.sign_up("stranger@example.com").await;
+    assert_eq!(stranger.get(&edit_path).await.status(), 404);
+    let theirs = csrf_of(&stranger.get("/agents/new").await.text().await.unwrap());
+    let mut hijack = edit("http://127.0.0.1:9/", "0");
+    hijack[0].1 = theirs;
+    assert_eq!(post(&mut stranger, &edit_path, hijack).await.status(), 404);
+    assert_eq!(stored().await.price_version, 1);
+
+    let saved = post(&mut owner, &edit_path, edit(&endpoint, "0.75")).await;
+    assert_eq!(saved.status(), 303);
+    assert_eq!(saved.headers()["location"], "/agents");
+    let after = stored().await;
+    assert_eq!(after.price_version, 2);
+    assert_eq!(after.description, "now dearer");
+    assert_eq!(after.max_latency_ms, None, "a blank optional field clears");
+    let listed = owner.get("/agents").await.text().await.unwrap();
+    assert!(listed.contains(">v2<") && listed.contains(">0.75<"), "{listed}");
+
+    // Saved again unchanged: no new price version.
+    assert_eq!(post(&mut owner, &edit_path, edit(&endpoint, "0.75")).await.status(), 303);
+    assert_eq!(stored().await.price_version, 2);
+
+    let caller = app.signup().await;
+    let job = json!({"category": "ocr", "input": {"page": 1}});
+    let answer = json_body(app.post_json("/v1/jobs", &job, Some(&caller.token)).await).await;
+    assert_eq!(answer["auction"]["clearing_price"], "0.75", "{answer}");
+}
+
+/// An owner's agents page counts the auctions each of its agents entered and won, per
+/// category and UTC day, from the rollup written with each auction's record: the figures equal
+/// what the job records say, and each owner sees only its own agents.
+#[tokio::test]
+async fn an_owners_auction_figures_equal_the_job_records() {
+    let app = app().await;
+    let (_cheap, owner) = quarter_credit_agent(&app, "cheap").await;
+    let dear = TestAgent::start(Behaviour::Chat {
+        content: "dear".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    })
+    .await;
+    let rival = app.signup().await;
+    crate::jobs::chat_agent(&app, &rival, "dear", &dear, "2", json!({})).await;
+    let caller = app.signup().await;
+    let body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let response = app.post_json("/v1/chat/completions", &body, Some(&caller.token)).await;
+        assert_eq!(response.status(), 200);
+    }
+    let backend = app.state.db.get_database_backend();
+    let prices = app
+        .state
+        .db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            "SELECT clearing_price FROM jobs WHERE caller_id = $1",
+            [caller.id.into()],
+        ))
+        .await
+        .unwrap();
+    let total: i64 =
+        prices.iter().map(|row| row.try_get::<i64>("", "clearing_price").unwrap()).sum();
+    assert_eq!(prices.len(), 3);
+    let average = auction_engine::MicroCredits::from_micros(total / 3).to_string();
+
+    let page_of = async |user: &TestUser| {
+        let mut session = Session::new(&app);
+        let csrf = csrf_of(&session.get("/login").await.text().await.unwrap());
+        let login = session
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("email", &user.email), ("password", &user.password)],
+            )
+            .await;
+        assert_eq!(login.status(), 303);
+        session.get("/agents").await.text().await.unwrap()
+    };
+    let mine = page_of(&owner).await;
+    let cheap = &mine[mine.find("/cheap: by category</caption>").expect("cheap's table")..];
+    let row = format!(
+        "<td>chat</td><td class=\"num\">3</td><td class=\"num\">3</td>\
+         <td class=\"num\">100.0%</td><td class=\"num\">0.25</td><td class=\"num\">{average}</td>"
+    );
+    assert!(cheap.contains(&row), "{row} in {cheap}");
+    assert!(!mine.contains("/dear: by category"), "another owner's agent: {mine}");
+    let today = chrono::Utc::now().date_naive().to_string();
+    let day = format!("<td>{today}</td><td class=\"num\">3</td><td class=\"num\">3</td>");
+    assert!(cheap.contains(&day), "{day} in {cheap}");
+
+    let theirs = page_of(&rival).await;
+    let dear = &theirs[theirs.find("/dear: by category</caption>").expect("dear's table")..];
+    let row = "<td>chat</td><td class=\"num\">3</td><td class=\"num\">0</td>\
+               <td class=\"num\">0.0%</td><td class=\"num\">-</td><td class=\"num\">-</td>";
+    assert!(dear.contains(row), "{row} in {dear}");
 }
 
 /// The marketplace lists public agents (never a private one) in the API's order, and its

@@ -14,7 +14,7 @@ mod m20261201_000004_instances;
 mod m20261207_000005_dashboard;
 mod m20261207_000006_record_compression;
 mod m20261207_000007_hourly_flows;
-mod m20261207_000008_agent_auction_hours;
+mod m20261207_000008_agent_hours;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -30,7 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000005_dashboard::Migration),
             Box::new(m20261207_000006_record_compression::Migration),
             Box::new(m20261207_000007_hourly_flows::Migration),
-            Box::new(m20261207_000008_agent_auction_hours::Migration),
+            Box::new(m20261207_000008_agent_hours::Migration),
         ]
     }
 }

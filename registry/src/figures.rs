@@ -7,6 +7,10 @@
 //! a few hundred rollup rows instead of every entry, and the tests hold the rollup equal to the
 //! entries it summarises.
 //!
+//! The auctions each agent entered and won (with its bids and prices when it won) are kept per
+//! agent, category and UTC hour in `agent_auction_hours`, written in the same transaction as
+//! the auction's record by the same three paths, from the auction's `Entrant`s.
+//!
 //! Hours are whole hours since the Unix epoch, UTC, and a day is `hour / 24`: one integer on
 //! both backends, so no backend's date functions are involved.
 
@@ -18,8 +22,9 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 use auction_engine::MicroCredits;
 use uuid::Uuid;
 
-use crate::jobs::Entrant;
+use crate::jobs::{Entrant, JobOutcome};
 use crate::{RegistryError, UserId};
+use auction_engine::reputation::ReputationStats;
 
 /// The hour a capture at `time` counts in: whole hours since the Unix epoch, UTC.
 pub(crate) fn hour_of(time: DateTime<Utc>) -> i64 {
@@ -64,6 +69,197 @@ pub(crate) const ADD_AUCTION_HOUR: &str = "INSERT INTO agent_auction_hours \
      won = agent_auction_hours.won + excluded.won, \
      won_bid = agent_auction_hours.won_bid + excluded.won_bid, \
      won_price = agent_auction_hours.won_price + excluded.won_price";
+
+/// Upper bounds, in ms, of the latency buckets `lat_0` to `lat_8` of `agent_service_hours`;
+/// `lat_9` counts everything above the last.
+pub const LATENCY_BUCKETS_MS: [u64; 9] = [25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// How many counters a row of `agent_service_hours` sums: attempts, successes, errors,
+/// timeouts, invalid, fallbacks, then the ten latency buckets.
+const SERVICE_COUNTERS: usize = 16;
+
+/// One agent's service in one hour, as finishes add it to `agent_service_hours`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct ServiceTally {
+    /// In column order: attempts, successes, errors, timeouts, invalid, fallbacks, lat_0..9.
+    pub(crate) counts: [i64; SERVICE_COUNTERS],
+    /// The agent's reputation after the last of these attempts was folded in, if it was.
+    pub(crate) reputation: Option<ReputationStats>,
+}
+
+impl ServiceTally {
+    /// Adds `other`'s counts; keeps the later reputation.
+    pub(crate) fn add(&mut self, other: &ServiceTally) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts) {
+            *count = count.saturating_add(more);
+        }
+        let at = |tally: Option<ReputationStats>| tally.map_or(i64::MIN, |r| r.updated_at_ms);
+        if at(other.reputation) >= at(self.reputation) {
+            self.reputation = other.reputation.or(self.reputation);
+        }
+    }
+
+    /// The reputation columns: `rep_at_ms` (-1 when there is none), successes, failures,
+    /// latency EWMA and p95.
+    pub(crate) fn reputation_columns(&self) -> (i64, f64, f64, f64, f64) {
+        match self.reputation {
+            Some(r) => {
+                (r.updated_at_ms, r.successes, r.failures, r.latency_ewma_ms, r.latency_p95_ms)
+            }
+            None => (-1, 0.0, 0.0, 0.0, 0.0),
+        }
+    }
+}
+
+/// A finished job's attempts as rollup rows of `agent_service_hours`, per (agent, hour of the
+/// job's end): each attempt counted by outcome, a success at rank 2 or below as a fallback,
+/// a success's latency in its bucket; with each agent's reputation from `after` (its stats
+/// once this job's updates were folded in).
+pub(crate) fn service_of(
+    outcome: &JobOutcome,
+    after: &BTreeMap<Uuid, ReputationStats>,
+) -> BTreeMap<(Uuid, i64), ServiceTally> {
+    let hour = hour_of(outcome.finished_at);
+    let mut tallies: BTreeMap<(Uuid, i64), ServiceTally> = BTreeMap::new();
+    for attempt in &outcome.attempts {
+        let tally = tallies.entry((attempt.agent_id, hour)).or_default();
+        tally.counts[0] += 1;
+        match attempt.outcome.as_str() {
+            "success" => {
+                tally.counts[1] += 1;
+                if attempt.rank > 1 {
+                    tally.counts[5] += 1;
+                }
+                let bucket = LATENCY_BUCKETS_MS
+                    .iter()
+                    .position(|bound| attempt.latency_ms <= *bound)
+                    .unwrap_or(LATENCY_BUCKETS_MS.len());
+                tally.counts[6 + bucket] += 1;
+            }
+            "timeout" => tally.counts[3] += 1,
+            "invalid_output" => tally.counts[4] += 1,
+            _ => tally.counts[2] += 1,
+        }
+        tally.reputation = after.get(&attempt.agent_id).copied();
+    }
+    tallies
+}
+
+/// The head of every insert into `agent_service_hours`: the table and its columns.
+macro_rules! service_hour_insert {
+    () => {
+        "INSERT INTO agent_service_hours AS h \
+         (agent_id, hour, attempts, successes, errors, timeouts, invalid, fallbacks, \
+          lat_0, lat_1, lat_2, lat_3, lat_4, lat_5, lat_6, lat_7, lat_8, lat_9, \
+          rep_at_ms, rep_successes, rep_failures, rep_latency_ewma_ms, rep_latency_p95_ms) "
+    };
+}
+
+/// The tail of every insert into `agent_service_hours`: counters add up, and a later
+/// reputation replaces an earlier one (`rep_at_ms`), whatever order the writes come in.
+macro_rules! service_hour_upsert {
+    () => {
+        " ON CONFLICT (agent_id, hour) DO UPDATE SET \
+         attempts = h.attempts + excluded.attempts, successes = h.successes + excluded.successes, \
+         errors = h.errors + excluded.errors, timeouts = h.timeouts + excluded.timeouts, \
+         invalid = h.invalid + excluded.invalid, fallbacks = h.fallbacks + excluded.fallbacks, \
+         lat_0 = h.lat_0 + excluded.lat_0, lat_1 = h.lat_1 + excluded.lat_1, \
+         lat_2 = h.lat_2 + excluded.lat_2, lat_3 = h.lat_3 + excluded.lat_3, \
+         lat_4 = h.lat_4 + excluded.lat_4, lat_5 = h.lat_5 + excluded.lat_5, \
+         lat_6 = h.lat_6 + excluded.lat_6, lat_7 = h.lat_7 + excluded.lat_7, \
+         lat_8 = h.lat_8 + excluded.lat_8, lat_9 = h.lat_9 + excluded.lat_9, \
+         rep_successes = CASE WHEN excluded.rep_at_ms >= h.rep_at_ms \
+           THEN excluded.rep_successes ELSE h.rep_successes END, \
+         rep_failures = CASE WHEN excluded.rep_at_ms >= h.rep_at_ms \
+           THEN excluded.rep_failures ELSE h.rep_failures END, \
+         rep_latency_ewma_ms = CASE WHEN excluded.rep_at_ms >= h.rep_at_ms \
+           THEN excluded.rep_latency_ewma_ms ELSE h.rep_latency_ewma_ms END, \
+         rep_latency_p95_ms = CASE WHEN excluded.rep_at_ms >= h.rep_at_ms \
+           THEN excluded.rep_latency_p95_ms ELSE h.rep_latency_p95_ms END, \
+         rep_at_ms = CASE WHEN excluded.rep_at_ms >= h.rep_at_ms \
+           THEN excluded.rep_at_ms ELSE h.rep_at_ms END"
+    };
+}
+pub(crate) use {service_hour_insert, service_hour_upsert};
+
+/// Adds one agent's hour: `$1` agent, `$2` hour, `$3`..`$18` the counters in column order,
+/// `$19` rep_at_ms, `$20`..`$23` the reputation. The same text on both backends.
+pub(crate) const ADD_SERVICE_HOUR: &str = concat!(
+    service_hour_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20, $21, $22, $23)",
+    service_hour_upsert!()
+);
+
+/// One of an owner's agents in one UTC hour: its attempts by outcome, fallbacks, successes'
+/// latency buckets and its reputation at the hour's last write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentServiceHour {
+    pub agent_id: Uuid,
+    pub hour: i64,
+    pub attempts: i64,
+    pub successes: i64,
+    pub errors: i64,
+    pub timeouts: i64,
+    pub invalid: i64,
+    pub fallbacks: i64,
+    /// Successes per latency bucket (`LATENCY_BUCKETS_MS`, then above).
+    pub latency_buckets: [i64; 10],
+    /// `None` when no attempt of the hour had its reputation folded in.
+    pub reputation: Option<ReputationStats>,
+}
+
+/// `owner`'s agents' service hours from `since` on, oldest first per agent. Scoped to the
+/// owner in SQL.
+pub async fn agent_service_hours(
+    db: &DatabaseConnection,
+    owner: UserId,
+    since: DateTime<Utc>,
+) -> Result<Vec<AgentServiceHour>, RegistryError> {
+    let backend = db.get_database_backend();
+    let sql = "SELECT h.agent_id, h.hour, h.attempts, h.successes, h.errors, h.timeouts, \
+               h.invalid, h.fallbacks, h.lat_0, h.lat_1, h.lat_2, h.lat_3, h.lat_4, h.lat_5, \
+               h.lat_6, h.lat_7, h.lat_8, h.lat_9, h.rep_at_ms, h.rep_successes, \
+               h.rep_failures, h.rep_latency_ewma_ms, h.rep_latency_p95_ms \
+               FROM agent_service_hours h JOIN agents a ON a.id = h.agent_id \
+               WHERE a.owner_id = $1 AND h.hour >= $2 ORDER BY h.agent_id, h.hour";
+    let values = [owner.0.into(), hour_of(since).into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let mut hours = Vec::with_capacity(rows.len());
+    for row in rows {
+        let count = |column: &str| row.try_get::<i64>("", column);
+        let mut latency_buckets = [0; 10];
+        for (i, bucket) in latency_buckets.iter_mut().enumerate() {
+            *bucket = count(&format!("lat_{i}"))?;
+        }
+        let rep_at_ms: i64 = row.try_get("", "rep_at_ms")?;
+        let reputation = if rep_at_ms < 0 {
+            None
+        } else {
+            Some(ReputationStats {
+                successes: row.try_get("", "rep_successes")?,
+                failures: row.try_get("", "rep_failures")?,
+                updated_at_ms: rep_at_ms,
+                latency_ewma_ms: row.try_get("", "rep_latency_ewma_ms")?,
+                latency_p95_ms: row.try_get("", "rep_latency_p95_ms")?,
+                ..ReputationStats::default()
+            })
+        };
+        hours.push(AgentServiceHour {
+            agent_id: row.try_get("", "agent_id")?,
+            hour: count("hour")?,
+            attempts: count("attempts")?,
+            successes: count("successes")?,
+            errors: count("errors")?,
+            timeouts: count("timeouts")?,
+            invalid: count("invalid")?,
+            fallbacks: count("fallbacks")?,
+            latency_buckets,
+            reputation,
+        });
+    }
+    Ok(hours)
+}
 
 /// One of an owner's agents in one category and UTC day: the auctions it entered and won,
 /// and over those it won, its bids and the prices it was to be paid (micro-credits summed).

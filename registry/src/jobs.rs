@@ -319,6 +319,25 @@ pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
     }
 }
 
+/// Adds a finished job's attempts to `agent_service_hours` (`figures::service_of`).
+fn add_service_hours(
+    script: &mut Script,
+    outcome: &JobOutcome,
+    after: &std::collections::BTreeMap<Uuid, auction_engine::reputation::ReputationStats>,
+) {
+    for ((agent, hour), tally) in crate::figures::service_of(outcome, after) {
+        let (at, successes, failures, ewma, p95) = tally.reputation_columns();
+        let mut values: Vec<sea_orm::Value> = vec![agent.into(), hour.into()];
+        values.extend(tally.counts.iter().map(|count| sea_orm::Value::from(*count)));
+        values.extend([at.into(), successes.into(), failures.into(), ewma.into(), p95.into()]);
+        script.push_built(Statement::from_sql_and_values(
+            script.backend(),
+            crate::figures::ADD_SERVICE_HOUR,
+            values,
+        ));
+    }
+}
+
 /// What happens to a job's hold when it ends.
 #[derive(Clone, Debug)]
 pub enum Settlement {
@@ -353,7 +372,8 @@ pub async fn finish_job(
         let mut script = Script::new(txn.get_database_backend());
         // Rows are locked in one order everywhere (agents by id, then the hold and accounts),
         // so concurrent finishes cannot deadlock on Postgres.
-        crate::agents::add_reputation_updates(txn, &mut script, &reputation).await?;
+        let after = crate::agents::add_reputation_updates(txn, &mut script, &reputation).await?;
+        add_service_hours(&mut script, &outcome, &after);
         let pending = match settlement {
             Settlement::Capture(capture) => {
                 ledger::add_capture(txn, &mut script, capture, outcome.finished_at).await?

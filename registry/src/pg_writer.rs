@@ -303,7 +303,53 @@ async fn write(tx: &mut Transaction<'_, Postgres>, units: &[&PgUnit]) -> Result<
     move_money(tx, postings, &transfers).await?;
     insert_openings(tx, &opens).await?;
     close_jobs(tx, &finishes, &reputation).await?;
+    add_service_hours(tx, &finishes, &reputation).await?;
     Ok(answers)
+}
+
+/// The endings' attempts, summed per agent and hour first (one statement may not update a
+/// row twice), into `agent_service_hours`, with each agent's reputation as this batch leaves
+/// it.
+async fn add_service_hours(
+    tx: &mut Transaction<'_, Postgres>,
+    finishes: &[&Finish],
+    reputation: &BTreeMap<Uuid, ReputationStats>,
+) -> Result<(), Miss> {
+    let mut sums: BTreeMap<(Uuid, i64), figures::ServiceTally> = BTreeMap::new();
+    for finish in finishes {
+        for (key, tally) in figures::service_of(&finish.outcome, reputation) {
+            sums.entry(key).or_default().add(&tally);
+        }
+    }
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let count = |i: usize| sums.values().map(|t| t.counts[i]).collect::<Vec<i64>>();
+    let reputations: Vec<(i64, f64, f64, f64, f64)> =
+        sums.values().map(figures::ServiceTally::reputation_columns).collect();
+    let mut query = sqlx::query(concat!(
+        figures::service_hour_insert!(),
+        "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], \
+           $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
+           $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+           $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::float8[], \
+           $21::float8[], $22::float8[], $23::float8[])",
+        figures::service_hour_upsert!()
+    ))
+    .bind(sums.keys().map(|(agent, _)| *agent).collect::<Vec<_>>())
+    .bind(sums.keys().map(|(_, hour)| *hour).collect::<Vec<_>>());
+    for i in 0..16 {
+        query = query.bind(count(i));
+    }
+    query
+        .bind(reputations.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(reputations.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(reputations.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(reputations.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(reputations.iter().map(|r| r.4).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// An account as locked for the batch.
@@ -666,7 +712,7 @@ async fn add_auction_hours(
         for (agent, entered, won, bid, price) in figures::entries_of(&open.auction.entrants) {
             let sum = sums.entry((agent, open.auction.category.as_str(), hour)).or_default();
             for (total, add) in sum.iter_mut().zip([entered, won, bid, price]) {
-                *total += add;
+                *total = total.saturating_add(add);
             }
         }
     }

@@ -568,11 +568,46 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
             time_text(attempt.started_at),
         ])?;
     }
-    write_reputation(tx, &unit.reputation)
+    let after = write_reputation(tx, &unit.reputation)?;
+    let mut service = tx.prepare_cached(figures::ADD_SERVICE_HOUR)?;
+    for ((agent, hour), tally) in figures::service_of(outcome, &after) {
+        let (at, successes, failures, ewma, p95) = tally.reputation_columns();
+        let c = &tally.counts;
+        service.execute(params![
+            agent.as_bytes(),
+            hour,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            c[8],
+            c[9],
+            c[10],
+            c[11],
+            c[12],
+            c[13],
+            c[14],
+            c[15],
+            at,
+            successes,
+            failures,
+            ewma,
+            p95
+        ])?;
+    }
+    Ok(())
 }
 
-/// Folds each attempt into its agent's evidence, read and written inside this transaction.
-fn write_reputation(tx: &Connection, updates: &[ReputationUpdate]) -> Result<(), RegistryError> {
+/// Folds each attempt into its agent's evidence, read and written inside this transaction;
+/// returns each agent's new stats.
+fn write_reputation(
+    tx: &Connection,
+    updates: &[ReputationUpdate],
+) -> Result<BTreeMap<Uuid, ReputationStats>, RegistryError> {
     let mut touched: BTreeMap<Uuid, ReputationStats> = BTreeMap::new();
     for update in updates {
         let current = match touched.get(&update.agent) {
@@ -589,7 +624,7 @@ fn write_reputation(tx: &Connection, updates: &[ReputationUpdate]) -> Result<(),
          latency_ewma_ms = ?5, latency_p95_ms = ?6, total_successes = ?7, total_errors = ?8, \
          total_timeouts = ?9, total_invalid = ?10 WHERE agent_id = ?1",
     )?;
-    for (agent, stats) in touched {
+    for (agent, stats) in &touched {
         statement.execute(params![
             agent.as_bytes(),
             stats.successes,
@@ -603,7 +638,7 @@ fn write_reputation(tx: &Connection, updates: &[ReputationUpdate]) -> Result<(),
             count(stats.total_invalid),
         ])?;
     }
-    Ok(())
+    Ok(touched)
 }
 
 fn read_reputation(tx: &Connection, agent: Uuid) -> Result<ReputationStats, RegistryError> {

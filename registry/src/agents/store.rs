@@ -572,23 +572,23 @@ pub async fn record_attempt(
     let update = ReputationUpdate { agent, outcome, latency_ms, now_ms, half_life_ms };
     in_write_txn(db, async |txn| {
         let mut script = Script::new(txn.get_database_backend());
-        let mut after = add_reputation_updates(txn, &mut script, &[update]).await?;
+        let after = add_reputation_updates(txn, &mut script, &[update]).await?;
         script.run(txn).await?;
-        after.pop().ok_or(RegistryError::NotFound { what: "agent" })
+        after.get(&agent).copied().ok_or(RegistryError::NotFound { what: "agent" })
     })
     .await
 }
 
 /// Reads the reputation of every agent in `updates` in one query (locked `FOR UPDATE` on
 /// Postgres, in agent id order), folds the outcomes in, in the order given, and adds one
-/// update per agent to `script`. Returns each agent's new stats, in agent id order.
+/// update per agent to `script`. Returns each agent's new stats.
 pub(crate) async fn add_reputation_updates(
     txn: &DatabaseTransaction,
     script: &mut Script,
     updates: &[ReputationUpdate],
-) -> Result<Vec<ReputationStats>, RegistryError> {
+) -> Result<BTreeMap<Uuid, ReputationStats>, RegistryError> {
     if updates.is_empty() {
-        return Ok(Vec::new());
+        return Ok(BTreeMap::new());
     }
     let mut query = reputation_rows_query(updates);
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
@@ -609,12 +609,12 @@ pub(crate) fn reputation_rows_query(
 
 /// Folds the outcomes in `updates` (in the order given) into the agents' `rows`, read inside
 /// this write transaction, and adds one update per agent to `script`. Returns each agent's new
-/// stats, in agent id order. An agent without a row is `NotFound`.
+/// stats. An agent without a row is `NotFound`.
 pub(crate) fn fold_reputation(
     script: &mut Script,
     rows: Vec<agent_reputation::Model>,
     updates: &[ReputationUpdate],
-) -> Result<Vec<ReputationStats>, RegistryError> {
+) -> Result<BTreeMap<Uuid, ReputationStats>, RegistryError> {
     let mut stats: BTreeMap<Uuid, ReputationStats> =
         rows.into_iter().map(|row| (row.agent_id, reputation_stats(row))).collect();
     for update in updates {
@@ -627,7 +627,7 @@ pub(crate) fn fold_reputation(
     let mut touched: Vec<Uuid> = updates.iter().map(|u| u.agent).collect();
     touched.sort_unstable();
     touched.dedup();
-    let mut after = Vec::with_capacity(touched.len());
+    let mut after = BTreeMap::new();
     for agent in touched {
         let Some(new) = stats.get(&agent).copied() else { continue };
         let row = agent_reputation::ActiveModel {
@@ -648,7 +648,7 @@ pub(crate) fn fold_reputation(
                 .filter(agent_reputation::Column::AgentId.eq(agent))
                 .into_query(),
         );
-        after.push(new);
+        after.insert(agent, new);
     }
     Ok(after)
 }

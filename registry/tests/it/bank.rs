@@ -661,3 +661,154 @@ async fn a_live_instance_ends_a_dead_instances_work_and_only_that() {
         assert_ledger_consistent(&db).await;
     }
 }
+
+fn attempt(
+    rank: u32,
+    agent: Uuid,
+    outcome: &str,
+    latency_ms: u64,
+    started_at: DateTime<Utc>,
+) -> registry::jobs::Attempt {
+    registry::jobs::Attempt {
+        rank,
+        agent_id: agent,
+        agent_slug: "x/y".into(),
+        price: credits(1),
+        outcome: outcome.into(),
+        http_status: None,
+        error_code: None,
+        latency_ms,
+        started_at,
+    }
+}
+
+fn update(
+    agent: Uuid,
+    outcome: auction_engine::reputation::Outcome,
+    latency_ms: f64,
+    now_ms: i64,
+) -> ReputationUpdate {
+    ReputationUpdate { agent, outcome, latency_ms, now_ms, half_life_ms: 7 * 86_400_000 }
+}
+
+/// Every finished job's attempts are counted once in `agent_service_hours`, on both backends,
+/// concurrently (so batches carry several jobs of one agent and hour): the first-ranked agent's
+/// errors, the second's successes as fallbacks in their latency bucket, and each agent's
+/// reputation as the last write left it, equal to its stored reputation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn service_hours_count_every_attempt_once_with_the_latest_reputation() {
+    use registry::agents::{self, AgentSpec, RawAgentSpec, RawPricing};
+    use registry::figures;
+
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let bank = Arc::new(Bank::new(db.clone(), &test_db.url).await.unwrap());
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        let register = async |name: &str| {
+            let spec = AgentSpec::parse(RawAgentSpec {
+                name: Some(name.into()),
+                kind: Some("json".into()),
+                categories: Some(vec!["ocr".into()]),
+                endpoint: Some("https://ocr.example.com/run".into()),
+                pricing: Some(RawPricing {
+                    per_call: Some("0.5".into()),
+                    per_million_input_tokens: None,
+                    per_million_output_tokens: None,
+                }),
+                ..RawAgentSpec::default()
+            })
+            .unwrap();
+            agents::register_agent(&db, owner, spec, Uuid::now_v7(), Utc::now()).await.unwrap().id
+        };
+        let (failing, fallback) = (register("failing").await, register("fallback").await);
+        let now = Utc::now();
+        let jobs = 40_i64;
+        let tasks: Vec<_> = (0..jobs)
+            .map(|k| {
+                let bank = Arc::clone(&bank);
+                tokio::spawn(async move {
+                    let (job, auction) = new_job(caller);
+                    bank.open(job.clone(), auction, None).await.unwrap();
+                    let mut ended = outcome(JobStatus::Delivered);
+                    ended.finished_at = now;
+                    ended.attempts = vec![
+                        attempt(1, failing, if k % 2 == 0 { "error" } else { "timeout" }, 3, now),
+                        attempt(2, fallback, "success", 120, now),
+                    ];
+                    use auction_engine::reputation::Outcome as Seen;
+                    let at = now.timestamp_millis() + k;
+                    let reputation = vec![
+                        update(failing, Seen::Error, 3.0, at),
+                        update(fallback, Seen::Success, 120.0, at),
+                    ];
+                    bank.finish(job.id, ended, Settlement::Nothing, reputation).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let hours =
+            figures::agent_service_hours(&db, owner, now - Duration::hours(1)).await.unwrap();
+        assert_eq!(hours.len(), 2, "{backend}: {hours:?}");
+        let of = |agent: Uuid| hours.iter().find(|h| h.agent_id == agent).unwrap();
+        let stored = async |agent: Uuid| {
+            agents::list_own_agents(&db, owner)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|a| a.id == agent)
+                .unwrap()
+                .reputation
+        };
+        let failed = of(failing);
+        assert_eq!(
+            (failed.attempts, failed.successes, failed.errors, failed.timeouts, failed.fallbacks),
+            (jobs, 0, jobs / 2, jobs / 2, 0),
+            "{backend}"
+        );
+        let served = of(fallback);
+        assert_eq!(
+            (served.attempts, served.successes, served.errors, served.fallbacks),
+            (jobs, jobs, 0, jobs),
+            "{backend}"
+        );
+        // 120 ms is in the fourth bucket (up to 250 ms).
+        assert_eq!(served.latency_buckets, [0, 0, 0, jobs, 0, 0, 0, 0, 0, 0], "{backend}");
+        for (agent, hour) in [(failing, failed), (fallback, served)] {
+            let now_stored = stored(agent).await;
+            let snapshot = hour.reputation.unwrap();
+            assert_eq!(
+                (snapshot.successes, snapshot.failures, snapshot.updated_at_ms),
+                (now_stored.successes, now_stored.failures, now_stored.updated_at_ms),
+                "{backend}: the hour's reputation is the latest"
+            );
+        }
+        // The pooled path (Postgres's replay of a missed batch) adds to the same rows.
+        let (job, auction) = new_job(caller);
+        jobs::open_job_with_hold(&db, job.clone(), auction, None).await.unwrap();
+        let mut ended = outcome(JobStatus::Delivered);
+        ended.finished_at = now;
+        ended.attempts = vec![attempt(1, fallback, "success", 20, now)];
+        let seen = auction_engine::reputation::Outcome::Success;
+        let reputation = vec![update(fallback, seen, 20.0, now.timestamp_millis() + jobs)];
+        jobs::finish_job(&db, job.id, ended, Settlement::Nothing, reputation).await.unwrap();
+        let hours =
+            figures::agent_service_hours(&db, owner, now - Duration::hours(1)).await.unwrap();
+        let served = hours.iter().find(|h| h.agent_id == fallback).unwrap();
+        assert_eq!(
+            (served.attempts, served.successes, served.fallbacks),
+            (jobs + 1, jobs + 1, jobs)
+        );
+        assert_eq!(served.latency_buckets[0], 1, "{backend}: 20 ms is in the first bucket");
+        assert_eq!(
+            served.reputation.unwrap().updated_at_ms,
+            stored(fallback).await.updated_at_ms,
+            "{backend}"
+        );
+        // Nobody else's rollup shows another owner's agents.
+        let stranger = user(&db).await;
+        let none = figures::agent_service_hours(&db, stranger, now - Duration::hours(1)).await;
+        assert!(none.unwrap().is_empty(), "{backend}");
+    }
+}

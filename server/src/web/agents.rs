@@ -11,7 +11,7 @@ use auction_engine::MicroCredits;
 use registry::RegistryError;
 use registry::agents::{self, Agent, AgentState, RawAgentPatch, RawAgentSpec, RawPricing};
 use registry::feedback::{self, AgentRatings};
-use registry::figures::{self, AgentAuctionDay};
+use registry::figures::{self, AgentAuctionDay, AgentServiceHour};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -84,12 +84,117 @@ impl AuctionRow {
     }
 }
 
-/// One agent's auctions over the window: per category, and per day with a chart of wins.
+/// One agent's auctions over the window: per category, and per day with a chart of wins; and
+/// how it served, per day, with a chart of its reputation.
 struct AgentAuctions {
     slug: String,
     categories: Vec<AuctionRow>,
     days: Vec<AuctionRow>,
     wins_chart: BarChart,
+    service: Vec<ServiceRow>,
+    reputation_chart: BarChart,
+}
+
+/// One agent's service in one UTC day: attempts by outcome, jobs served as a fallback, the
+/// successes' latency quantiles (bucket bounds) and its reputation at the day's last write.
+struct ServiceRow {
+    label: String,
+    attempts: i64,
+    served: i64,
+    fallbacks: i64,
+    errors: i64,
+    timeouts: i64,
+    invalid: i64,
+    latency_p50: String,
+    latency_p95: String,
+    /// The public reputation score (the 5% lower bound on the default prior), or `-`.
+    reputation: String,
+    /// Decayed successes / failures and latency EWMA / p95 behind it.
+    components: String,
+    /// The score in thousandths, for the chart (0 when unknown).
+    score_milli: i64,
+}
+
+/// The latency bucket holding quantile `q` of `buckets` (successes per
+/// `figures::LATENCY_BUCKETS_MS` bucket, then above), as `<= 250 ms`; `-` for none.
+fn latency_quantile(buckets: &[i64; 10], q: f64) -> String {
+    let total: i64 = buckets.iter().sum();
+    if total == 0 {
+        return "-".to_owned();
+    }
+    let wanted = ((total as f64) * q).ceil().max(1.0) as i64;
+    let mut seen = 0;
+    for (i, count) in buckets.iter().enumerate() {
+        seen += count;
+        if seen >= wanted {
+            return match figures::LATENCY_BUCKETS_MS.get(i) {
+                Some(bound) => format!("<= {bound} ms"),
+                None => format!("> {} ms", figures::LATENCY_BUCKETS_MS[8]),
+            };
+        }
+    }
+    "-".to_owned()
+}
+
+/// `hours` of one agent summed per UTC day of the window (`first` to `today`).
+fn service_rows(
+    state: &AppState,
+    hours: &[&AgentServiceHour],
+    first: chrono::NaiveDate,
+    today: chrono::NaiveDate,
+) -> Vec<ServiceRow> {
+    let params = state.auction_parameters();
+    let epoch_day = |day: chrono::NaiveDate| {
+        day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp().div_euclid(86_400)
+    };
+    first
+        .iter_days()
+        .take_while(|day| *day <= today)
+        .map(|day| {
+            let of_day: Vec<&&AgentServiceHour> =
+                hours.iter().filter(|h| h.hour.div_euclid(24) == epoch_day(day)).collect();
+            let sum = |pick: fn(&AgentServiceHour) -> i64| -> i64 {
+                of_day.iter().map(|h| pick(h)).fold(0, i64::saturating_add)
+            };
+            let mut buckets = [0_i64; 10];
+            for hour in &of_day {
+                for (total, count) in buckets.iter_mut().zip(hour.latency_buckets) {
+                    *total = total.saturating_add(count);
+                }
+            }
+            let last = of_day.iter().filter_map(|h| h.reputation).max_by_key(|r| r.updated_at_ms);
+            let (reputation, components, score_milli) = match last {
+                Some(r) => {
+                    let score = r
+                        .posterior(r.updated_at_ms, params.half_life_ms, params.default_prior())
+                        .lower_bound();
+                    (
+                        format!("{score:.3}"),
+                        format!(
+                            "{:.1} / {:.1}; {:.0} / {:.0} ms",
+                            r.successes, r.failures, r.latency_ewma_ms, r.latency_p95_ms
+                        ),
+                        (score * 1000.0).round() as i64,
+                    )
+                }
+                None => ("-".to_owned(), "-".to_owned(), 0),
+            };
+            ServiceRow {
+                label: day.to_string(),
+                attempts: sum(|h| h.attempts),
+                served: sum(|h| h.successes),
+                fallbacks: sum(|h| h.fallbacks),
+                errors: sum(|h| h.errors),
+                timeouts: sum(|h| h.timeouts),
+                invalid: sum(|h| h.invalid),
+                latency_p50: latency_quantile(&buckets, 0.5),
+                latency_p95: latency_quantile(&buckets, 0.95),
+                reputation,
+                components,
+                score_milli,
+            }
+        })
+        .collect()
 }
 
 /// The days the auction figures cover, today (UTC) included.
@@ -116,8 +221,14 @@ async fn auction_figures(
     let first = today - chrono::Duration::days(AUCTION_DAYS - 1);
     let since = first.and_time(chrono::NaiveTime::MIN).and_utc();
     let rows = figures::agent_auction_days(&state.db, owner, since).await?;
+    let service_hours = figures::agent_service_hours(&state.db, owner, since).await?;
     let mut figures_of = Vec::new();
     for agent in own {
+        let served: Vec<&AgentServiceHour> =
+            service_hours.iter().filter(|h| h.agent_id == agent.id).collect();
+        let service = service_rows(state, &served, first, today);
+        let scores: Vec<(String, i64)> =
+            service.iter().map(|d| (d.label.clone(), d.score_milli)).collect();
         let mine: Vec<&AgentAuctionDay> = rows.iter().filter(|r| r.agent_id == agent.id).collect();
         let mut by_category: BTreeMap<&str, [i64; 4]> = BTreeMap::new();
         let mut by_day: BTreeMap<chrono::NaiveDate, [i64; 4]> = BTreeMap::new();
@@ -128,7 +239,7 @@ async fn auction_figures(
                 by_day.entry(row.day).or_default(),
             ] {
                 for (sum, value) in sums.iter_mut().zip(add) {
-                    *sum += value;
+                    *sum = sum.saturating_add(value);
                 }
             }
         }
@@ -146,6 +257,8 @@ async fn auction_figures(
             categories: by_category.into_iter().map(|(c, sums)| row(c.to_owned(), sums)).collect(),
             wins_chart: bar_chart(&points, |won| format!("{won} won")),
             days,
+            reputation_chart: bar_chart(&scores, |milli| format!("{:.3}", milli as f64 / 1000.0)),
+            service,
         });
     }
     Ok(figures_of)

@@ -809,6 +809,17 @@ async fn an_owners_auction_figures_equal_the_job_records() {
     let today = chrono::Utc::now().date_naive().to_string();
     let day = format!("<td>{today}</td><td class=\"num\">3</td><td class=\"num\">3</td>");
     assert!(cheap.contains(&day), "{day} in {cheap}");
+    // How it served: 3 attempts, 3 served, none as fallback, no failures; a latency bucket and
+    // a reputation score stated.
+    let service = &cheap[cheap.find("/cheap: service by day</caption>").expect("service")..];
+    let row = format!(
+        "<td>{today}</td><td class=\"num\">3</td><td class=\"num\">3</td><td class=\"num\">0</td>\
+         <td class=\"num\">0</td><td class=\"num\">0</td><td class=\"num\">0</td><td class=\"num\">&#60;= "
+    );
+    assert!(service.contains(&row), "{row} in {service}");
+    let today_row = &service[service.find(&row).unwrap()..];
+    let today_row = &today_row[..today_row.find("</tr>").unwrap()];
+    assert!(today_row.contains("<td class=\"num\">0."), "a reputation score: {today_row}");
 
     let theirs = page_of(&rival).await;
     let dear = &theirs[theirs.find("/dear: by category</caption>").expect("dear's table")..];

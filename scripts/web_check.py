@@ -117,6 +117,8 @@ with sync_playwright() as p:
     page.goto(f"{BASE}/")
     report["available_after"] = text(page, "#available")
     report["spent_total"] = text(page, "#spent-total")
+    # The key's row: the job run with it, delivered, and what it cost.
+    report["key_rows"] = page.locator("#keys tbody tr").all_inner_texts()
     check(page, "dashboard")
     page.click("text=Per hour")
     page.wait_for_url(f"{BASE}/?by=hour")

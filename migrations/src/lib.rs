@@ -15,6 +15,7 @@ mod m20261207_000005_dashboard;
 mod m20261207_000006_record_compression;
 mod m20261207_000007_hourly_flows;
 mod m20261207_000008_agent_hours;
+mod m20261207_000009_key_usage;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000006_record_compression::Migration),
             Box::new(m20261207_000007_hourly_flows::Migration),
             Box::new(m20261207_000008_agent_hours::Migration),
+            Box::new(m20261207_000009_key_usage::Migration),
         ]
     }
 }

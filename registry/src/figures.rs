@@ -22,7 +22,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 use auction_engine::MicroCredits;
 use uuid::Uuid;
 
-use crate::jobs::{Entrant, JobOutcome};
+use crate::jobs::{Entrant, JobOutcome, JobStatus};
 use crate::{RegistryError, UserId};
 use auction_engine::reputation::ReputationStats;
 
@@ -143,6 +143,75 @@ pub(crate) fn service_of(
         tally.reputation = after.get(&attempt.agent_id).copied();
     }
     tallies
+}
+
+/// What a finished job adds to its API key's hour: (delivered 0 or 1, spent in micro-credits).
+pub(crate) fn usage_of(outcome: &JobOutcome) -> (i64, i64) {
+    (i64::from(outcome.status == JobStatus::Delivered), outcome.total_cost.micros())
+}
+
+/// Adds a finished job to its key's hour: `$1` key, `$2` hour, `$3` delivered, `$4` spent.
+pub(crate) const ADD_KEY_HOUR: &str = "INSERT INTO api_key_hours AS h \
+     (api_key_id, hour, jobs, delivered, spent) VALUES ($1, $2, 1, $3, $4) \
+     ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = h.jobs + excluded.jobs, \
+     delivered = h.delivered + excluded.delivered, spent = h.spent + excluded.spent";
+
+/// As `ADD_KEY_HOUR`, the key read from the job's row (`$1` job): the pooled path, which ends
+/// a job it did not open. Adds nothing for a job without a key.
+pub(crate) const ADD_KEY_HOUR_OF_JOB: &str = "INSERT INTO api_key_hours AS h \
+     (api_key_id, hour, jobs, delivered, spent) \
+     SELECT api_key_id, $2, 1, $3, $4 FROM jobs WHERE id = $1 AND api_key_id IS NOT NULL \
+     ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = h.jobs + excluded.jobs, \
+     delivered = h.delivered + excluded.delivered, spent = h.spent + excluded.spent";
+
+/// One of a user's API keys in one UTC day: its finished jobs, the delivered ones, and what
+/// they cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUsageDay {
+    pub api_key_id: Uuid,
+    pub day: NaiveDate,
+    pub jobs: i64,
+    pub delivered: i64,
+    pub spent: MicroCredits,
+}
+
+/// `user`'s keys' usage per UTC day from `since` on (whole days), oldest first per key.
+/// Scoped to the user in SQL.
+pub async fn key_usage_days(
+    db: &DatabaseConnection,
+    user: UserId,
+    since: DateTime<Utc>,
+) -> Result<Vec<KeyUsageDay>, RegistryError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => {
+            "SELECT h.api_key_id, h.hour / 24 AS day, SUM(h.jobs)::bigint AS jobs, \
+             SUM(h.delivered)::bigint AS delivered, SUM(h.spent)::bigint AS spent \
+             FROM api_key_hours h JOIN api_keys k ON k.id = h.api_key_id \
+             WHERE k.user_id = $1 AND h.hour >= $2 GROUP BY 1, 2 ORDER BY 1, 2"
+        }
+        _ => {
+            "SELECT h.api_key_id, h.hour / 24 AS day, SUM(h.jobs) AS jobs, \
+             SUM(h.delivered) AS delivered, SUM(h.spent) AS spent \
+             FROM api_key_hours h JOIN api_keys k ON k.id = h.api_key_id \
+             WHERE k.user_id = $1 AND h.hour >= $2 GROUP BY 1, 2 ORDER BY 1, 2"
+        }
+    };
+    let first_hour = hour_of(since).div_euclid(24) * 24;
+    let values = [user.0.into(), first_hour.into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let mut days = Vec::with_capacity(rows.len());
+    for row in rows {
+        let day: i64 = row.try_get("", "day")?;
+        days.push(KeyUsageDay {
+            api_key_id: row.try_get("", "api_key_id")?,
+            day: day_of(day)?,
+            jobs: row.try_get("", "jobs")?,
+            delivered: row.try_get("", "delivered")?,
+            spent: MicroCredits::from_micros(row.try_get("", "spent")?),
+        });
+    }
+    Ok(days)
 }
 
 /// The head of every insert into `agent_service_hours`: the table and its columns.

@@ -70,6 +70,9 @@ pub struct NewJob {
     /// The instance running it: if that process dies, the next start (or a live instance)
     /// fails the job and releases its hold at once.
     pub instance: Option<Uuid>,
+    /// The API key that authenticated the request (none for an access token or a browser
+    /// session): per-key usage is summed from it (`api_key_hours`).
+    pub api_key: Option<Uuid>,
 }
 
 /// An auction's audit record, as rendered JSON, and who bid in it.
@@ -285,6 +288,7 @@ pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
             created_at: Set(job.created_at),
             finished_at: Set(None),
             instance_id: Set(job.instance),
+            api_key_id: Set(job.api_key),
         })
         .into_query(),
     );
@@ -414,6 +418,17 @@ pub(crate) fn add_close_job(script: &mut Script, job_id: Uuid, outcome: &JobOutc
     script.push(
         &jobs::Entity::update_many().set(closed).filter(jobs::Column::Id.eq(job_id)).into_query(),
     );
+    let (delivered, spent) = crate::figures::usage_of(outcome);
+    script.push_built(Statement::from_sql_and_values(
+        script.backend(),
+        crate::figures::ADD_KEY_HOUR_OF_JOB,
+        [
+            job_id.into(),
+            crate::figures::hour_of(outcome.finished_at).into(),
+            delivered.into(),
+            spent.into(),
+        ],
+    ));
     let rows: Vec<job_attempts::ActiveModel> = outcome
         .attempts
         .iter()

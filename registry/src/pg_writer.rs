@@ -304,7 +304,37 @@ async fn write(tx: &mut Transaction<'_, Postgres>, units: &[&PgUnit]) -> Result<
     insert_openings(tx, &opens).await?;
     close_jobs(tx, &finishes, &reputation).await?;
     add_service_hours(tx, &finishes, &reputation).await?;
+    add_key_hours(tx, &finishes).await?;
     Ok(answers)
+}
+
+/// The endings' cost per API key and hour into `api_key_hours`, the key read from each job's
+/// row (the opening wrote it, in this batch or an earlier one); a job without a key adds
+/// nothing.
+async fn add_key_hours(
+    tx: &mut Transaction<'_, Postgres>,
+    finishes: &[&Finish],
+) -> Result<(), Miss> {
+    if finishes.is_empty() {
+        return Ok(());
+    }
+    let usage: Vec<(i64, i64)> = finishes.iter().map(|f| figures::usage_of(&f.outcome)).collect();
+    sqlx::query(
+        "INSERT INTO api_key_hours AS h (api_key_id, hour, jobs, delivered, spent) \
+         SELECT j.api_key_id, v.hour, COUNT(*), SUM(v.delivered)::bigint, SUM(v.spent)::bigint \
+         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+           AS v(job_id, hour, delivered, spent) \
+         JOIN jobs j ON j.id = v.job_id WHERE j.api_key_id IS NOT NULL GROUP BY 1, 2 \
+         ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = h.jobs + excluded.jobs, \
+         delivered = h.delivered + excluded.delivered, spent = h.spent + excluded.spent",
+    )
+    .bind(finishes.iter().map(|f| f.job_id).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| figures::hour_of(f.outcome.finished_at)).collect::<Vec<_>>())
+    .bind(usage.iter().map(|(delivered, _)| *delivered).collect::<Vec<_>>())
+    .bind(usage.iter().map(|(_, spent)| *spent).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The endings' attempts, summed per agent and hour first (one statement may not update a
@@ -651,13 +681,14 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
     sqlx::query(
         "WITH new_jobs AS ( \
            INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
-             auction_id, agent_cost, call_fee, win_fee, total_cost, created_at, instance_id) \
+             auction_id, agent_cost, call_fee, win_fee, total_cost, created_at, instance_id, \
+             api_key_id) \
            SELECT id, caller_id, kind, category, requested_model, mode, $10, auction_id, \
-             0, 0, 0, 0, created_at, instance_id \
+             0, 0, 0, 0, created_at, instance_id, api_key_id \
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::uuid[], $8::timestamptz[], $9::uuid[]) \
+             $7::uuid[], $8::timestamptz[], $9::uuid[], $22::uuid[]) \
              AS v(id, caller_id, kind, category, requested_model, mode, auction_id, created_at, \
-             instance_id) \
+             instance_id, api_key_id) \
          ), new_auctions AS ( \
            INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \
              clearing_price, record, created_at) \
@@ -695,6 +726,7 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
             .collect::<Vec<_>>(),
     )
     .bind(holds.iter().map(|(job, _, _)| job.created_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.api_key).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     add_auction_hours(tx, opens).await

@@ -491,9 +491,9 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
         "INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
          auction_id, agent_id, agent_slug, owner_id, clearing_price, agent_cost, call_fee, \
          win_fee, total_cost, input_tokens, output_tokens, latency_ms, output, error, \
-         created_at, finished_at, instance_id) \
+         created_at, finished_at, instance_id, api_key_id) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
     )?
     .execute(params![
         job.id.as_bytes(),
@@ -520,7 +520,17 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
         time_text(job.created_at),
         time_text(outcome.finished_at),
         job.instance.map(|id| id.as_bytes().to_vec()),
+        job.api_key.map(|id| id.as_bytes().to_vec()),
     ])?;
+    if let Some(key) = job.api_key {
+        let (delivered, spent) = figures::usage_of(outcome);
+        tx.prepare_cached(figures::ADD_KEY_HOUR)?.execute(params![
+            key.as_bytes(),
+            figures::hour_of(outcome.finished_at),
+            delivered,
+            spent
+        ])?;
+    }
     let auction = &unit.auction;
     tx.prepare_cached(
         "INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \

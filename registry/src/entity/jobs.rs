@@ -31,6 +31,8 @@ pub struct Model {
     pub finished_at: Option<DateTimeUtc>,
     /// The instance running the job, while it runs.
     pub instance_id: Option<Uuid>,
+    /// The API key that authenticated the request; none for a token or a browser session.
+    pub api_key_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

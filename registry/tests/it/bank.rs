@@ -33,6 +33,7 @@ fn new_job(caller: UserId) -> (NewJob, AuctionEntry) {
         auction_id: Uuid::now_v7(),
         created_at: Utc::now(),
         instance: None,
+        api_key: None,
     };
     let auction = AuctionEntry {
         id: job.auction_id,
@@ -810,5 +811,104 @@ async fn service_hours_count_every_attempt_once_with_the_latest_reputation() {
         let stranger = user(&db).await;
         let none = figures::agent_service_hours(&db, stranger, now - Duration::hours(1)).await;
         assert!(none.unwrap().is_empty(), "{backend}");
+    }
+}
+
+/// Each finished job counts once for the API key that ran it, on both backends and through
+/// the pooled path: jobs, delivered jobs and their `total_cost`, equal to the jobs' own rows;
+/// a job run with no key (an access token) counts for none; one user never sees another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_usage_counts_each_finished_job_once_for_its_key() {
+    use registry::figures;
+
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let bank = Arc::new(Bank::new(db.clone(), &test_db.url).await.unwrap());
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        bank.ensure_monthly_grant(caller, credits(100), Utc::now()).await.unwrap();
+        let key = |name: &str| {
+            let db = db.clone();
+            let name = registry::KeyName::parse(name).unwrap();
+            async move {
+                registry::create_api_key(&db, caller, name, Uuid::now_v7(), Utc::now())
+                    .await
+                    .unwrap()
+                    .info
+                    .id
+            }
+        };
+        let (first, second) = (key("first").await, key("second").await);
+        let later = Utc::now() + Duration::minutes(15);
+        // 12 jobs on the first key (every third one failed, nothing charged), 5 on the
+        // second, 3 with no key: concurrently, so batches mix them.
+        let plan: Vec<(Option<Uuid>, bool)> = (0..20)
+            .map(|k| match k {
+                0..12 => (Some(first), k % 3 != 0),
+                12..17 => (Some(second), true),
+                _ => (None, true),
+            })
+            .collect();
+        let tasks: Vec<_> = plan
+            .iter()
+            .map(|&(api_key, delivered)| {
+                let bank = Arc::clone(&bank);
+                tokio::spawn(async move {
+                    let (mut job, auction) = new_job(caller);
+                    job.api_key = api_key;
+                    bank.open(job.clone(), auction, Some(hold(&job, credits(2), later)))
+                        .await
+                        .unwrap();
+                    let (status, settlement, cost) = if delivered {
+                        (JobStatus::Delivered, capture(job.id, 2, owner, 1), credits(2))
+                    } else {
+                        (JobStatus::Failed, Settlement::Release, MicroCredits::ZERO)
+                    };
+                    let mut ended = outcome(status);
+                    ended.total_cost = cost;
+                    bank.finish(job.id, ended, settlement, Vec::new()).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // The pooled path: one more delivered job on the second key.
+        let (mut job, auction) = new_job(caller);
+        job.api_key = Some(second);
+        jobs::open_job_with_hold(&db, job.clone(), auction, None).await.unwrap();
+        let mut ended = outcome(JobStatus::Delivered);
+        ended.total_cost = credits(3);
+        jobs::finish_job(&db, job.id, ended, Settlement::Nothing, Vec::new()).await.unwrap();
+
+        let since = Utc::now() - Duration::days(1);
+        let days = figures::key_usage_days(&db, caller, since).await.unwrap();
+        let total = |key: Uuid| {
+            days.iter().filter(|d| d.api_key_id == key).fold((0, 0, 0), |(j, d, s), day| {
+                (j + day.jobs, d + day.delivered, s + day.spent.micros())
+            })
+        };
+        assert_eq!(total(first), (12, 8, 16_000_000), "{backend}: {days:?}");
+        assert_eq!(total(second), (6, 6, 13_000_000), "{backend}: {days:?}");
+        assert_eq!(days.iter().map(|d| d.jobs).sum::<i64>(), 18, "{backend}: no keyless job");
+        // The jobs' own rows say the same.
+        let sql = "SELECT CAST(COUNT(*) AS BIGINT) AS jobs, \
+                   CAST(COALESCE(SUM(total_cost), 0) AS BIGINT) AS spent \
+                   FROM jobs WHERE api_key_id = $1";
+        for (key, expected) in [(first, (12, 16_000_000)), (second, (6, 13_000_000))] {
+            let row = db
+                .query_one_raw(Statement::from_sql_and_values(
+                    db.get_database_backend(),
+                    sql,
+                    [key.into()],
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            let counted: (i64, i64) =
+                (row.try_get("", "jobs").unwrap(), row.try_get("", "spent").unwrap());
+            assert_eq!(counted, expected, "{backend}");
+        }
+        assert!(figures::key_usage_days(&db, owner, since).await.unwrap().is_empty(), "{backend}");
+        assert_ledger_consistent(&db).await;
     }
 }

@@ -446,6 +446,7 @@ async fn a_job_cut_off_by_a_crash_is_marked_failed_and_its_hold_voided() {
             auction_id: Uuid::now_v7(),
             created_at: opened,
             instance: None,
+            api_key: None,
         };
         let auction = AuctionEntry {
             id: job.auction_id,

@@ -31,6 +31,16 @@ pub struct Caller {
     pub credential: Credential,
 }
 
+impl Caller {
+    /// The API key the request came with; `None` for an access token.
+    pub fn api_key(&self) -> Option<Uuid> {
+        match self.credential {
+            Credential::ApiKey(id) => Some(id),
+            Credential::AccessToken => None,
+        }
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;

@@ -85,13 +85,21 @@ pub enum Prepared {
     Recommended(JobResult),
 }
 
-/// Runs a job for `caller`, start to finish.
+/// Who runs a job: the user who pays, and the API key that authenticated the request (none
+/// for an access token or a browser session), for per-key usage.
+#[derive(Clone, Copy, Debug)]
+pub struct Payer {
+    pub user: UserId,
+    pub api_key: Option<Uuid>,
+}
+
+/// Runs a job for `payer`, start to finish.
 pub async fn run_job(
     state: &AppState,
-    caller: UserId,
+    payer: Payer,
     request: JobRequest,
 ) -> Result<JobResult, ApiError> {
-    match prepare(state, caller, request).await? {
+    match prepare(state, payer, request).await? {
         Prepared::Recommended(result) => Ok(result),
         Prepared::Held(job) => execute(state, *job).await,
     }
@@ -100,9 +108,10 @@ pub async fn run_job(
 /// Runs the auction, records it, and places the hold.
 pub async fn prepare(
     state: &AppState,
-    caller: UserId,
+    payer: Payer,
     request: JobRequest,
 ) -> Result<Prepared, ApiError> {
+    let caller = payer.user;
     let now = state.now();
     let now_ms = now.timestamp_millis();
     let snapshot = state.agent_index.snapshot(&state.db, now_ms).await?;
@@ -276,6 +285,7 @@ pub async fn prepare(
         auction_id,
         created_at: now,
         instance: Some(state.instance_id),
+        api_key: payer.api_key,
     };
     let auction_entry = AuctionEntry {
         id: auction_id,

@@ -18,7 +18,9 @@ pub(crate) mod v1;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::jobs::service::Payer;
 
 /// `object` of every list response.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -152,6 +154,11 @@ pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Err
 /// A `limit` query parameter: absent means `default`, else an integer from 1 to `max`. An
 /// empty value is refused like any other that is not such an integer: a query parameter is
 /// either there and valid, or absent.
+/// Who pays for a job the API runs: the caller, and the key it came with (per-key usage).
+pub(crate) fn payer(caller: &Caller) -> Payer {
+    Payer { user: caller.user_id, api_key: caller.api_key() }
+}
+
 pub(crate) fn page_limit(text: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
     match text {
         None => Ok(default),

@@ -268,7 +268,7 @@ pub(crate) async fn chat_completions(
         let job = request::parse_chat(map)?;
         let model = job.requested_model.clone();
         let recommend = job.mode == request::Mode::Recommend;
-        let result = run_job(&state, caller.user_id, job).await?;
+        let result = run_job(&state, crate::routes::payer(&caller), job).await?;
         let body = if recommend {
             ChatResponse::Recommendation(recommendation(&result, &model))
         } else {
@@ -294,7 +294,7 @@ async fn stream(
     };
     let job = request::parse_chat(map)?;
     let model = job.requested_model.clone();
-    match service::prepare(&state, caller.user_id, job).await? {
+    match service::prepare(&state, crate::routes::payer(&caller), job).await? {
         Prepared::Recommended(result) => {
             Ok(Rendered::new(&recommendation(&result, &model), &result)?.into_response())
         }
@@ -326,7 +326,7 @@ pub(crate) async fn create_job(
     idempotent(&state, caller, &req, body, |body| async move {
         let state = runner;
         let job: JobRequest = request::parse_job(body)?;
-        let result = run_job(&state, caller.user_id, job).await?;
+        let result = run_job(&state, crate::routes::payer(&caller), job).await?;
         Rendered::new(&job_response(&result)?, &result)
     })
     .await

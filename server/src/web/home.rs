@@ -70,6 +70,19 @@ struct KeyRow {
     created: String,
     last_used: String,
     revoked: bool,
+    /// Over the last `CHART_DAYS` UTC days: finished jobs, delivered ones, credits spent.
+    jobs: i64,
+    delivered: i64,
+    spent: MicroCredits,
+}
+
+/// One key's use on one UTC day.
+struct KeyDayRow {
+    day: String,
+    key: String,
+    jobs: i64,
+    delivered: i64,
+    spent: MicroCredits,
 }
 
 #[derive(Template)]
@@ -87,6 +100,8 @@ struct DashboardPage {
     spent_total: MicroCredits,
     earned_total: MicroCredits,
     keys: Vec<KeyRow>,
+    /// Each key's use per UTC day over the chart's days, for the days it was used.
+    key_days: Vec<KeyDayRow>,
     /// A key just created: its secret, shown this once.
     new_key: Option<String>,
     key_error: Option<String>,
@@ -126,18 +141,47 @@ async fn front_page(
     let credits = |micros: i64| format!("{} credits", MicroCredits::from_micros(micros));
     let spend_chart = bar_chart(&points(|d| d.spent), credits);
     let earn_chart = bar_chart(&points(|d| d.earned), credits);
-    let keys = registry::list_api_keys(&state.db, visitor.user)
-        .await?
-        .into_iter()
-        .map(|key| KeyRow {
-            id: key.id,
-            name: key.name,
-            prefix: key.prefix,
-            created: key.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-            last_used: key
-                .last_used_at
-                .map_or_else(|| "never".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
-            revoked: key.revoked_at.is_some(),
+    let today = state.now().date_naive();
+    let first = today.checked_sub_days(Days::new(CHART_DAYS - 1)).unwrap_or(today);
+    let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let usage = registry::figures::key_usage_days(&state.db, visitor.user, since).await?;
+    let listed = registry::list_api_keys(&state.db, visitor.user).await?;
+    let name_of = |id: Uuid| listed.iter().find(|k| k.id == id).map(|k| k.name.clone());
+    let key_days: Vec<KeyDayRow> = usage
+        .iter()
+        .map(|u| KeyDayRow {
+            day: u.day.to_string(),
+            key: name_of(u.api_key_id).unwrap_or_default(),
+            jobs: u.jobs,
+            delivered: u.delivered,
+            spent: u.spent,
+        })
+        .collect();
+    let keys = listed
+        .iter()
+        .map(|key| {
+            let mine = usage.iter().filter(|u| u.api_key_id == key.id);
+            let (jobs, delivered, spent) = mine.fold((0_i64, 0_i64, 0_i64), |(j, d, s), u| {
+                (
+                    j.saturating_add(u.jobs),
+                    d.saturating_add(u.delivered),
+                    s.saturating_add(u.spent.micros()),
+                )
+            });
+            KeyRow {
+                id: key.id,
+                name: key.name.clone(),
+                prefix: key.prefix.clone(),
+                created: key.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                last_used: key.last_used_at.map_or_else(
+                    || "never".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+                ),
+                revoked: key.revoked_at.is_some(),
+                jobs,
+                delivered,
+                spent: MicroCredits::from_micros(spent),
+            }
         })
         .collect();
     let filter = ActivityFilter { limit: RECENT_JOBS, ..ActivityFilter::default() };
@@ -159,6 +203,7 @@ async fn front_page(
         spent_total,
         earned_total,
         keys,
+        key_days,
         new_key,
         key_error,
         rows,

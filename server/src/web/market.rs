@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::discovery::{DiscoveryFilter, discover_agents};
 use crate::error::ApiError;
 use crate::jobs::request::parse_chat;
-use crate::jobs::service::{Shortlisted, run_job};
+use crate::jobs::service::{Payer, Shortlisted, run_job};
 use crate::state::AppState;
 use crate::web::home::Nav;
 use crate::web::session::Visitor;
@@ -136,7 +136,7 @@ async fn recommend(state: &AppState, visitor: &Visitor, form: &TryForm) -> Resul
     let request = parse_chat(body)?;
     state.rate_limiter.check(&format!("user:{}", visitor.user)).await?;
     state.ensure_monthly_grant(visitor.user).await?;
-    let result = run_job(state, visitor.user, request).await?;
+    let result = run_job(state, Payer { user: visitor.user, api_key: None }, request).await?;
     Ok(Tried {
         job_id: result.job_id,
         cost: result.total_cost.to_string(),

@@ -129,6 +129,12 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     );
     assert_eq!(shown("spent_total_hourly"), shown("spent_total"), "per hour, the same sum");
     assert_eq!(shown("total_cost"), job.total_cost.to_string());
+    // The key's row counts the one job run with it (the "try it" box ran as the session, not
+    // the key), and what it cost.
+    let key_rows = report["key_rows"].as_array().unwrap();
+    let laptop = key_rows[0].as_str().unwrap();
+    let usage = format!("\t1\t1\t{}\t", job.total_cost);
+    assert!(laptop.starts_with("laptop") && laptop.contains(&usage), "{usage:?} in {laptop:?}");
     let balance = registry::ledger::balance(&app.state.db, caller).await.unwrap();
     assert_eq!(shown("available_after"), balance.available.to_string());
     assert_eq!(shown("available_before"), "100");

@@ -91,6 +91,7 @@ async fn the_ledger_pages_newest_first_with_decimal_amounts() {
                 auction_id: Uuid::now_v7(),
                 created_at: Utc::now(),
                 instance: None,
+                api_key: None,
             };
             let auction = AuctionEntry {
                 id: job.auction_id,

@@ -828,6 +828,76 @@ async fn an_owners_auction_figures_equal_the_job_records() {
     assert!(dear.contains(row), "{row} in {dear}");
 }
 
+/// The dashboard shows each API key's use over the last 14 UTC days: the jobs run with it,
+/// the delivered ones and what they cost, equal to the jobs' own rows.
+#[tokio::test]
+async fn each_keys_usage_on_the_dashboard_equals_its_jobs() {
+    let app = app().await;
+    let (_agent, _owner) = quarter_credit_agent(&app, "cheap").await;
+    let mut caller = Session::new(&app);
+    caller.sign_up("keyed@example.com").await;
+    let mut keys = Vec::new();
+    for name in ["ci", "laptop"] {
+        let page = caller.get("/").await.text().await.unwrap();
+        let created = caller.post("/keys", &[("csrf", &csrf_of(&page)), ("name", name)]).await;
+        keys.push(new_key_of(&created.text().await.unwrap()));
+    }
+    let body = json!({"model": "auction", "messages": [{"role": "user", "content": "hi"}]});
+    for (key, jobs) in keys.iter().zip([2, 1]) {
+        for _ in 0..jobs {
+            let response = app.post_json("/v1/chat/completions", &body, Some(key)).await;
+            assert_eq!(response.status(), 200);
+        }
+    }
+    let email = registry::Email::parse("keyed@example.com").unwrap();
+    let user =
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id;
+    let rows = app
+        .state
+        .db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            app.state.db.get_database_backend(),
+            "SELECT k.name, CAST(COUNT(*) AS BIGINT) AS jobs, \
+             CAST(SUM(j.total_cost) AS BIGINT) AS spent \
+             FROM jobs j JOIN api_keys k ON k.id = j.api_key_id WHERE k.user_id = $1 \
+             GROUP BY k.name ORDER BY k.name",
+            [user.0.into()],
+        ))
+        .await
+        .unwrap();
+    let recorded: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "name").unwrap(),
+                r.try_get("", "jobs").unwrap(),
+                r.try_get("", "spent").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded.iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(),
+        [("ci", 2), ("laptop", 1)]
+    );
+    let page = caller.get("/").await.text().await.unwrap();
+    let table = &page[page.find("id=\"keys\"").unwrap()..];
+    for (name, jobs, spent) in &recorded {
+        assert!(*spent > 0);
+        let row = &table[table.find(&format!("<td>{name}</td>")).unwrap()..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        let spent = auction_engine::MicroCredits::from_micros(*spent);
+        let figures = format!(
+            "<td class=\"num\">{jobs}</td><td class=\"num\">{jobs}</td><td class=\"num\">{spent}</td>"
+        );
+        assert!(row.contains(&figures), "{figures} in {row}");
+    }
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert!(
+        page.contains(&format!("<td>{today}</td><td>ci</td><td class=\"num\">2</td>")),
+        "{page}"
+    );
+}
+
 /// The marketplace lists public agents (never a private one) in the API's order, and its
 /// "try it" box runs a `recommend` auction as the visitor: the shortlist, the call fee
 /// charged, the transcript one link away. Refusals are shown in the box.

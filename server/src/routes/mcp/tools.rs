@@ -319,7 +319,8 @@ impl GavelTools {
     ) -> Result<Json<JobOutput>, ToolError> {
         let (state, caller) = admitted(&context)?;
         let job = job_request(&args, None, None).map_err(tool_error)?;
-        let result = run_job(&state, caller.user_id, job).await.map_err(tool_error)?;
+        let result =
+            run_job(&state, crate::routes::payer(&caller), job).await.map_err(tool_error)?;
         job_output(&result).map(Json)
     }
 
@@ -340,7 +341,8 @@ impl GavelTools {
         let (state, caller) = admitted(&context)?;
         let (auction, top_k) = args.into_auction();
         let job = job_request(&auction, Some(top_k), None).map_err(tool_error)?;
-        let result = run_job(&state, caller.user_id, job).await.map_err(tool_error)?;
+        let result =
+            run_job(&state, crate::routes::payer(&caller), job).await.map_err(tool_error)?;
         Ok(Json(RecommendOutput {
             job_id: result.job_id,
             auction_id: result.auction_id,
@@ -374,7 +376,8 @@ impl GavelTools {
             other => tool_error(other),
         };
         let job = job_request(&auction, None, Some(&named)).map_err(route_error)?;
-        let result = run_job(&state, caller.user_id, job).await.map_err(route_error)?;
+        let result =
+            run_job(&state, crate::routes::payer(&caller), job).await.map_err(route_error)?;
         job_output(&result).map(Json)
     }
 

@@ -150,13 +150,15 @@ pub(crate) fn usage_of(outcome: &JobOutcome) -> (i64, i64) {
     (i64::from(outcome.status == JobStatus::Delivered), outcome.total_cost.micros())
 }
 
-/// Adds a finished job to its key's hour: `$1` key, `$2` hour, `$3` delivered, `$4` spent.
+/// Adds finished jobs to their key's hour: `$1` key, `$2` hour, `$3` jobs, `$4` delivered,
+/// `$5` spent.
 pub(crate) const ADD_KEY_HOUR: &str = "INSERT INTO api_key_hours AS h \
-     (api_key_id, hour, jobs, delivered, spent) VALUES ($1, $2, 1, $3, $4) \
+     (api_key_id, hour, jobs, delivered, spent) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = h.jobs + excluded.jobs, \
      delivered = h.delivered + excluded.delivered, spent = h.spent + excluded.spent";
 
-/// As `ADD_KEY_HOUR`, the key read from the job's row (`$1` job): the pooled path, which ends
+/// As `ADD_KEY_HOUR` for one job, the key read from the job's row (`$1` job; `$2` hour, `$3`
+/// delivered, `$4` spent): the pooled path, which ends
 /// a job it did not open. Adds nothing for a job without a key.
 pub(crate) const ADD_KEY_HOUR_OF_JOB: &str = "INSERT INTO api_key_hours AS h \
      (api_key_id, hour, jobs, delivered, spent) \

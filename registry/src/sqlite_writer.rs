@@ -3,12 +3,14 @@
 //!
 //! A *unit* is everything one operation leaves behind: a finished job's row, its auction
 //! record, its attempts, the reputation of the agents it tried and its transfer with the
-//! balance changes and the hourly rollup (`figures`); or a grant. When the thread is idle a unit commits at once (no timer, so a
-//! lone job never waits for company); under load, whatever queued while the last commit ran
-//! goes into the next one (up to [`MAX_BATCH`]), so SQLite's write lock and its WAL append are
-//! paid once per batch rather than once per job. A batch runs straight through; if a unit
-//! fails, the batch is rolled back and run again with a savepoint per unit, so the failed unit
-//! is answered with its error and its neighbours commit.
+//! balance changes; or a grant. The rollups the dashboard reads (`figures`) are summed over a
+//! batch's committed units and written once, just before its `COMMIT`. When the thread is
+//! idle a unit commits at once (no timer, so a lone job never waits for company); under load,
+//! whatever queued while the last commit ran goes into the next one (up to [`MAX_BATCH`]), so
+//! SQLite's write lock and its WAL append are paid once per batch rather than once per job.
+//! A batch runs straight through; if a unit fails, the batch is rolled back and run again with
+//! a savepoint per unit, so the failed unit is answered with its error and its neighbours
+//! commit.
 //!
 //! After `COMMIT` the thread applies each committed unit's effect to the [`Book`] (balances,
 //! holds freed), in commit order, and only then answers. So the book never shows money the
@@ -362,9 +364,11 @@ fn commit(
     counts: &WriterCounters,
 ) -> Result<Vec<UnitResult>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut rollups = Rollups::default();
     let results: Vec<UnitResult> =
-        batch.iter().map(|request| execute(&tx, &request.unit)).collect();
+        batch.iter().map(|request| execute(&tx, &request.unit, &mut rollups)).collect();
     if results.iter().all(Result::is_ok) {
+        rollups.write(&tx)?;
         tx.commit()?;
         return Ok(results);
     }
@@ -385,26 +389,115 @@ fn commit_unit_by_unit(
 ) -> Result<Vec<UnitResult>, rusqlite::Error> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
+    let mut rollups = Rollups::default();
     for request in batch {
         let savepoint = tx.savepoint()?;
-        let result = execute(&savepoint, &request.unit);
+        // A unit's rollup rows count only if its savepoint does.
+        let mut own = Rollups::default();
+        let result = execute(&savepoint, &request.unit, &mut own);
         if result.is_ok() {
             savepoint.commit()?;
+            rollups.merge(own);
         }
         // Dropped uncommitted, a savepoint rolls back to where it began and is released.
         results.push(result);
     }
+    rollups.write(&tx)?;
     tx.commit()?;
     Ok(results)
 }
 
-fn execute(tx: &Connection, unit: &Unit) -> UnitResult {
+/// The rollup rows of a batch's committed units (`figures`), summed per key and written once,
+/// just before the batch commits: a batch of 64 jobs won by one agent in one hour adds to that
+/// agent's hour once, not 64 times. In the same transaction as the rows they count.
+#[derive(Default)]
+struct Rollups {
+    /// (account, hour) -> (spent, earned).
+    flows: BTreeMap<(Uuid, i64), (i64, i64)>,
+    /// (agent, category, hour) -> entered, won, won bid, won price.
+    auctions: BTreeMap<(Uuid, String, i64), [i64; 4]>,
+    service: BTreeMap<(Uuid, i64), figures::ServiceTally>,
+    /// (key, hour) -> jobs, delivered, spent.
+    keys: BTreeMap<(Uuid, i64), [i64; 3]>,
+}
+
+fn add_up<const N: usize>(into: &mut [i64; N], more: [i64; N]) {
+    for (total, add) in into.iter_mut().zip(more) {
+        *total = total.saturating_add(add);
+    }
+}
+
+impl Rollups {
+    fn merge(&mut self, other: Rollups) {
+        for (key, (spent, earned)) in other.flows {
+            let flow = self.flows.entry(key).or_default();
+            *flow = (flow.0.saturating_add(spent), flow.1.saturating_add(earned));
+        }
+        for (key, sums) in other.auctions {
+            add_up(self.auctions.entry(key).or_default(), sums);
+        }
+        for (key, tally) in other.service {
+            self.service.entry(key).or_default().add(&tally);
+        }
+        for (key, sums) in other.keys {
+            add_up(self.keys.entry(key).or_default(), sums);
+        }
+    }
+
+    fn write(&self, tx: &Connection) -> Result<(), rusqlite::Error> {
+        let mut flow = tx.prepare_cached(figures::ADD_HOURLY_FLOW)?;
+        for ((account, hour), (spent, earned)) in &self.flows {
+            flow.execute(params![account.as_bytes(), hour, spent, earned])?;
+        }
+        let mut auction = tx.prepare_cached(figures::ADD_AUCTION_HOUR)?;
+        for ((agent, category, hour), [entered, won, bid, price]) in &self.auctions {
+            auction.execute(params![agent.as_bytes(), category, hour, entered, won, bid, price])?;
+        }
+        let mut service = tx.prepare_cached(figures::ADD_SERVICE_HOUR)?;
+        for ((agent, hour), tally) in &self.service {
+            let (at, successes, failures, ewma, p95) = tally.reputation_columns();
+            let c = &tally.counts;
+            service.execute(params![
+                agent.as_bytes(),
+                hour,
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                c[6],
+                c[7],
+                c[8],
+                c[9],
+                c[10],
+                c[11],
+                c[12],
+                c[13],
+                c[14],
+                c[15],
+                at,
+                successes,
+                failures,
+                ewma,
+                p95
+            ])?;
+        }
+        let mut key_hour = tx.prepare_cached(figures::ADD_KEY_HOUR)?;
+        for ((key, hour), [jobs, delivered, spent]) in &self.keys {
+            key_hour.execute(params![key.as_bytes(), hour, jobs, delivered, spent])?;
+        }
+        Ok(())
+    }
+}
+
+fn execute(tx: &Connection, unit: &Unit, rollups: &mut Rollups) -> UnitResult {
     match unit {
         Unit::Job(job) => {
-            write_job(tx, job)?;
+            write_job(tx, job, rollups)?;
             let mut effect = Effect { releases: job.releases.clone(), ..Effect::default() };
             if let Some(transfer) = &job.transfer {
-                write_transfer(tx, transfer)?;
+                write_transfer(tx, transfer, rollups)?;
                 effect.balances = transfer.legs.clone();
             }
             Ok((Applied::Done, effect))
@@ -429,7 +522,7 @@ fn execute(tx: &Connection, unit: &Unit) -> UnitResult {
                 legs: vec![(*user, *amount), (GRANT_SOURCE_ACCOUNT, -amount)],
                 now: *now,
             };
-            match write_transfer(tx, &transfer) {
+            match write_transfer(tx, &transfer, rollups) {
                 Ok(()) => Ok((Applied::Done, Effect { balances: transfer.legs, ..effect })),
                 // This month's grant exists although the account's marker said otherwise
                 // (a restored backup, a manual edit): grant nothing.
@@ -448,7 +541,7 @@ fn execute(tx: &Connection, unit: &Unit) -> UnitResult {
                 legs: vec![(*user, *amount), (GRANT_SOURCE_ACCOUNT, -amount)],
                 now: *now,
             };
-            match write_transfer(tx, &transfer) {
+            match write_transfer(tx, &transfer, rollups) {
                 Ok(()) => {
                     Ok((Applied::Done, Effect { balances: transfer.legs, ..Effect::default() }))
                 }
@@ -483,7 +576,7 @@ fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(err.sqlite_error_code(), Some(ErrorCode::ConstraintViolation))
 }
 
-fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
+fn write_job(tx: &Connection, unit: &JobUnit, rollups: &mut Rollups) -> Result<(), RegistryError> {
     let (job, outcome) = (&unit.job, &unit.outcome);
     let served = outcome.served.as_ref();
     let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -524,12 +617,8 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
     ])?;
     if let Some(key) = job.api_key {
         let (delivered, spent) = figures::usage_of(outcome);
-        tx.prepare_cached(figures::ADD_KEY_HOUR)?.execute(params![
-            key.as_bytes(),
-            figures::hour_of(outcome.finished_at),
-            delivered,
-            spent
-        ])?;
+        let hour = figures::hour_of(outcome.finished_at);
+        add_up(rollups.keys.entry((key, hour)).or_default(), [1, delivered, spent]);
     }
     let auction = &unit.auction;
     tx.prepare_cached(
@@ -547,17 +636,9 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
         time_text(job.created_at),
     ])?;
     let hour = figures::hour_of(job.created_at);
-    let mut entry = tx.prepare_cached(figures::ADD_AUCTION_HOUR)?;
     for (agent, entered, won, bid, price) in figures::entries_of(&auction.entrants) {
-        entry.execute(params![
-            agent.as_bytes(),
-            auction.category,
-            hour,
-            entered,
-            won,
-            bid,
-            price
-        ])?;
+        let key = (agent, auction.category.clone(), hour);
+        add_up(rollups.auctions.entry(key).or_default(), [entered, won, bid, price]);
     }
     let mut insert_attempt = tx.prepare_cached(
         "INSERT INTO job_attempts (job_id, rank, agent_id, agent_slug, price, outcome, \
@@ -579,35 +660,8 @@ fn write_job(tx: &Connection, unit: &JobUnit) -> Result<(), RegistryError> {
         ])?;
     }
     let after = write_reputation(tx, &unit.reputation)?;
-    let mut service = tx.prepare_cached(figures::ADD_SERVICE_HOUR)?;
-    for ((agent, hour), tally) in figures::service_of(outcome, &after) {
-        let (at, successes, failures, ewma, p95) = tally.reputation_columns();
-        let c = &tally.counts;
-        service.execute(params![
-            agent.as_bytes(),
-            hour,
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            c[4],
-            c[5],
-            c[6],
-            c[7],
-            c[8],
-            c[9],
-            c[10],
-            c[11],
-            c[12],
-            c[13],
-            c[14],
-            c[15],
-            at,
-            successes,
-            failures,
-            ewma,
-            p95
-        ])?;
+    for (key, tally) in figures::service_of(outcome, &after) {
+        rollups.service.entry(key).or_default().add(&tally);
     }
     Ok(())
 }
@@ -678,7 +732,11 @@ fn read_reputation(tx: &Connection, agent: Uuid) -> Result<ReputationStats, Regi
 
 /// The transfer, its entries and each leg's balance change. A wallet that would go below zero
 /// is refused here too, as a last line: the book has already decided that it cannot.
-fn write_transfer(tx: &Connection, transfer: &TransferRows) -> Result<(), RegistryError> {
+fn write_transfer(
+    tx: &Connection,
+    transfer: &TransferRows,
+    rollups: &mut Rollups,
+) -> Result<(), RegistryError> {
     let mut total: i64 = 0;
     for (_, amount) in &transfer.legs {
         total = total.checked_add(*amount).ok_or(RegistryError::Overflow)?;
@@ -728,9 +786,9 @@ fn write_transfer(tx: &Connection, transfer: &TransferRows) -> Result<(), Regist
     }
     if transfer.kind == CAPTURE {
         let hour = figures::hour_of(transfer.now);
-        let mut flow = tx.prepare_cached(figures::ADD_HOURLY_FLOW)?;
         for (account, spent, earned) in figures::flows_of(&transfer.legs) {
-            flow.execute(params![account.as_bytes(), hour, spent, earned])?;
+            let flow = rollups.flows.entry((account, hour)).or_default();
+            *flow = (flow.0.saturating_add(spent), flow.1.saturating_add(earned));
         }
     }
     Ok(())

@@ -76,8 +76,13 @@ async fn main() {
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let caller = signup(&client, &base, "caller").await;
+    // The first owner's agent is the cheapest: it wins every auction.
+    let mut winning_owner = String::new();
     for i in 0..10 {
         let owner = signup(&client, &base, &format!("owner{i}")).await;
+        if i == 0 {
+            winning_owner = owner.0.clone();
+        }
         let body = json!({
             "name": format!("mock{i}"), "kind": "openai-chat", "categories": ["chat"], "endpoint": agent,
             "upstream_model": "mock", "pricing": {"per_call": format!("1.00{}", i + 1)},
@@ -147,7 +152,13 @@ async fn main() {
         .unwrap();
     let busy_rss_kib = rss_kib(gavel.id());
     let latest_job = activity["data"][0]["id"].as_str().unwrap_or_default().to_owned();
-    let pages = dashboard_pages(&client, &base, &caller.0, &latest_job).await;
+    let caller_paths = ["/".to_owned(), "/jobs".to_owned(), format!("/jobs/{latest_job}")];
+    let mut pages = dashboard_pages(&client, &base, &caller.0, &caller_paths).await;
+    // The owner whose agent served them all: its agents' figures, and its front page.
+    let owner_paths = ["/agents".to_owned(), "/".to_owned()];
+    for (path, latencies) in dashboard_pages(&client, &base, &winning_owner, &owner_paths).await {
+        pages.push((format!("{path} (the winning owner)"), latencies));
+    }
     let pages_rss_kib = rss_kib(gavel.id());
     // The SQLite WAL must stay bounded under load (it once grew by every job's pages).
     let file_bytes = |name: &str| std::fs::metadata(data.path().join(name)).map_or(0, |m| m.len());
@@ -237,8 +248,8 @@ async fn main() {
     );
     println!("latest settled job: {}", activity["data"][0]["id"]);
     println!(
-        "\nDashboard pages for the caller of all {answered} jobs ({PAGE_SAMPLES} loads each, \
-         signed in, measured at the client on loopback)"
+        "\nDashboard pages for the caller of all {answered} jobs, and for the owner whose agent \
+         served them ({PAGE_SAMPLES} loads each, signed in, measured at the client on loopback)"
     );
     println!("RSS after the page loads: {:.1} MiB", pages_rss_kib as f64 / 1024.0);
     println!("| page | p50 | max |");
@@ -255,13 +266,13 @@ async fn main() {
 /// Loads of each dashboard page.
 const PAGE_SAMPLES: usize = 30;
 
-/// Logs in as `email` through the login form and loads the dashboard's pages for that
-/// account; each page's sorted latencies.
+/// Logs in as `email` through the login form and loads each of `paths` for that account;
+/// each page's sorted latencies.
 async fn dashboard_pages(
     client: &reqwest::Client,
     base: &str,
     email: &str,
-    job: &str,
+    paths: &[String],
 ) -> Vec<(String, Vec<Duration>)> {
     let cookie_of = |response: &reqwest::Response, name: &str| {
         response
@@ -296,7 +307,7 @@ async fn dashboard_pages(
     assert_eq!(login.status(), 303, "the bench's caller logs in");
     let session = cookie_of(&login, "gavel_session");
     let mut pages = Vec::new();
-    for path in ["/".to_owned(), "/jobs".to_owned(), format!("/jobs/{job}")] {
+    for path in paths {
         let mut latencies = Vec::with_capacity(PAGE_SAMPLES);
         for _ in 0..PAGE_SAMPLES {
             let started = Instant::now();
@@ -311,7 +322,7 @@ async fn dashboard_pages(
             latencies.push(started.elapsed());
         }
         latencies.sort();
-        pages.push((path, latencies));
+        pages.push((path.clone(), latencies));
     }
     pages
 }

@@ -422,6 +422,9 @@ async fn a_batch_with_a_failing_unit_runs_again_unit_by_unit() {
     let caller_balance = bank.balance(caller).await.unwrap();
     assert_eq!((caller_balance.balance, caller_balance.held), (credits(11), MicroCredits::ZERO));
     assert_eq!(ledger::balance(&db, owner).await.unwrap().balance, credits(9));
+    // The rollups are summed per batch: the rerun counts the nine committed jobs once each
+    // and the rolled-back one not at all.
+    assert_auction_hours(&db, caller, 9, "sqlite").await;
     assert_ledger_consistent(&db).await;
 }
 

@@ -898,6 +898,78 @@ async fn each_keys_usage_on_the_dashboard_equals_its_jobs() {
     );
 }
 
+/// The front page's totals and its rows by day and by hour equal the ledger's captures across
+/// a UTC midnight: a capture a millisecond before midnight is yesterday's (and the 23:00
+/// hour's), one at midnight today's. On Postgres, where the database is the authority, so the
+/// captures can be placed at those instants through the ledger itself.
+#[tokio::test]
+async fn the_front_pages_days_and_hours_split_at_utc_midnight_as_the_ledger_does() {
+    use auction_engine::MicroCredits;
+    use registry::ledger::{self, Capture, HoldRequest, Payee, Payout};
+
+    let Some(app) = crate::helpers::spawn_app_on_postgres().await else { return };
+    let (mut caller, mut owner) = (Session::new(&app), Session::new(&app));
+    caller.sign_up("night-caller@example.com").await;
+    owner.sign_up("night-owner@example.com").await;
+    let id_of = async |email: &str| {
+        let email = registry::Email::parse(email).unwrap();
+        registry::find_credentials_by_email(&app.state.db, &email).await.unwrap().unwrap().user.id
+    };
+    let (payer, payee) =
+        (id_of("night-caller@example.com").await, id_of("night-owner@example.com").await);
+    let credits = |n: i64| MicroCredits::from_credits(n).unwrap();
+    let midnight = chrono::Utc::now().date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let before = midnight - chrono::Duration::milliseconds(1);
+    app.state.bank.ensure_monthly_grant(payer, credits(100), before).await.unwrap();
+    for (when, charge) in [(before, 3), (midnight, 5)] {
+        let job_id = uuid::Uuid::now_v7();
+        let hold = HoldRequest {
+            job_id,
+            payer,
+            amount: credits(charge),
+            expires_at: when + chrono::Duration::minutes(15),
+        };
+        ledger::place_hold(&app.state.db, hold, uuid::Uuid::now_v7(), when).await.unwrap();
+        let capture = Capture {
+            job_id,
+            charge: credits(charge),
+            payouts: vec![
+                Payout { payee: Payee::User(payee), amount: credits(charge - 1) },
+                Payout { payee: Payee::PlatformRevenue, amount: credits(1) },
+            ],
+            memo: None,
+        };
+        ledger::capture(&app.state.db, capture, when).await.unwrap();
+    }
+    let captured = async |user: registry::UserId| -> i64 {
+        let entries = ledger::entries(&app.state.db, user, None, 200).await.unwrap();
+        entries.entries.iter().filter(|e| e.kind == "capture").map(|e| e.amount.micros()).sum()
+    };
+    let (spent, earned) = (-captured(payer).await, captured(payee).await);
+    assert_eq!((spent, earned), (8_000_000, 6_000_000));
+
+    let yesterday = before.date_naive().to_string();
+    let today = midnight.date_naive().to_string();
+    let row = |label: &str, spent: i64, earned: i64| {
+        format!(
+            "<tr><td>{label}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            MicroCredits::from_micros(spent),
+            MicroCredits::from_micros(earned)
+        )
+    };
+    let page = caller.get("/").await.text().await.unwrap();
+    assert!(page.contains(&format!("id=\"spent-total\">{}<", MicroCredits::from_micros(spent))));
+    assert!(page.contains(&row(&yesterday, 3_000_000, 0)), "{page}");
+    assert!(page.contains(&row(&today, 5_000_000, 0)), "{page}");
+    let page = caller.get("/?by=hour").await.text().await.unwrap();
+    assert!(page.contains(&row(&format!("{yesterday} 23:00"), 3_000_000, 0)), "{page}");
+    assert!(page.contains(&row(&format!("{today} 00:00"), 5_000_000, 0)), "{page}");
+    let page = owner.get("/").await.text().await.unwrap();
+    assert!(page.contains(&format!("id=\"earned-total\">{}<", MicroCredits::from_micros(earned))));
+    assert!(page.contains(&row(&yesterday, 0, 2_000_000)), "{page}");
+    assert!(page.contains(&row(&today, 0, 4_000_000)), "{page}");
+}
+
 /// The marketplace lists public agents (never a private one) in the API's order, and its
 /// "try it" box runs a `recommend` auction as the visitor: the shortlist, the call fee
 /// charged, the transcript one link away. Refusals are shown in the box.

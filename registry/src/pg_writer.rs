@@ -303,83 +303,7 @@ async fn write(tx: &mut Transaction<'_, Postgres>, units: &[&PgUnit]) -> Result<
     move_money(tx, postings, &transfers).await?;
     insert_openings(tx, &opens).await?;
     close_jobs(tx, &finishes, &reputation).await?;
-    add_service_hours(tx, &finishes, &reputation).await?;
-    add_key_hours(tx, &finishes).await?;
     Ok(answers)
-}
-
-/// The endings' cost per API key and hour into `api_key_hours`, the key read from each job's
-/// row (the opening wrote it, in this batch or an earlier one); a job without a key adds
-/// nothing.
-async fn add_key_hours(
-    tx: &mut Transaction<'_, Postgres>,
-    finishes: &[&Finish],
-) -> Result<(), Miss> {
-    if finishes.is_empty() {
-        return Ok(());
-    }
-    let usage: Vec<(i64, i64)> = finishes.iter().map(|f| figures::usage_of(&f.outcome)).collect();
-    sqlx::query(
-        "INSERT INTO api_key_hours AS h (api_key_id, hour, jobs, delivered, spent) \
-         SELECT j.api_key_id, v.hour, COUNT(*), SUM(v.delivered)::bigint, SUM(v.spent)::bigint \
-         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) \
-           AS v(job_id, hour, delivered, spent) \
-         JOIN jobs j ON j.id = v.job_id WHERE j.api_key_id IS NOT NULL GROUP BY 1, 2 \
-         ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = h.jobs + excluded.jobs, \
-         delivered = h.delivered + excluded.delivered, spent = h.spent + excluded.spent",
-    )
-    .bind(finishes.iter().map(|f| f.job_id).collect::<Vec<_>>())
-    .bind(finishes.iter().map(|f| figures::hour_of(f.outcome.finished_at)).collect::<Vec<_>>())
-    .bind(usage.iter().map(|(delivered, _)| *delivered).collect::<Vec<_>>())
-    .bind(usage.iter().map(|(_, spent)| *spent).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// The endings' attempts, summed per agent and hour first (one statement may not update a
-/// row twice), into `agent_service_hours`, with each agent's reputation as this batch leaves
-/// it.
-async fn add_service_hours(
-    tx: &mut Transaction<'_, Postgres>,
-    finishes: &[&Finish],
-    reputation: &BTreeMap<Uuid, ReputationStats>,
-) -> Result<(), Miss> {
-    let mut sums: BTreeMap<(Uuid, i64), figures::ServiceTally> = BTreeMap::new();
-    for finish in finishes {
-        for (key, tally) in figures::service_of(&finish.outcome, reputation) {
-            sums.entry(key).or_default().add(&tally);
-        }
-    }
-    if sums.is_empty() {
-        return Ok(());
-    }
-    let count = |i: usize| sums.values().map(|t| t.counts[i]).collect::<Vec<i64>>();
-    let reputations: Vec<(i64, f64, f64, f64, f64)> =
-        sums.values().map(figures::ServiceTally::reputation_columns).collect();
-    let mut query = sqlx::query(concat!(
-        figures::service_hour_insert!(),
-        "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], \
-           $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-           $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
-           $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::float8[], \
-           $21::float8[], $22::float8[], $23::float8[])",
-        figures::service_hour_upsert!()
-    ))
-    .bind(sums.keys().map(|(agent, _)| *agent).collect::<Vec<_>>())
-    .bind(sums.keys().map(|(_, hour)| *hour).collect::<Vec<_>>());
-    for i in 0..16 {
-        query = query.bind(count(i));
-    }
-    query
-        .bind(reputations.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(reputations.iter().map(|r| r.1).collect::<Vec<_>>())
-        .bind(reputations.iter().map(|r| r.2).collect::<Vec<_>>())
-        .bind(reputations.iter().map(|r| r.3).collect::<Vec<_>>())
-        .bind(reputations.iter().map(|r| r.4).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// An account as locked for the batch.
@@ -678,6 +602,20 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
         .iter()
         .filter_map(|open| open.hold.as_ref().map(|(request, id)| (&open.job, request, *id)))
         .collect();
+    // The entrants, summed per agent, category and hour first (one statement may not update a
+    // row twice), for `agent_auction_hours`.
+    let mut auction_hours: BTreeMap<(Uuid, &str, i64), [i64; 4]> = BTreeMap::new();
+    for open in opens {
+        let hour = figures::hour_of(open.job.created_at);
+        for (agent, entered, won, bid, price) in figures::entries_of(&open.auction.entrants) {
+            let key = (agent, open.auction.category.as_str(), hour);
+            let sum = auction_hours.entry(key).or_default();
+            for (total, add) in sum.iter_mut().zip([entered, won, bid, price]) {
+                *total = total.saturating_add(add);
+            }
+        }
+    }
+    let auction_column = |i: usize| auction_hours.values().map(|sum| sum[i]).collect::<Vec<i64>>();
     sqlx::query(
         "WITH new_jobs AS ( \
            INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
@@ -694,6 +632,14 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
              clearing_price, record, created_at) \
            SELECT * FROM unnest($7::uuid[], $1::uuid[], $2::uuid[], $11::text[], $12::uuid[], \
              $13::bigint[], $14::text[], $8::timestamptz[]) \
+         ), new_auction_hours AS ( \
+           INSERT INTO agent_auction_hours AS h \
+             (agent_id, category, hour, entered, won, won_bid, won_price) \
+           SELECT * FROM unnest($23::uuid[], $24::text[], $25::bigint[], $26::bigint[], \
+             $27::bigint[], $28::bigint[], $29::bigint[]) \
+           ON CONFLICT (agent_id, category, hour) DO UPDATE SET \
+             entered = h.entered + excluded.entered, won = h.won + excluded.won, \
+             won_bid = h.won_bid + excluded.won_bid, won_price = h.won_price + excluded.won_price \
          ) \
          INSERT INTO holds (id, job_id, account_id, amount, status, expires_at_ms, created_at) \
          SELECT id, job_id, account_id, amount, $15, expires_at_ms, created_at \
@@ -727,47 +673,13 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
     )
     .bind(holds.iter().map(|(job, _, _)| job.created_at).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.api_key).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    add_auction_hours(tx, opens).await
-}
-
-/// The openings' entrants, summed per agent, category and hour first (one statement may not
-/// update a row twice), into `agent_auction_hours`.
-async fn add_auction_hours(
-    tx: &mut Transaction<'_, Postgres>,
-    opens: &[&Open],
-) -> Result<(), Miss> {
-    let mut sums: BTreeMap<(Uuid, &str, i64), [i64; 4]> = BTreeMap::new();
-    for open in opens {
-        let hour = figures::hour_of(open.job.created_at);
-        for (agent, entered, won, bid, price) in figures::entries_of(&open.auction.entrants) {
-            let sum = sums.entry((agent, open.auction.category.as_str(), hour)).or_default();
-            for (total, add) in sum.iter_mut().zip([entered, won, bid, price]) {
-                *total = total.saturating_add(add);
-            }
-        }
-    }
-    if sums.is_empty() {
-        return Ok(());
-    }
-    let column = |i: usize| sums.values().map(|sum| sum[i]).collect::<Vec<i64>>();
-    sqlx::query(
-        "INSERT INTO agent_auction_hours AS h \
-           (agent_id, category, hour, entered, won, won_bid, won_price) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], \
-           $5::bigint[], $6::bigint[], $7::bigint[]) \
-         ON CONFLICT (agent_id, category, hour) DO UPDATE SET \
-           entered = h.entered + excluded.entered, won = h.won + excluded.won, \
-           won_bid = h.won_bid + excluded.won_bid, won_price = h.won_price + excluded.won_price",
-    )
-    .bind(sums.keys().map(|(agent, _, _)| *agent).collect::<Vec<_>>())
-    .bind(sums.keys().map(|(_, category, _)| *category).collect::<Vec<_>>())
-    .bind(sums.keys().map(|(_, _, hour)| *hour).collect::<Vec<_>>())
-    .bind(column(0))
-    .bind(column(1))
-    .bind(column(2))
-    .bind(column(3))
+    .bind(auction_hours.keys().map(|(agent, _, _)| *agent).collect::<Vec<_>>())
+    .bind(auction_hours.keys().map(|(_, category, _)| *category).collect::<Vec<_>>())
+    .bind(auction_hours.keys().map(|(_, _, hour)| *hour).collect::<Vec<_>>())
+    .bind(auction_column(0))
+    .bind(auction_column(1))
+    .bind(auction_column(2))
+    .bind(auction_column(3))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -791,7 +703,19 @@ async fn close_jobs(
         .flat_map(|f| f.outcome.attempts.iter().map(move |attempt| (f.job_id, attempt)))
         .collect();
     let stats: Vec<(&Uuid, &ReputationStats)> = reputation.iter().collect();
-    sqlx::query(
+    // The attempts, summed per agent and hour first (one statement may not update a row
+    // twice), for `agent_service_hours`, with each agent's reputation as this batch leaves it.
+    let mut service: BTreeMap<(Uuid, i64), figures::ServiceTally> = BTreeMap::new();
+    for finish in finishes {
+        for (key, tally) in figures::service_of(&finish.outcome, reputation) {
+            service.entry(key).or_default().add(&tally);
+        }
+    }
+    let service_count = |i: usize| service.values().map(|t| t.counts[i]).collect::<Vec<i64>>();
+    let service_reputation: Vec<(i64, f64, f64, f64, f64)> =
+        service.values().map(figures::ServiceTally::reputation_columns).collect();
+    let usage: Vec<(i64, i64)> = outcomes.iter().map(|o| figures::usage_of(o)).collect();
+    let mut query = sqlx::query(concat!(
         "WITH closed AS ( \
            UPDATE jobs AS j SET status = v.status, agent_id = v.agent_id, \
              agent_slug = v.agent_slug, owner_id = v.owner_id, \
@@ -820,13 +744,30 @@ async fn close_jobs(
              AS v(agent_id, successes, failures, updated_at_ms, latency_ewma_ms, \
              latency_p95_ms, total_successes, total_errors, total_timeouts, total_invalid) \
            WHERE r.agent_id = v.agent_id \
+         ), served_hours AS (",
+        figures::service_hour_insert!(),
+        "SELECT * FROM unnest($37::uuid[], $38::bigint[], $39::bigint[], $40::bigint[], \
+           $41::bigint[], $42::bigint[], $43::bigint[], $44::bigint[], $45::bigint[], \
+           $46::bigint[], $47::bigint[], $48::bigint[], $49::bigint[], $50::bigint[], \
+           $51::bigint[], $52::bigint[], $53::bigint[], $54::bigint[], $55::bigint[], \
+           $56::float8[], $57::float8[], $58::float8[], $59::float8[])",
+        figures::service_hour_upsert!(),
+        "), key_hours AS ( \
+           INSERT INTO api_key_hours AS k (api_key_id, hour, jobs, delivered, spent) \
+           SELECT j.api_key_id, v.hour, COUNT(*), SUM(v.delivered)::bigint, \
+             SUM(v.spent)::bigint \
+           FROM unnest($1::uuid[], $62::bigint[], $60::bigint[], $61::bigint[]) \
+             AS v(job_id, hour, delivered, spent) \
+           JOIN jobs j ON j.id = v.job_id WHERE j.api_key_id IS NOT NULL GROUP BY 1, 2 \
+           ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = k.jobs + excluded.jobs, \
+             delivered = k.delivered + excluded.delivered, spent = k.spent + excluded.spent \
          ) \
          INSERT INTO job_attempts (job_id, rank, agent_id, agent_slug, price, outcome, \
            http_status, error_code, latency_ms, started_at) \
          SELECT * FROM unnest($27::uuid[], $28::integer[], $29::uuid[], $30::text[], \
            $31::bigint[], $32::text[], $33::integer[], $34::text[], $35::bigint[], \
-           $36::timestamptz[])",
-    )
+           $36::timestamptz[])"
+    ))
     .bind(finishes.iter().map(|f| f.job_id).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
     .bind(served.iter().map(|s| s.map(|s| s.agent_id)).collect::<Vec<_>>())
@@ -870,7 +811,21 @@ async fn close_jobs(
             .collect::<Vec<_>>(),
     )
     .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
+    .bind(service.keys().map(|(agent, _)| *agent).collect::<Vec<_>>())
+    .bind(service.keys().map(|(_, hour)| *hour).collect::<Vec<_>>());
+    for i in 0..16 {
+        query = query.bind(service_count(i));
+    }
+    query
+        .bind(service_reputation.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(service_reputation.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(service_reputation.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(service_reputation.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(service_reputation.iter().map(|r| r.4).collect::<Vec<_>>())
+        .bind(usage.iter().map(|(delivered, _)| *delivered).collect::<Vec<_>>())
+        .bind(usage.iter().map(|(_, spent)| *spent).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| figures::hour_of(o.finished_at)).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

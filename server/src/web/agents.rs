@@ -1,8 +1,12 @@
 //! The owner's agents: each one's state (with pause and resume), price sheet, reputation as
 //! the auction reads it (decayed successes and failures, latency), its attempts by outcome,
-//! and its ratings as they count (owners' own left out, capped per caller); and the forms that
+//! its ratings as they count (owners' own left out, capped per caller), and its last 14 UTC
+//! days from the rollups (auctions entered and won, bid against price, service by outcome,
+//! latency buckets, reputation at each day's end); and the forms that
 //! register a new one (`/agents/new`) and edit one (`/agents/{id}/edit`), through the API's own
 //! paths, with each refusal shown at its field.
+
+use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
@@ -13,7 +17,6 @@ use registry::agents::{self, Agent, AgentState, RawAgentPatch, RawAgentSpec, Raw
 use registry::feedback::{self, AgentRatings};
 use registry::figures::{self, AgentAuctionDay, AgentServiceHour};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::agent_registration;

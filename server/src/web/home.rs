@@ -1,5 +1,6 @@
 //! The dashboard's front page: the wallet, what it spent and earned per UTC day or hour, the
-//! API keys (created shown once, revoked for good) and the latest jobs.
+//! API keys (created shown once, revoked for good) with each one's use over the chart's days
+//! (from `api_key_hours`), and the latest jobs.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};

@@ -37,6 +37,25 @@ pub enum Outcome {
     InvalidOutput,
 }
 
+impl Outcome {
+    /// The word records use for it: `success`, `error`, `timeout`, `invalid_output`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::InvalidOutput => "invalid_output",
+        }
+    }
+
+    /// The outcome a record's word names; `None` for any other word.
+    pub fn parse(word: &str) -> Option<Outcome> {
+        [Outcome::Success, Outcome::Error, Outcome::Timeout, Outcome::InvalidOutput]
+            .into_iter()
+            .find(|outcome| outcome.as_str() == word)
+    }
+}
+
 /// How far callers' ratings can move an agent's quality factor, either way.
 pub const RATING_WEIGHT: f64 = 0.1;
 /// Ratings the rating factor's prior is worth: a handful of ratings moves it a little, many a
@@ -208,6 +227,15 @@ mod tests {
     use super::*;
 
     const DAY: i64 = 24 * 3600 * 1000;
+
+    #[test]
+    fn each_outcome_word_reads_back_as_its_outcome() {
+        for outcome in [Outcome::Success, Outcome::Error, Outcome::Timeout, Outcome::InvalidOutput]
+        {
+            assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(Outcome::parse("invalid"), None);
+    }
 
     #[test]
     fn evidence_halves_every_half_life() {

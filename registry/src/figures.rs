@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::jobs::{Entrant, JobOutcome, JobStatus};
 use crate::{RegistryError, UserId};
-use auction_engine::reputation::ReputationStats;
+use auction_engine::reputation::{Outcome, ReputationStats};
 
 /// The hour a capture at `time` counts in: whole hours since the Unix epoch, UTC.
 pub(crate) fn hour_of(time: DateTime<Utc>) -> i64 {
@@ -124,8 +124,10 @@ pub(crate) fn service_of(
     for attempt in &outcome.attempts {
         let tally = tallies.entry((attempt.agent_id, hour)).or_default();
         tally.counts[0] += 1;
-        match attempt.outcome.as_str() {
-            "success" => {
+        // The words are the engine's (`Outcome::as_str`), as the server records them; a word
+        // it does not know counts as an error.
+        match Outcome::parse(&attempt.outcome) {
+            Some(Outcome::Success) => {
                 tally.counts[1] += 1;
                 if attempt.rank > 1 {
                     tally.counts[5] += 1;
@@ -136,9 +138,9 @@ pub(crate) fn service_of(
                     .unwrap_or(LATENCY_BUCKETS_MS.len());
                 tally.counts[6 + bucket] += 1;
             }
-            "timeout" => tally.counts[3] += 1,
-            "invalid_output" => tally.counts[4] += 1,
-            _ => tally.counts[2] += 1,
+            Some(Outcome::Timeout) => tally.counts[3] += 1,
+            Some(Outcome::InvalidOutput) => tally.counts[4] += 1,
+            Some(Outcome::Error) | None => tally.counts[2] += 1,
         }
         tally.reputation = after.get(&attempt.agent_id).copied();
     }

@@ -16,6 +16,7 @@ mod m20261207_000006_record_compression;
 mod m20261207_000007_hourly_flows;
 mod m20261207_000008_agent_hours;
 mod m20261207_000009_key_usage;
+mod m20261207_000010_batches;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000007_hourly_flows::Migration),
             Box::new(m20261207_000008_agent_hours::Migration),
             Box::new(m20261207_000009_key_usage::Migration),
+            Box::new(m20261207_000010_batches::Migration),
         ]
     }
 }

@@ -73,6 +73,9 @@ pub struct NewJob {
     /// The API key that authenticated the request (none for an access token or a browser
     /// session): per-key usage is summed from it (`api_key_hours`).
     pub api_key: Option<Uuid>,
+    /// The batch line this job runs (`batch_lines.id`); the database keeps at most one
+    /// delivered job per line, so a line is never charged twice.
+    pub batch_line: Option<Uuid>,
 }
 
 /// An auction's audit record, as rendered JSON, and who bid in it.
@@ -289,6 +292,7 @@ pub(crate) fn add_job(script: &mut Script, job: NewJob, auction: AuctionEntry) {
             finished_at: Set(None),
             instance_id: Set(job.instance),
             api_key_id: Set(job.api_key),
+            batch_line_id: Set(job.batch_line),
         })
         .into_query(),
     );

@@ -10,6 +10,7 @@
 pub mod agents;
 mod api_keys;
 mod bank;
+pub mod batches;
 mod credentials;
 mod database;
 mod domain;

@@ -620,13 +620,13 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
         "WITH new_jobs AS ( \
            INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
              auction_id, agent_cost, call_fee, win_fee, total_cost, created_at, instance_id, \
-             api_key_id) \
+             api_key_id, batch_line_id) \
            SELECT id, caller_id, kind, category, requested_model, mode, $10, auction_id, \
-             0, 0, 0, 0, created_at, instance_id, api_key_id \
+             0, 0, 0, 0, created_at, instance_id, api_key_id, batch_line_id \
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::uuid[], $8::timestamptz[], $9::uuid[], $22::uuid[]) \
+             $7::uuid[], $8::timestamptz[], $9::uuid[], $22::uuid[], $30::uuid[]) \
              AS v(id, caller_id, kind, category, requested_model, mode, auction_id, created_at, \
-             instance_id, api_key_id) \
+             instance_id, api_key_id, batch_line_id) \
          ), new_auctions AS ( \
            INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \
              clearing_price, record, created_at) \
@@ -680,6 +680,7 @@ async fn insert_openings(tx: &mut Transaction<'_, Postgres>, opens: &[&Open]) ->
     .bind(auction_column(1))
     .bind(auction_column(2))
     .bind(auction_column(3))
+    .bind(jobs.iter().map(|j| j.batch_line).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -584,9 +584,9 @@ fn write_job(tx: &Connection, unit: &JobUnit, rollups: &mut Rollups) -> Result<(
         "INSERT INTO jobs (id, caller_id, kind, category, requested_model, mode, status, \
          auction_id, agent_id, agent_slug, owner_id, clearing_price, agent_cost, call_fee, \
          win_fee, total_cost, input_tokens, output_tokens, latency_ms, output, error, \
-         created_at, finished_at, instance_id, api_key_id) \
+         created_at, finished_at, instance_id, api_key_id, batch_line_id) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
     )?
     .execute(params![
         job.id.as_bytes(),
@@ -614,6 +614,7 @@ fn write_job(tx: &Connection, unit: &JobUnit, rollups: &mut Rollups) -> Result<(
         time_text(outcome.finished_at),
         job.instance.map(|id| id.as_bytes().to_vec()),
         job.api_key.map(|id| id.as_bytes().to_vec()),
+        job.batch_line.map(|id| id.as_bytes().to_vec()),
     ])?;
     if let Some(key) = job.api_key {
         let (delivered, spent) = figures::usage_of(outcome);

@@ -36,7 +36,10 @@ pub async fn limit_body_idle(
                     (payload, true),
                 )),
             }
-        });
+        })
+        // A multipart reader polls once more after the end: a fused stream answers `None`
+        // again instead of panicking.
+        .fuse();
     req.set_payload(Payload::from(
         Box::pin(guarded) as std::pin::Pin<Box<dyn futures::Stream<Item = _>>>
     ));

@@ -28,6 +28,35 @@ pub struct Settings {
     pub dispatch: DispatchSettings,
     pub mcp: McpSettings,
     pub admin: AdminSettings,
+    pub batch: BatchSettings,
+}
+
+/// The Batch API (`/v1/files`, `/v1/batches`) and its workers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Largest batch input file accepted, in bytes.
+    pub max_file_bytes: usize,
+    /// Lines this process runs at once, over all batches.
+    pub concurrency: usize,
+    /// How long a claimed line stays this worker's without a renewal, in milliseconds. A
+    /// worker renews its leases every third of this; a line whose worker died is free again
+    /// after it.
+    pub lease_ms: u64,
+    /// How often an idle worker looks for lines, in milliseconds (a new batch wakes this
+    /// process's worker at once).
+    pub poll_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> BatchSettings {
+        BatchSettings {
+            max_file_bytes: 100 * 1024 * 1024,
+            concurrency: 32,
+            lease_ms: 30_000,
+            poll_ms: 500,
+        }
+    }
 }
 
 /// The operator.

@@ -7,6 +7,7 @@
 pub mod activity;
 pub(crate) mod agent_registration;
 pub mod auth;
+pub mod batches;
 pub mod body_timeout;
 pub mod cli;
 pub mod configuration;

@@ -174,6 +174,7 @@ impl Application {
         let server = server.listen(listener)?.run();
         end_dead_instances(&state).await?;
         spawn_workers(state.clone());
+        crate::batches::spawn_worker(state.clone());
         Ok(Application { port, server, state, _door: door, _data_lock: data_lock })
     }
 

@@ -49,6 +49,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The token of this run's admin door (`local_admin`); `None` where there is none.
     pub local_admin_token: Option<String>,
+    /// Wakes this process's batch worker: a new batch, or a line slot freed.
+    pub batch_wake: tokio::sync::Notify,
     /// Users whose grant for the current month is known to be in. A cache only: the ledger's
     /// conditional update is what makes the grant happen once, across instances too.
     granted: Mutex<HashMap<UserId, GrantPeriod>>,
@@ -91,6 +93,7 @@ impl AppState {
             settings,
             metrics: Metrics::new(),
             local_admin_token: None,
+            batch_wake: tokio::sync::Notify::new(),
             granted: Mutex::new(HashMap::new()),
             reference_prices: Mutex::new(HashMap::new()),
         }

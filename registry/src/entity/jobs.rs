@@ -33,6 +33,8 @@ pub struct Model {
     pub instance_id: Option<Uuid>,
     /// The API key that authenticated the request; none for a token or a browser session.
     pub api_key_id: Option<Uuid>,
+    /// The batch line the job ran for, if any.
+    pub batch_line_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

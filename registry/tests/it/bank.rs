@@ -34,6 +34,7 @@ fn new_job(caller: UserId) -> (NewJob, AuctionEntry) {
         created_at: Utc::now(),
         instance: None,
         api_key: None,
+        batch_line: None,
     };
     let auction = AuctionEntry {
         id: job.auction_id,

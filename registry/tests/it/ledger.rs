@@ -447,6 +447,7 @@ async fn a_job_cut_off_by_a_crash_is_marked_failed_and_its_hold_voided() {
             created_at: opened,
             instance: None,
             api_key: None,
+            batch_line: None,
         };
         let auction = AuctionEntry {
             id: job.auction_id,

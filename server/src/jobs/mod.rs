@@ -11,6 +11,7 @@ pub mod chat_shape;
 pub mod dispatch;
 pub mod record;
 pub mod request;
+pub mod responses;
 pub mod service;
 pub mod settlement;
 pub mod stream;

@@ -140,6 +140,8 @@ pub struct JobRequest {
     pub stream: bool,
     /// The caller asked for a closing usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The batch line this job runs, when a batch worker runs it (never from a request body).
+    pub batch_line: Option<uuid::Uuid>,
 }
 
 /// OpenRouter's routing controls.
@@ -497,6 +499,7 @@ fn build(
         stream: false,
         include_usage: false,
         max_output_tokens: MAX_TOKENS_CEILING,
+        batch_line: None,
     })
 }
 

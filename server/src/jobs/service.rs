@@ -286,6 +286,7 @@ pub async fn prepare(
         created_at: now,
         instance: Some(state.instance_id),
         api_key: payer.api_key,
+        batch_line: request.batch_line,
     };
     let auction_entry = AuctionEntry {
         id: auction_id,

@@ -4,6 +4,7 @@
 
 mod account;
 pub(crate) mod agents;
+mod batches;
 mod credits;
 mod feedback;
 mod health;
@@ -89,6 +90,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
                     resource("/jobs/{id}/feedback", "POST").route(web::post().to(feedback::rate)),
                 )
                 .service(resource("/generation", "GET").route(web::get().to(v1::generation)))
+                .service(resource("/files", "POST").route(web::post().to(batches::upload)))
+                .service(
+                    resource("/files/{id}", "GET, DELETE")
+                        .route(web::get().to(batches::retrieve_file))
+                        .route(web::delete().to(batches::delete_file)),
+                )
+                .service(
+                    resource("/files/{id}/content", "GET")
+                        .route(web::get().to(batches::file_content)),
+                )
+                .service(
+                    resource("/batches", "GET, POST")
+                        .route(web::get().to(batches::list_batches))
+                        .route(web::post().to(batches::create_batch)),
+                )
+                .service(
+                    resource("/batches/{id}", "GET").route(web::get().to(batches::retrieve_batch)),
+                )
+                .service(
+                    resource("/batches/{id}/cancel", "POST")
+                        .route(web::post().to(batches::cancel_batch)),
+                )
                 .default_service(web::to(no_route)),
         );
 }

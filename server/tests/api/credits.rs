@@ -92,6 +92,7 @@ async fn the_ledger_pages_newest_first_with_decimal_amounts() {
                 created_at: Utc::now(),
                 instance: None,
                 api_key: None,
+                batch_line: None,
             };
             let auction = AuctionEntry {
                 id: job.auction_id,

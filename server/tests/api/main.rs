@@ -6,6 +6,7 @@
 
 mod agents;
 mod auth;
+mod batches;
 mod browser;
 mod config;
 mod credits;

@@ -266,3 +266,58 @@ async fn the_openai_node_sdk_final_chat_completion_works_on_minimal_streams() {
         json!({"finish_reason": "tool_calls", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_runs_a_batch_unchanged() {
+    let Some(python) = require(python(), "python with the openai package") else { return };
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Chat {
+        content: "hello from a batch".into(),
+        prompt_tokens: 5,
+        completion_tokens: 2,
+    })
+    .await;
+    chat_agent(&app, &owner, "batch-agent", &agent, "1").await;
+    let (_, key) = app.create_key(&caller, "sdk-batch").await;
+    let (before, _) = app.credits(&caller).await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/batch_check.py").to_owned();
+    let seen = run(vec![python, script], &app, &key, &json!({}), None).await;
+
+    assert_eq!(seen["file"]["object"], "file", "{seen}");
+    assert_eq!(seen["file"]["purpose"], "batch");
+    assert_eq!(seen["file"]["filename"], "requests.jsonl");
+    assert_eq!(seen["file_retrieved"], true);
+    assert_eq!(seen["file_content_equal"], true);
+    assert_eq!(seen["bad_file"]["status"], 422, "{seen}");
+    let message = seen["bad_file"]["message"].as_str().unwrap();
+    assert!(message.contains("line 31, `custom_id`"), "{message}");
+
+    assert_eq!(seen["created_status"], "in_progress");
+    assert_eq!(seen["status"], "completed", "{seen}");
+    assert_eq!(seen["counts"], json!({"total": 30, "completed": 30, "failed": 0}));
+    assert_eq!(seen["metadata"], json!({"run": "sdk"}));
+    assert_eq!(seen["error_file_id"], Value::Null);
+    assert_eq!(seen["cancel_after_end"], "completed");
+    assert!(seen["listed"].as_array().unwrap().contains(&seen["batch_id"]));
+
+    // Every line answered once, in input order, matched by custom_id.
+    let output = seen["output"].as_array().unwrap();
+    let ids: Vec<&str> = output.iter().map(|o| o["custom_id"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("request-{i}")).collect();
+    assert_eq!(ids, expected);
+    let mut jobs: Vec<&str> = output.iter().map(|o| o["request_id"].as_str().unwrap()).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 30);
+    assert!(output.iter().all(|o| o["content"] == "hello from a batch" && o["status_code"] == 200));
+    // Charged exactly the 30 answers: a lone bidder at 1, plus the 1-credit fee, each.
+    assert!(output.iter().all(|o| o["cost"] == 2.0), "{seen}");
+    assert_eq!(agent.requests(), 30);
+    let (after, held) = app.credits(&caller).await;
+    let credits = |text: &str| text.parse::<f64>().unwrap();
+    assert_eq!(credits(&before) - credits(&after), 60.0);
+    assert_eq!(credits(&held), 0.0);
+}

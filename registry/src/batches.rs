@@ -1,0 +1,768 @@
+//! The Batch API's durable state: uploaded files, batches and their lines.
+//!
+//! A batch is cut into lines at creation (`batch_lines`, one row per input line), and every
+//! line is worked on its own: a worker *claims* a line with a lease (one conditional update,
+//! so two workers, in one process or two, never hold the same line), runs it as an ordinary
+//! job and records the response or the error. A worker renews its leases while it runs; a
+//! lease that lapses (the worker died) lets any worker claim the line again.
+//!
+//! Exactly once, for money: a line's job names the line (`jobs.batch_line_id`), and the
+//! database keeps at most one *delivered* job per line (a partial unique index), so a line
+//! run again after a crash or a lapsed lease cannot be charged twice. A worker that claims a
+//! line a second time first asks whether an earlier claim already delivered it
+//! ([`delivered_job`]) and adopts that job instead of running the line again.
+//!
+//! Absent on purpose: any write of money. Reading, listing, cancelling or expiring a batch
+//! moves no credits; only the lines' jobs do, through the bank.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::entity::{batch_lines, batches, files, jobs};
+use crate::jobs::JobStatus;
+use crate::{RegistryError, UserId};
+
+/// The most lines a batch may have (OpenAI's limit).
+pub const MAX_LINES: usize = 50_000;
+
+/// A batch's status, as OpenAI names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchStatus {
+    Validating,
+    Failed,
+    InProgress,
+    Finalizing,
+    Completed,
+    Expired,
+    Cancelling,
+    Cancelled,
+}
+
+impl BatchStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Validating => "validating",
+            BatchStatus::Failed => "failed",
+            BatchStatus::InProgress => "in_progress",
+            BatchStatus::Finalizing => "finalizing",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Expired => "expired",
+            BatchStatus::Cancelling => "cancelling",
+            BatchStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<BatchStatus, RegistryError> {
+        [
+            BatchStatus::Validating,
+            BatchStatus::Failed,
+            BatchStatus::InProgress,
+            BatchStatus::Finalizing,
+            BatchStatus::Completed,
+            BatchStatus::Expired,
+            BatchStatus::Cancelling,
+            BatchStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+        .ok_or_else(|| RegistryError::Storage(format!("unknown batch status `{text}`")))
+    }
+}
+
+/// Where a line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineState {
+    /// Waiting for a worker.
+    Pending,
+    /// Claimed by a worker whose lease runs until `lease_until`.
+    Running,
+    /// Answered: the response is in the output file (an agent delivered).
+    Done,
+    /// Ended without a delivery: the error is in the error file.
+    Failed,
+    /// The batch was cancelled before the line started.
+    Cancelled,
+    /// The batch expired before the line started (`batch_expired`).
+    Expired,
+}
+
+impl LineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineState::Pending => "pending",
+            LineState::Running => "running",
+            LineState::Done => "done",
+            LineState::Failed => "failed",
+            LineState::Cancelled => "cancelled",
+            LineState::Expired => "expired",
+        }
+    }
+}
+
+/// An uploaded file, without its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub id: Uuid,
+    pub owner: UserId,
+    pub purpose: String,
+    pub filename: String,
+    pub bytes: i64,
+    pub lines: i64,
+    pub created_at_ms: i64,
+}
+
+/// A file to store: `content` is JSONL already checked line by line.
+#[derive(Clone, Debug)]
+pub struct NewFile {
+    pub id: Uuid,
+    pub owner: UserId,
+    pub filename: String,
+    pub content: String,
+    pub lines: i64,
+    pub created_at_ms: i64,
+}
+
+/// Stores an uploaded batch input file.
+pub async fn insert_file(
+    db: &DatabaseConnection,
+    file: NewFile,
+) -> Result<FileInfo, RegistryError> {
+    let bytes = i64::try_from(file.content.len()).map_err(|_| RegistryError::Overflow)?;
+    let info = FileInfo {
+        id: file.id,
+        owner: file.owner,
+        purpose: "batch".into(),
+        filename: file.filename.clone(),
+        bytes,
+        lines: file.lines,
+        created_at_ms: file.created_at_ms,
+    };
+    files::ActiveModel {
+        id: Set(file.id),
+        owner_id: Set(file.owner.0),
+        purpose: Set(info.purpose.clone()),
+        filename: Set(file.filename),
+        bytes: Set(bytes),
+        lines: Set(file.lines),
+        content: Set(file.content),
+        created_at: Set(file.created_at_ms),
+    }
+    .insert(db)
+    .await?;
+    Ok(info)
+}
+
+/// The owner's file, without its content.
+pub async fn find_file(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+) -> Result<Option<FileInfo>, RegistryError> {
+    let row = files::Entity::find_by_id(id)
+        .select_only()
+        .columns([
+            files::Column::Id,
+            files::Column::OwnerId,
+            files::Column::Purpose,
+            files::Column::Filename,
+            files::Column::Bytes,
+            files::Column::Lines,
+            files::Column::CreatedAt,
+        ])
+        .filter(files::Column::OwnerId.eq(owner.0))
+        .into_tuple::<(Uuid, Uuid, String, String, i64, i64, i64)>()
+        .one(db)
+        .await?;
+    Ok(row.map(|(id, owner, purpose, filename, bytes, lines, created_at_ms)| FileInfo {
+        id,
+        owner: UserId(owner),
+        purpose,
+        filename,
+        bytes,
+        lines,
+        created_at_ms,
+    }))
+}
+
+/// The owner's file's content.
+pub async fn file_content(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+) -> Result<Option<String>, RegistryError> {
+    Ok(files::Entity::find_by_id(id)
+        .select_only()
+        .column(files::Column::Content)
+        .filter(files::Column::OwnerId.eq(owner.0))
+        .into_tuple::<String>()
+        .one(db)
+        .await?)
+}
+
+/// Deletes the owner's file; `false` if there was none. A batch made from it keeps its
+/// lines (they were copied at creation).
+pub async fn delete_file(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+) -> Result<bool, RegistryError> {
+    let deleted = files::Entity::delete_many()
+        .filter(files::Column::Id.eq(id))
+        .filter(files::Column::OwnerId.eq(owner.0))
+        .exec(db)
+        .await?;
+    Ok(deleted.rows_affected == 1)
+}
+
+/// One line of a new batch.
+#[derive(Clone, Debug)]
+pub struct NewLine {
+    pub custom_id: String,
+    /// The request body, as JSON text.
+    pub body: String,
+}
+
+/// A batch to store: `InProgress` with its lines, or `Failed` with its errors (and no lines).
+#[derive(Clone, Debug)]
+pub struct NewBatch {
+    pub id: Uuid,
+    pub owner: UserId,
+    pub api_key: Option<Uuid>,
+    pub input_file: Uuid,
+    pub endpoint: String,
+    pub metadata: Option<String>,
+    pub status: BatchStatus,
+    /// OpenAI's `errors` object, as JSON text, for a batch that failed validation.
+    pub errors: Option<String>,
+    pub total: i64,
+    /// What the lines may cost at most, in micro-credits, as checked against the balance.
+    pub reserved: i64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// Lines are inserted in chunks: one statement may bind at most 32,766 values on SQLite.
+const LINES_PER_INSERT: usize = 1_000;
+
+/// Stores a batch and its lines in one transaction: a batch is there whole or not at all.
+pub async fn insert_batch(
+    db: &DatabaseConnection,
+    batch: NewBatch,
+    lines: Vec<NewLine>,
+) -> Result<(), RegistryError> {
+    let tx = db.begin().await?;
+    let now = batch.created_at_ms;
+    let in_progress = batch.status == BatchStatus::InProgress;
+    batches::ActiveModel {
+        id: Set(batch.id),
+        owner_id: Set(batch.owner.0),
+        api_key_id: Set(batch.api_key),
+        input_file_id: Set(batch.input_file),
+        endpoint: Set(batch.endpoint),
+        completion_window: Set("24h".into()),
+        status: Set(batch.status.as_str().into()),
+        metadata: Set(batch.metadata),
+        errors: Set(batch.errors),
+        total: Set(batch.total),
+        reserved: Set(batch.reserved),
+        created_at: Set(now),
+        in_progress_at: Set(in_progress.then_some(now)),
+        expires_at: Set(batch.expires_at_ms),
+        finalizing_at: Set(None),
+        completed_at: Set(None),
+        failed_at: Set((batch.status == BatchStatus::Failed).then_some(now)),
+        expired_at: Set(None),
+        cancelling_at: Set(None),
+        cancelled_at: Set(None),
+    }
+    .insert(&tx)
+    .await?;
+    let mut number = 0_i64;
+    let mut lines = lines.into_iter().peekable();
+    while lines.peek().is_some() {
+        let chunk: Vec<batch_lines::ActiveModel> = lines
+            .by_ref()
+            .take(LINES_PER_INSERT)
+            .map(|line| {
+                number += 1;
+                batch_lines::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    batch_id: Set(batch.id),
+                    line: Set(number),
+                    custom_id: Set(line.custom_id),
+                    body: Set(line.body),
+                    state: Set(LineState::Pending.as_str().into()),
+                    lease_owner: Set(None),
+                    lease_until: Set(None),
+                    claims: Set(0),
+                    job_id: Set(None),
+                    status_code: Set(None),
+                    response: Set(None),
+                    error_code: Set(None),
+                    error_message: Set(None),
+                    finished_at: Set(None),
+                }
+            })
+            .collect();
+        batch_lines::Entity::insert_many(chunk).exec(&tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How a batch's lines stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub total: i64,
+    /// Lines an agent answered.
+    pub completed: i64,
+    /// Lines that ended without an answer (failed or expired).
+    pub failed: i64,
+}
+
+/// A batch as stored, with its line counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub id: Uuid,
+    pub owner: UserId,
+    pub input_file: Uuid,
+    pub endpoint: String,
+    pub completion_window: String,
+    pub status: BatchStatus,
+    pub metadata: Option<String>,
+    pub errors: Option<String>,
+    pub reserved: i64,
+    pub created_at_ms: i64,
+    pub in_progress_at_ms: Option<i64>,
+    pub expires_at_ms: i64,
+    pub finalizing_at_ms: Option<i64>,
+    pub completed_at_ms: Option<i64>,
+    pub failed_at_ms: Option<i64>,
+    pub expired_at_ms: Option<i64>,
+    pub cancelling_at_ms: Option<i64>,
+    pub cancelled_at_ms: Option<i64>,
+    pub counts: RequestCounts,
+    /// Whether any line is in the output file, and any in the error file.
+    pub has_output: bool,
+    pub has_errors: bool,
+}
+
+async fn counts_of(
+    db: &DatabaseConnection,
+    batch: &batches::Model,
+) -> Result<(RequestCounts, bool, bool), RegistryError> {
+    let by_state: Vec<(String, i64)> = batch_lines::Entity::find()
+        .select_only()
+        .column(batch_lines::Column::State)
+        .column_as(batch_lines::Column::Id.count(), "n")
+        .filter(batch_lines::Column::BatchId.eq(batch.id))
+        .group_by(batch_lines::Column::State)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let of = |state: LineState| {
+        by_state.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n)
+    };
+    let errors = of(LineState::Failed) + of(LineState::Expired) + of(LineState::Cancelled);
+    let counts = RequestCounts {
+        total: batch.total,
+        completed: of(LineState::Done),
+        failed: of(LineState::Failed) + of(LineState::Expired),
+    };
+    Ok((counts, counts.completed > 0, errors > 0))
+}
+
+async fn batch_of(db: &DatabaseConnection, row: batches::Model) -> Result<Batch, RegistryError> {
+    let (counts, has_output, has_errors) = counts_of(db, &row).await?;
+    Ok(Batch {
+        id: row.id,
+        owner: UserId(row.owner_id),
+        input_file: row.input_file_id,
+        endpoint: row.endpoint,
+        completion_window: row.completion_window,
+        status: BatchStatus::parse(&row.status)?,
+        metadata: row.metadata,
+        errors: row.errors,
+        reserved: row.reserved,
+        created_at_ms: row.created_at,
+        in_progress_at_ms: row.in_progress_at,
+        expires_at_ms: row.expires_at,
+        finalizing_at_ms: row.finalizing_at,
+        completed_at_ms: row.completed_at,
+        failed_at_ms: row.failed_at,
+        expired_at_ms: row.expired_at,
+        cancelling_at_ms: row.cancelling_at,
+        cancelled_at_ms: row.cancelled_at,
+        counts,
+        has_output,
+        has_errors,
+    })
+}
+
+/// The owner's batch.
+pub async fn find_batch(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+) -> Result<Option<Batch>, RegistryError> {
+    let row = batches::Entity::find_by_id(id)
+        .filter(batches::Column::OwnerId.eq(owner.0))
+        .one(db)
+        .await?;
+    match row {
+        Some(row) => Ok(Some(batch_of(db, row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The owner's batches, newest first, after the batch `after` (ids are time-ordered), at most
+/// `limit`.
+pub async fn list_batches(
+    db: &DatabaseConnection,
+    owner: UserId,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Batch>, RegistryError> {
+    let mut query = batches::Entity::find().filter(batches::Column::OwnerId.eq(owner.0));
+    if let Some(after) = after {
+        query = query.filter(batches::Column::Id.lt(after));
+    }
+    let rows = query.order_by_desc(batches::Column::Id).limit(limit).all(db).await?;
+    let mut listed = Vec::with_capacity(rows.len());
+    for row in rows {
+        listed.push(batch_of(db, row).await?);
+    }
+    Ok(listed)
+}
+
+/// Cancels the owner's batch: unstarted lines are cancelled at once, running lines finish,
+/// then the batch is `cancelled`. Cancelling a batch that has ended, or is being cancelled,
+/// changes nothing. `None` if the owner has no such batch.
+pub async fn cancel_batch(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<Option<Batch>, RegistryError> {
+    let tx = db.begin().await?;
+    let moved = batches::Entity::update_many()
+        .col_expr(batches::Column::Status, Expr::value(BatchStatus::Cancelling.as_str()))
+        .col_expr(batches::Column::CancellingAt, Expr::value(now_ms))
+        .filter(batches::Column::Id.eq(id))
+        .filter(batches::Column::OwnerId.eq(owner.0))
+        .filter(
+            batches::Column::Status
+                .is_in([BatchStatus::Validating.as_str(), BatchStatus::InProgress.as_str()]),
+        )
+        .exec(&tx)
+        .await?;
+    if moved.rows_affected == 1 {
+        batch_lines::Entity::update_many()
+            .col_expr(batch_lines::Column::State, Expr::value(LineState::Cancelled.as_str()))
+            .col_expr(batch_lines::Column::ErrorCode, Expr::value("batch_cancelled"))
+            .col_expr(
+                batch_lines::Column::ErrorMessage,
+                Expr::value("the batch was cancelled before this line started"),
+            )
+            .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
+            .filter(batch_lines::Column::BatchId.eq(id))
+            .filter(batch_lines::Column::State.eq(LineState::Pending.as_str()))
+            .exec(&tx)
+            .await?;
+    }
+    tx.commit().await?;
+    close_finished(db, now_ms).await?;
+    find_batch(db, owner, id).await
+}
+
+/// A line a worker holds, with what it needs to run it.
+#[derive(Clone, Debug)]
+pub struct ClaimedLine {
+    pub id: Uuid,
+    pub batch_id: Uuid,
+    pub owner: UserId,
+    pub api_key: Option<Uuid>,
+    pub endpoint: String,
+    pub custom_id: String,
+    pub body: String,
+    /// How many times the line has been claimed, this claim included: above 1, an earlier
+    /// claim may have delivered it already.
+    pub claims: i64,
+}
+
+/// Lines that are free to claim: pending, or running under a lease that has lapsed, in a
+/// batch in progress.
+fn claimable(now_ms: i64) -> Condition {
+    Condition::any().add(batch_lines::Column::State.eq(LineState::Pending.as_str())).add(
+        Condition::all()
+            .add(batch_lines::Column::State.eq(LineState::Running.as_str()))
+            .add(batch_lines::Column::LeaseUntil.lt(now_ms)),
+    )
+}
+
+/// Claims up to `limit` lines for `worker` until `now_ms + lease_ms`. One conditional update:
+/// a line another worker claimed in the meantime is not taken (on Postgres the update
+/// re-checks each row it locks).
+pub async fn claim_lines(
+    db: &DatabaseConnection,
+    worker: Uuid,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u64,
+) -> Result<Vec<ClaimedLine>, RegistryError> {
+    let active = Query::select()
+        .column(batches::Column::Id)
+        .from(batches::Entity)
+        .and_where(batches::Column::Status.eq(BatchStatus::InProgress.as_str()))
+        .to_owned();
+    let free = Query::select()
+        .column(batch_lines::Column::Id)
+        .from(batch_lines::Entity)
+        .cond_where(claimable(now_ms))
+        .and_where(batch_lines::Column::BatchId.in_subquery(active))
+        .order_by(batch_lines::Column::Id, sea_orm::Order::Asc)
+        .limit(limit)
+        .to_owned();
+    let claimed = batch_lines::Entity::update_many()
+        .col_expr(batch_lines::Column::State, Expr::value(LineState::Running.as_str()))
+        .col_expr(batch_lines::Column::LeaseOwner, Expr::value(worker))
+        .col_expr(batch_lines::Column::LeaseUntil, Expr::value(now_ms.saturating_add(lease_ms)))
+        .col_expr(batch_lines::Column::Claims, Expr::col(batch_lines::Column::Claims).add(1))
+        .filter(batch_lines::Column::Id.in_subquery(free))
+        .filter(claimable(now_ms))
+        .exec_with_returning(db)
+        .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut batch_ids: Vec<Uuid> = claimed.iter().map(|line| line.batch_id).collect();
+    batch_ids.sort_unstable();
+    batch_ids.dedup();
+    let owners: Vec<(Uuid, Uuid, Option<Uuid>, String)> = batches::Entity::find()
+        .select_only()
+        .columns([
+            batches::Column::Id,
+            batches::Column::OwnerId,
+            batches::Column::ApiKeyId,
+            batches::Column::Endpoint,
+        ])
+        .filter(batches::Column::Id.is_in(batch_ids))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut lines = Vec::with_capacity(claimed.len());
+    for line in claimed {
+        let Some((_, owner, api_key, endpoint)) = owners.iter().find(|b| b.0 == line.batch_id)
+        else {
+            continue;
+        };
+        lines.push(ClaimedLine {
+            id: line.id,
+            batch_id: line.batch_id,
+            owner: UserId(*owner),
+            api_key: *api_key,
+            endpoint: endpoint.clone(),
+            custom_id: line.custom_id,
+            body: line.body,
+            claims: line.claims,
+        });
+    }
+    Ok(lines)
+}
+
+/// Extends every lease `worker` holds to `now_ms + lease_ms`: a live worker keeps its lines.
+pub async fn renew_leases(
+    db: &DatabaseConnection,
+    worker: Uuid,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<u64, RegistryError> {
+    let renewed = batch_lines::Entity::update_many()
+        .col_expr(batch_lines::Column::LeaseUntil, Expr::value(now_ms.saturating_add(lease_ms)))
+        .filter(batch_lines::Column::LeaseOwner.eq(worker))
+        .filter(batch_lines::Column::State.eq(LineState::Running.as_str()))
+        .exec(db)
+        .await?;
+    Ok(renewed.rows_affected)
+}
+
+/// The job that delivered a line, if one did: `(job id, the job's stored view)`.
+pub async fn delivered_job(
+    db: &DatabaseConnection,
+    line: Uuid,
+) -> Result<Option<Uuid>, RegistryError> {
+    Ok(jobs::Entity::find()
+        .select_only()
+        .column(jobs::Column::Id)
+        .filter(jobs::Column::BatchLineId.eq(line))
+        .filter(jobs::Column::Status.eq(JobStatus::Delivered.as_str()))
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?)
+}
+
+/// How a line ended.
+#[derive(Clone, Debug)]
+pub enum LineEnd {
+    /// An agent answered: the response body (JSON text) for the output file.
+    Answered { job_id: Uuid, body: String },
+    /// No answer: the HTTP status and error the same request would have had on its own.
+    Refused { job_id: Option<Uuid>, status_code: u16, code: String, message: String },
+}
+
+/// Records how a line ended, if `worker` still holds it; `false` if it does not (its lease
+/// lapsed and another worker took the line, which will record it).
+pub async fn finish_line(
+    db: &DatabaseConnection,
+    worker: Uuid,
+    line: Uuid,
+    end: LineEnd,
+    now_ms: i64,
+) -> Result<bool, RegistryError> {
+    let (state, job_id, status_code, response, code, message) = match end {
+        LineEnd::Answered { job_id, body } => {
+            (LineState::Done, Some(job_id), 200_i64, Some(body), None, None)
+        }
+        LineEnd::Refused { job_id, status_code, code, message } => {
+            (LineState::Failed, job_id, i64::from(status_code), None, Some(code), Some(message))
+        }
+    };
+    let updated = batch_lines::Entity::update_many()
+        .col_expr(batch_lines::Column::State, Expr::value(state.as_str()))
+        .col_expr(batch_lines::Column::JobId, Expr::value(job_id))
+        .col_expr(batch_lines::Column::StatusCode, Expr::value(status_code))
+        .col_expr(batch_lines::Column::Response, Expr::value(response))
+        .col_expr(batch_lines::Column::ErrorCode, Expr::value(code))
+        .col_expr(batch_lines::Column::ErrorMessage, Expr::value(message))
+        .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
+        .col_expr(batch_lines::Column::LeaseOwner, Expr::value(Option::<Uuid>::None))
+        .filter(batch_lines::Column::Id.eq(line))
+        .filter(batch_lines::Column::LeaseOwner.eq(worker))
+        .filter(batch_lines::Column::State.eq(LineState::Running.as_str()))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Moves batches on: unstarted lines of batches past their 24 hours expire (`batch_expired`);
+/// a batch with no line pending or running ends (`completed`, `cancelled` or `expired`).
+/// Conditional updates: two workers doing this at once do it once. Returns the batches ended.
+pub async fn close_finished(db: &DatabaseConnection, now_ms: i64) -> Result<u64, RegistryError> {
+    let overdue = Query::select()
+        .column(batches::Column::Id)
+        .from(batches::Entity)
+        .and_where(batches::Column::Status.eq(BatchStatus::InProgress.as_str()))
+        .and_where(batches::Column::ExpiresAt.lte(now_ms))
+        .to_owned();
+    batch_lines::Entity::update_many()
+        .col_expr(batch_lines::Column::State, Expr::value(LineState::Expired.as_str()))
+        .col_expr(batch_lines::Column::ErrorCode, Expr::value("batch_expired"))
+        .col_expr(
+            batch_lines::Column::ErrorMessage,
+            Expr::value("the batch expired (24 h) before this line ran"),
+        )
+        .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
+        .filter(batch_lines::Column::State.eq(LineState::Pending.as_str()))
+        .filter(batch_lines::Column::BatchId.in_subquery(overdue))
+        .exec(db)
+        .await?;
+    let unfinished = Query::select()
+        .column(batch_lines::Column::BatchId)
+        .from(batch_lines::Entity)
+        .and_where(
+            batch_lines::Column::State
+                .is_in([LineState::Pending.as_str(), LineState::Running.as_str()]),
+        )
+        .to_owned();
+    let mut ended = 0;
+    for (from, to, stamp) in [
+        (BatchStatus::Cancelling, BatchStatus::Cancelled, batches::Column::CancelledAt),
+        (BatchStatus::InProgress, BatchStatus::Expired, batches::Column::ExpiredAt),
+        (BatchStatus::InProgress, BatchStatus::Completed, batches::Column::CompletedAt),
+    ] {
+        let mut update = batches::Entity::update_many()
+            .col_expr(batches::Column::Status, Expr::value(to.as_str()))
+            .col_expr(batches::Column::FinalizingAt, Expr::value(now_ms))
+            .col_expr(stamp, Expr::value(now_ms))
+            .filter(batches::Column::Status.eq(from.as_str()))
+            .filter(batches::Column::Id.not_in_subquery(unfinished.clone()));
+        if to == BatchStatus::Expired {
+            update = update.filter(batches::Column::ExpiresAt.lte(now_ms));
+        }
+        ended += update.exec(db).await?.rows_affected;
+    }
+    Ok(ended)
+}
+
+/// One line of an output or error file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineResult {
+    pub id: Uuid,
+    pub line: i64,
+    pub custom_id: String,
+    pub job_id: Option<Uuid>,
+    pub status_code: Option<i64>,
+    pub response: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Which of a batch's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchFile {
+    /// The answered lines.
+    Output,
+    /// The lines that ended without an answer.
+    Errors,
+}
+
+/// The owner's batch's output or error lines, in input order; `None` if no such batch.
+pub async fn batch_file_lines(
+    db: &DatabaseConnection,
+    owner: UserId,
+    batch: Uuid,
+    which: BatchFile,
+) -> Result<Option<Vec<LineResult>>, RegistryError> {
+    let owned = batches::Entity::find_by_id(batch)
+        .filter(batches::Column::OwnerId.eq(owner.0))
+        .select_only()
+        .column(batches::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?;
+    if owned.is_none() {
+        return Ok(None);
+    }
+    let states: Vec<&str> = match which {
+        BatchFile::Output => vec![LineState::Done.as_str()],
+        BatchFile::Errors => vec![
+            LineState::Failed.as_str(),
+            LineState::Expired.as_str(),
+            LineState::Cancelled.as_str(),
+        ],
+    };
+    let rows = batch_lines::Entity::find()
+        .filter(batch_lines::Column::BatchId.eq(batch))
+        .filter(batch_lines::Column::State.is_in(states))
+        .order_by_asc(batch_lines::Column::Line)
+        .all(db)
+        .await?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|row| LineResult {
+                id: row.id,
+                line: row.line,
+                custom_id: row.custom_id,
+                job_id: row.job_id,
+                status_code: row.status_code,
+                response: row.response,
+                error_code: row.error_code,
+                error_message: row.error_message,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,441 @@
+//! Batches: checking an uploaded JSONL file, turning a file into a batch's lines, and the
+//! worker that runs them.
+//!
+//! A batch line is an ordinary job: the same parsing as `POST /v1/chat/completions` or
+//! `POST /v1/jobs`, the same auction, hold, fallbacks and settlement, paid by the batch's
+//! owner and counted on the key that created the batch. What makes it a batch line is its
+//! durable row (`registry::batches`): a worker claims it by lease, and the job names the line,
+//! so the database keeps at most one delivered (charged) job per line however often the line
+//! is run again (after a crash, or by a second instance).
+//!
+//! Dependencies: `routes::batches` -> this module -> `jobs`; nothing here imports `routes`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::ResponseError;
+use actix_web::web;
+use auction_engine::{MicroCredits, sheet_price};
+use registry::UserId;
+use registry::agents::{AgentState, Visibility};
+use registry::batches::{self, ClaimedLine, LineEnd, NewLine};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::jobs::request::{self, JobRequest};
+use crate::jobs::responses::{chat_completion, job_response};
+use crate::jobs::service::{Payer, run_job};
+use crate::state::AppState;
+
+/// The endpoints a batch may target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchEndpoint {
+    ChatCompletions,
+    Jobs,
+}
+
+impl BatchEndpoint {
+    pub fn parse(text: &str) -> Option<BatchEndpoint> {
+        match text {
+            "/v1/chat/completions" => Some(BatchEndpoint::ChatCompletions),
+            "/v1/jobs" => Some(BatchEndpoint::Jobs),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchEndpoint::ChatCompletions => "/v1/chat/completions",
+            BatchEndpoint::Jobs => "/v1/jobs",
+        }
+    }
+
+    /// Parses a line's body as the endpoint itself would.
+    fn parse_body(self, body: Value) -> Result<JobRequest, ApiError> {
+        let request = match self {
+            BatchEndpoint::ChatCompletions => match body {
+                Value::Object(map) => request::parse_chat(map)?,
+                _ => return Err(ApiError::validation("body", "must be a JSON object")),
+            },
+            BatchEndpoint::Jobs => request::parse_job(body)?,
+        };
+        if request.stream {
+            return Err(ApiError::validation("body.stream", "a batch line cannot stream"));
+        }
+        Ok(request)
+    }
+}
+
+/// The longest `custom_id` accepted.
+const MAX_CUSTOM_ID: usize = 512;
+/// How many bad lines an error lists by name (the count says how many more).
+const MAX_LISTED_ERRORS: usize = 50;
+
+/// One input line, as OpenAI's Batch API defines it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputLine {
+    custom_id: String,
+    method: String,
+    url: String,
+    body: Map<String, Value>,
+}
+
+/// A problem with one line of an input file: 1-based line number, field, message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// A checked input line.
+pub struct CheckedLine {
+    /// 1-based, in the file (blank lines count).
+    pub line: usize,
+    pub custom_id: String,
+    pub endpoint: BatchEndpoint,
+    pub body: Map<String, Value>,
+}
+
+/// Checks a JSONL input file line by line: every line an object with a unique `custom_id`,
+/// `method: "POST"`, a `url` Gavel batches, and an object `body`. Blank lines are skipped
+/// (as OpenAI does); a file needs one line at least and at most `batches::MAX_LINES`.
+pub fn check_input(content: &str) -> Result<Vec<CheckedLine>, Vec<LineError>> {
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for (idx, text) in content.lines().enumerate() {
+        let number = idx + 1;
+        if text.trim().is_empty() {
+            continue;
+        }
+        if lines.len() + errors.len() >= batches::MAX_LINES {
+            errors.push(LineError {
+                line: number,
+                field: "file".into(),
+                message: format!("a batch has at most {} lines", batches::MAX_LINES),
+            });
+            break;
+        }
+        let mut problem = |field: &str, message: String| {
+            errors.push(LineError { line: number, field: field.into(), message });
+        };
+        let parsed: InputLine = match serde_json::from_str::<Value>(text) {
+            Err(err) => {
+                problem("line", format!("is not JSON: {err}"));
+                continue;
+            }
+            Ok(value) => match serde_path_to_error::deserialize(value) {
+                Ok(line) => line,
+                Err(err) => {
+                    let path = err.path().to_string();
+                    let field = if path == "." { "line".to_owned() } else { path };
+                    problem(&field, err.into_inner().to_string());
+                    continue;
+                }
+            },
+        };
+        if parsed.custom_id.is_empty() || parsed.custom_id.len() > MAX_CUSTOM_ID {
+            problem("custom_id", format!("must be 1 to {MAX_CUSTOM_ID} bytes"));
+            continue;
+        }
+        if parsed.method != "POST" {
+            problem("method", format!("must be POST, not `{}`", parsed.method));
+            continue;
+        }
+        let Some(endpoint) = BatchEndpoint::parse(&parsed.url) else {
+            problem(
+                "url",
+                format!("must be /v1/chat/completions or /v1/jobs, not `{}`", parsed.url),
+            );
+            continue;
+        };
+        if !seen.insert(parsed.custom_id.clone()) {
+            problem("custom_id", format!("`{}` is used by an earlier line", parsed.custom_id));
+            continue;
+        }
+        lines.push(CheckedLine {
+            line: number,
+            custom_id: parsed.custom_id,
+            endpoint,
+            body: parsed.body,
+        });
+    }
+    if lines.is_empty() && errors.is_empty() {
+        errors.push(LineError { line: 0, field: "file".into(), message: "has no lines".into() });
+    }
+    if errors.is_empty() { Ok(lines) } else { Err(errors) }
+}
+
+/// The errors as one sentence for an HTTP error: each bad line by number and field.
+pub fn describe(errors: &[LineError]) -> String {
+    let mut parts: Vec<String> = errors
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|e| format!("line {}, `{}`: {}", e.line, e.field, e.message))
+        .collect();
+    if errors.len() > MAX_LISTED_ERRORS {
+        parts.push(format!("and {} more", errors.len() - MAX_LISTED_ERRORS));
+    }
+    parts.join("; ")
+}
+
+/// A file made into a batch: its lines, and the most they may cost together.
+pub struct Planned {
+    pub lines: Vec<NewLine>,
+    pub max_cost: MicroCredits,
+}
+
+/// Makes a batch's lines from its input file: every line's url must be the batch's endpoint
+/// and its body must parse as that endpoint's request. The most a line may cost is its
+/// `auction.max_price` (or, without one, the dearest sheet price of the agents that could
+/// serve it now) plus the call fee.
+pub async fn plan(
+    state: &AppState,
+    caller: UserId,
+    endpoint: BatchEndpoint,
+    content: &str,
+) -> Result<Planned, Vec<LineError>> {
+    let checked = check_input(content)?;
+    let now_ms = state.now().timestamp_millis();
+    let snapshot = state.agent_index.snapshot(&state.db, now_ms).await.map_err(|err| {
+        vec![LineError { line: 0, field: "file".into(), message: err.to_string() }]
+    })?;
+    let call_fee = state.auction_parameters().call_fee;
+    let mut lines = Vec::with_capacity(checked.len());
+    let mut errors = Vec::new();
+    let mut max_cost = MicroCredits::ZERO;
+    for line in checked {
+        let number = line.line;
+        if line.endpoint != endpoint {
+            errors.push(LineError {
+                line: number,
+                field: "url".into(),
+                message: format!(
+                    "is {}, the batch's endpoint is {}",
+                    line.endpoint.as_str(),
+                    endpoint.as_str()
+                ),
+            });
+            continue;
+        }
+        let body = Value::Object(line.body);
+        let text = body.to_string();
+        let request = match endpoint.parse_body(body) {
+            Ok(request) => request,
+            Err(err) => {
+                let (field, message) = match err {
+                    ApiError::Validation { field, message } => (format!("body.{field}"), message),
+                    other => ("body".to_owned(), other.to_string()),
+                };
+                errors.push(LineError { line: number, field, message });
+                continue;
+            }
+        };
+        let most = request.max_price.unwrap_or_else(|| {
+            snapshot
+                .in_category(&request.category)
+                .iter()
+                .filter(|a| a.state == AgentState::Active)
+                .filter(|a| a.visibility == Visibility::Public || a.owner_id == caller)
+                .filter_map(|a| {
+                    sheet_price(&a.pricing, request.input_tokens, request.output_tokens)
+                })
+                .max()
+                .unwrap_or(MicroCredits::ZERO)
+        });
+        // A million credits at most per line (the price bound) times 50,000 lines fits an
+        // i64 of micro-credits many times over; `checked_add` still refuses the impossible.
+        max_cost = most
+            .checked_add(call_fee)
+            .and_then(|line_most| max_cost.checked_add(line_most))
+            .unwrap_or(MicroCredits::from_micros(i64::MAX));
+        lines.push(NewLine { custom_id: line.custom_id, body: text });
+    }
+    if errors.is_empty() { Ok(Planned { lines, max_cost }) } else { Err(errors) }
+}
+
+/// Runs batch lines in the background until the process stops: claims free lines (up to
+/// `batch.concurrency` at once), runs each as a job, records its end, and closes batches
+/// whose lines have all ended. A second task renews this worker's leases.
+pub fn spawn_worker(state: web::Data<AppState>) {
+    let settings = state.settings.raw.batch.clone();
+    let lease_ms = i64::try_from(settings.lease_ms).unwrap_or(i64::MAX);
+    let renewer = state.clone();
+    tokio::spawn(async move {
+        let state = renewer;
+        let mut tick = tokio::time::interval(Duration::from_millis((settings.lease_ms / 3).max(1)));
+        loop {
+            tick.tick().await;
+            let now_ms = state.now().timestamp_millis();
+            if let Err(err) =
+                batches::renew_leases(&state.db, state.instance_id, now_ms, lease_ms).await
+            {
+                tracing::warn!(error = %err, "renewing batch leases failed");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let poll = Duration::from_millis(settings.poll_ms.max(1));
+        loop {
+            let free = slots.available_permits();
+            let mut claimed = Vec::new();
+            if free > 0 {
+                let now_ms = state.now().timestamp_millis();
+                let limit = u64::try_from(free).unwrap_or(u64::MAX);
+                match batches::claim_lines(&state.db, state.instance_id, now_ms, lease_ms, limit)
+                    .await
+                {
+                    Ok(lines) => claimed = lines,
+                    Err(err) => tracing::warn!(error = %err, "claiming batch lines failed"),
+                }
+            }
+            let idle = claimed.is_empty();
+            for line in claimed {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    run_line(&state, line).await;
+                    drop(permit);
+                    state.batch_wake.notify_one();
+                });
+            }
+            if idle {
+                if let Err(err) =
+                    batches::close_finished(&state.db, state.now().timestamp_millis()).await
+                {
+                    tracing::warn!(error = %err, "closing finished batches failed");
+                }
+                tokio::select! {
+                    () = state.batch_wake.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                }
+            } else if slots.available_permits() == 0 {
+                state.batch_wake.notified().await;
+            }
+        }
+    });
+}
+
+/// Runs one claimed line and records how it ended.
+async fn run_line(state: &AppState, line: ClaimedLine) {
+    let end = match line_end(state, &line).await {
+        Ok(end) => end,
+        Err(err) => {
+            tracing::warn!(error = %err, line = %line.id, "a batch line could not be run");
+            return;
+        }
+    };
+    let now_ms = state.now().timestamp_millis();
+    match batches::finish_line(&state.db, state.instance_id, line.id, end, now_ms).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(line = %line.id, "a batch line's lease passed to another worker")
+        }
+        Err(err) => tracing::warn!(error = %err, line = %line.id, "recording a batch line failed"),
+    }
+}
+
+async fn line_end(state: &AppState, line: &ClaimedLine) -> Result<LineEnd, ApiError> {
+    // Claimed before: an earlier claim may have delivered (and been charged for) it already.
+    if line.claims > 1
+        && let Some(job_id) = batches::delivered_job(&state.db, line.id).await?
+    {
+        return adopted(state, line.owner, job_id).await;
+    }
+    state.ensure_monthly_grant(line.owner).await?;
+    let endpoint = BatchEndpoint::parse(&line.endpoint)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("unknown batch endpoint")))?;
+    let body: Value = serde_json::from_str(&line.body).map_err(ApiError::internal)?;
+    let payer = Payer { user: line.owner, api_key: line.api_key };
+    let result = match endpoint.parse_body(body) {
+        Ok(mut request) => {
+            request.batch_line = Some(line.id);
+            run_job(state, payer, request).await
+        }
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(result) => {
+            let body = match endpoint {
+                BatchEndpoint::ChatCompletions => serde_json::to_string(&chat_completion(&result)?),
+                BatchEndpoint::Jobs => serde_json::to_string(&job_response(&result)?),
+            }
+            .map_err(ApiError::internal)?;
+            Ok(LineEnd::Answered { job_id: result.job_id, body })
+        }
+        Err(err) => {
+            // Another claim of this line may have delivered while this one ran (the database
+            // refused this one's delivery): the line is answered, by that job.
+            if let Some(job_id) = batches::delivered_job(&state.db, line.id).await? {
+                return adopted(state, line.owner, job_id).await;
+            }
+            Ok(LineEnd::Refused {
+                job_id: None,
+                status_code: err.status_code().as_u16(),
+                code: err.code().to_owned(),
+                message: err.to_string(),
+            })
+        }
+    }
+}
+
+/// A line answered by an earlier claim's job: the job as `GET /v1/jobs/{id}` shows it.
+async fn adopted(state: &AppState, owner: UserId, job_id: uuid::Uuid) -> Result<LineEnd, ApiError> {
+    let job = registry::jobs::find_job(&state.db, owner, job_id)
+        .await?
+        .ok_or(ApiError::NotFound { what: "job" })?;
+    let output = job.output.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok());
+    let body = json!({
+        "id": job.id.to_string(),
+        "object": "job",
+        "status": job.status,
+        "agent": job.served.map(|s| s.agent_slug),
+        "output": output,
+        "cost": job.total_cost.to_string(),
+        "auction": {"id": job.auction_id},
+    });
+    Ok(LineEnd::Answered { job_id, body: body.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_line_is_named_with_its_field() {
+        let file = [
+            r#"{"custom_id":"a","method":"POST","url":"/v1/jobs","body":{"category":"ocr","input":{}}}"#,
+            r#"not json"#,
+            r#"{"custom_id":"b","method":"GET","url":"/v1/jobs","body":{}}"#,
+            r#"{"custom_id":"a","method":"POST","url":"/v1/jobs","body":{}}"#,
+            "",
+            r#"{"custom_id":"c","method":"POST","url":"/v1/embeddings","body":{}}"#,
+            r#"{"custom_id":"d","method":"POST","url":"/v1/jobs","body":[]}"#,
+            r#"{"custom_id":"e","method":"POST","url":"/v1/jobs","body":{},"extra":1}"#,
+        ]
+        .join("\n");
+        let errors = check_input(&file).err().unwrap();
+        let named: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            named,
+            [(2, "line"), (3, "method"), (4, "custom_id"), (6, "url"), (7, "body"), (8, "line")]
+        );
+        assert!(describe(&errors).contains("line 4, `custom_id`: `a` is used by an earlier line"));
+    }
+
+    #[test]
+    fn a_good_file_gives_its_lines_in_order() {
+        let file = "{\"custom_id\":\"x\",\"method\":\"POST\",\"url\":\"/v1/jobs\",\"body\":{}}\n\n{\"custom_id\":\"y\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n";
+        let lines = check_input(file).ok().unwrap();
+        let ids: Vec<&str> = lines.iter().map(|l| l.custom_id.as_str()).collect();
+        assert_eq!(ids, ["x", "y"]);
+        assert_eq!(lines[1].endpoint, BatchEndpoint::ChatCompletions);
+        assert!(check_input("\n\n").is_err());
+    }
+}

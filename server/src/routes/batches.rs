@@ -1,0 +1,518 @@
+//! The OpenAI Files and Batch API, as the official SDKs call it: `POST /v1/files` (multipart,
+//! `purpose=batch`), `GET /v1/files/{id}[/content]`, `DELETE /v1/files/{id}`, `POST
+//! /v1/batches`, `GET /v1/batches[/{id}]`, `POST /v1/batches/{id}/cancel`. Thin: parse, call
+//! `crate::batches` or `registry::batches`, render. A batch's output and error files are not
+//! stored: their ids (`file-out-…`, `file-err-…`) name the batch, and their content is read
+//! from its lines. Reading anything here moves no credits.
+
+use actix_multipart::Multipart;
+use actix_web::{HttpResponse, web};
+use futures::StreamExt;
+use registry::UserId;
+use registry::batches::{self, Batch, BatchFile, BatchStatus, LineResult, NewBatch, NewFile};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::batches::{BatchEndpoint, describe, plan};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A batch may run for 24 hours (OpenAI's one completion window).
+const WINDOW_MS: i64 = 24 * 3_600 * 1_000;
+/// OpenAI's metadata bounds: 16 pairs, keys up to 64 characters, values up to 512.
+const MAX_METADATA_PAIRS: usize = 16;
+
+/// What a file id names.
+enum FileRef {
+    Input(Uuid),
+    Output(Uuid, BatchFile),
+}
+
+fn file_ref(text: &str) -> Result<FileRef, ApiError> {
+    let not_found = || ApiError::NotFound { what: "file" };
+    let parse = |rest: &str| Uuid::parse_str(rest).map_err(|_| not_found());
+    if let Some(rest) = text.strip_prefix("file-out-") {
+        return Ok(FileRef::Output(parse(rest)?, BatchFile::Output));
+    }
+    if let Some(rest) = text.strip_prefix("file-err-") {
+        return Ok(FileRef::Output(parse(rest)?, BatchFile::Errors));
+    }
+    text.strip_prefix("file-").ok_or_else(not_found).and_then(parse).map(FileRef::Input)
+}
+
+fn batch_id(text: &str) -> Result<Uuid, ApiError> {
+    text.strip_prefix("batch_")
+        .and_then(|rest| Uuid::parse_str(rest).ok())
+        .ok_or(ApiError::NotFound { what: "batch" })
+}
+
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1_000)
+}
+
+impl FileObject {
+    fn input(info: batches::FileInfo) -> FileObject {
+        let id = format!("file-{}", info.id);
+        FileObject::new(id, info.bytes, info.created_at_ms, info.filename, "batch")
+    }
+
+    fn new(
+        id: String,
+        bytes: i64,
+        created_at_ms: i64,
+        filename: String,
+        purpose: &'static str,
+    ) -> FileObject {
+        FileObject {
+            id,
+            object: "file",
+            bytes,
+            created_at: secs(created_at_ms),
+            filename,
+            purpose,
+            status: "processed",
+            status_details: None,
+            expires_at: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FileObject {
+    id: String,
+    object: &'static str,
+    bytes: i64,
+    created_at: i64,
+    filename: String,
+    purpose: &'static str,
+    status: &'static str,
+    status_details: Option<String>,
+    expires_at: Option<i64>,
+}
+
+/// `POST /v1/files`: a multipart upload with `purpose=batch` and a JSONL `file`. Every line is
+/// checked here; a bad file is refused whole, naming each bad line and field.
+pub(crate) async fn upload(
+    caller: Caller,
+    state: web::Data<AppState>,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let limit = state.settings.raw.batch.max_file_bytes;
+    let mut purpose: Option<String> = None;
+    let mut file: Option<(String, Vec<u8>)> = None;
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(|err| ApiError::BadRequest(format!("multipart: {err}")))?;
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field
+            .content_disposition()
+            .and_then(|d| d.get_filename())
+            .map(|f| f.chars().take(255).collect::<String>());
+        // `purpose` is a word; `file` is bounded by `batch.max_file_bytes`; anything else is
+        // read to its end (bounded as well) and ignored.
+        let cap = if name == "file" { limit } else { 1_024 };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(|err| ApiError::BadRequest(format!("multipart: {err}")))?;
+            if bytes.len() + chunk.len() > cap {
+                return Err(if name == "file" {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::validation(name, "is too long")
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        match name.as_str() {
+            "purpose" => purpose = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            "file" => file = Some((filename.unwrap_or_else(|| "input.jsonl".into()), bytes)),
+            _ => {}
+        }
+    }
+    match purpose.as_deref() {
+        Some("batch") => {}
+        Some(other) => {
+            return Err(ApiError::validation("purpose", format!("must be `batch`, not `{other}`")));
+        }
+        None => return Err(ApiError::validation("purpose", "is required (`batch`)")),
+    }
+    let (filename, bytes) = file.ok_or_else(|| ApiError::validation("file", "is required"))?;
+    let content =
+        String::from_utf8(bytes).map_err(|_| ApiError::validation("file", "is not UTF-8 text"))?;
+    let lines = crate::batches::check_input(&content)
+        .map_err(|errors| ApiError::validation("file", describe(&errors)))?;
+    let now_ms = state.now().timestamp_millis();
+    let info = batches::insert_file(
+        &state.db,
+        NewFile {
+            id: Uuid::now_v7(),
+            owner: caller.user_id,
+            filename,
+            content,
+            lines: i64::try_from(lines.len()).unwrap_or(i64::MAX),
+            created_at_ms: now_ms,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(FileObject::input(info)))
+}
+
+/// `GET /v1/files/{id}`.
+pub(crate) async fn retrieve_file(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    match file_ref(&id)? {
+        FileRef::Input(file) => {
+            let info = batches::find_file(&state.db, caller.user_id, file)
+                .await?
+                .ok_or(ApiError::NotFound { what: "file" })?;
+            Ok(HttpResponse::Ok().json(FileObject::input(info)))
+        }
+        FileRef::Output(batch, which) => {
+            let found = batches::find_batch(&state.db, caller.user_id, batch)
+                .await?
+                .ok_or(ApiError::NotFound { what: "file" })?;
+            let content = output_content(&state, caller.user_id, batch, which).await?;
+            let name = match which {
+                BatchFile::Output => "output",
+                BatchFile::Errors => "errors",
+            };
+            Ok(HttpResponse::Ok().json(FileObject::new(
+                id,
+                i64::try_from(content.len()).unwrap_or(i64::MAX),
+                found.finalizing_at_ms.unwrap_or(found.created_at_ms),
+                format!("batch_{}_{name}.jsonl", found.id),
+                "batch_output",
+            )))
+        }
+    }
+}
+
+/// `GET /v1/files/{id}/content`: the input as uploaded, or a batch's output or error lines.
+pub(crate) async fn file_content(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let content = match file_ref(&path)? {
+        FileRef::Input(file) => batches::file_content(&state.db, caller.user_id, file)
+            .await?
+            .ok_or(ApiError::NotFound { what: "file" })?,
+        FileRef::Output(batch, which) => {
+            output_content(&state, caller.user_id, batch, which).await?
+        }
+    };
+    Ok(HttpResponse::Ok().content_type("application/jsonl").body(content))
+}
+
+/// `DELETE /v1/files/{id}`: an uploaded file (a batch made from it keeps its lines).
+pub(crate) async fn delete_file(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let FileRef::Input(file) = file_ref(&id)? else {
+        return Err(ApiError::validation("file_id", "a batch's output files go with the batch"));
+    };
+    if !batches::delete_file(&state.db, caller.user_id, file).await? {
+        return Err(ApiError::NotFound { what: "file" });
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id, "object": "file", "deleted": true})))
+}
+
+/// A batch's output (or error) file, one JSON object per line in input order, as OpenAI
+/// writes them: `{id, custom_id, response: {status_code, request_id, body}, error}`.
+async fn output_content(
+    state: &AppState,
+    owner: UserId,
+    batch: Uuid,
+    which: BatchFile,
+) -> Result<String, ApiError> {
+    let lines = batches::batch_file_lines(&state.db, owner, batch, which)
+        .await?
+        .ok_or(ApiError::NotFound { what: "file" })?;
+    let mut out = String::new();
+    for line in &lines {
+        out.push_str(&output_line(line).to_string());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn output_line(line: &LineResult) -> Value {
+    let request_id = line.job_id.map(|id| id.to_string());
+    let response = match (line.status_code, &line.response) {
+        (Some(status), Some(body)) => {
+            let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            json!({"status_code": status, "request_id": request_id, "body": body})
+        }
+        (Some(status), None) => json!({
+            "status_code": status,
+            "request_id": request_id,
+            "body": {"error": {"message": line.error_message, "type": "invalid_request_error", "code": line.error_code}},
+        }),
+        _ => Value::Null,
+    };
+    let error = match (&line.response, &line.error_code) {
+        (None, Some(code)) => json!({"code": code, "message": line.error_message}),
+        _ => Value::Null,
+    };
+    json!({
+        "id": format!("batch_req_{}", line.id.simple()),
+        "custom_id": line.custom_id,
+        "response": response,
+        "error": error,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBatch {
+    input_file_id: String,
+    endpoint: String,
+    completion_window: String,
+    metadata: Option<Map<String, Value>>,
+    /// OpenAI's newer option; Gavel keeps output as long as the batch.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility; outputs live as long as the batch")]
+    output_expires_after: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct BatchObject {
+    id: String,
+    object: &'static str,
+    endpoint: String,
+    errors: Option<Value>,
+    input_file_id: String,
+    completion_window: String,
+    status: &'static str,
+    output_file_id: Option<String>,
+    error_file_id: Option<String>,
+    created_at: i64,
+    in_progress_at: Option<i64>,
+    expires_at: i64,
+    finalizing_at: Option<i64>,
+    completed_at: Option<i64>,
+    failed_at: Option<i64>,
+    expired_at: Option<i64>,
+    cancelling_at: Option<i64>,
+    cancelled_at: Option<i64>,
+    request_counts: Value,
+    metadata: Option<Value>,
+}
+
+fn batch_object(batch: &Batch) -> BatchObject {
+    let ended = matches!(
+        batch.status,
+        BatchStatus::Completed | BatchStatus::Cancelled | BatchStatus::Expired
+    );
+    BatchObject {
+        id: format!("batch_{}", batch.id),
+        object: "batch",
+        endpoint: batch.endpoint.clone(),
+        errors: batch.errors.as_deref().and_then(|e| serde_json::from_str(e).ok()),
+        input_file_id: format!("file-{}", batch.input_file),
+        completion_window: batch.completion_window.clone(),
+        status: batch.status.as_str(),
+        output_file_id: (ended && batch.has_output).then(|| format!("file-out-{}", batch.id)),
+        error_file_id: (ended && batch.has_errors).then(|| format!("file-err-{}", batch.id)),
+        created_at: secs(batch.created_at_ms),
+        in_progress_at: batch.in_progress_at_ms.map(secs),
+        expires_at: secs(batch.expires_at_ms),
+        finalizing_at: batch.finalizing_at_ms.map(secs),
+        completed_at: batch.completed_at_ms.map(secs),
+        failed_at: batch.failed_at_ms.map(secs),
+        expired_at: batch.expired_at_ms.map(secs),
+        cancelling_at: batch.cancelling_at_ms.map(secs),
+        cancelled_at: batch.cancelled_at_ms.map(secs),
+        request_counts: json!({
+            "total": batch.counts.total,
+            "completed": batch.counts.completed,
+            "failed": batch.counts.failed,
+        }),
+        metadata: batch.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+    }
+}
+
+/// `POST /v1/batches`: validates every line against the endpoint, checks that the caller's
+/// available credits cover the most the lines may cost, and starts the batch. A batch whose
+/// lines do not validate, or that the caller cannot pay for, is stored `failed` with
+/// OpenAI's `errors` list (each bad line by number), and nothing runs.
+pub(crate) async fn create_batch(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body: CreateBatch = serde_path_to_error::deserialize(body.into_inner()).map_err(|err| {
+        let path = err.path().to_string();
+        ApiError::validation(
+            if path == "." { "body".into() } else { path },
+            err.into_inner().to_string(),
+        )
+    })?;
+    let endpoint = BatchEndpoint::parse(&body.endpoint).ok_or_else(|| {
+        ApiError::validation("endpoint", "must be /v1/chat/completions or /v1/jobs")
+    })?;
+    if body.completion_window != "24h" {
+        return Err(ApiError::validation("completion_window", "must be `24h`"));
+    }
+    let metadata = match body.metadata {
+        None => None,
+        Some(map) => {
+            if map.len() > MAX_METADATA_PAIRS {
+                return Err(ApiError::validation("metadata", "has more than 16 pairs"));
+            }
+            for (key, value) in &map {
+                let ok = key.chars().count() <= 64
+                    && value.as_str().is_some_and(|v| v.chars().count() <= 512);
+                if !ok {
+                    return Err(ApiError::validation(
+                        format!("metadata.{key}"),
+                        "keys are at most 64 characters, values strings of at most 512",
+                    ));
+                }
+            }
+            Some(Value::Object(map).to_string())
+        }
+    };
+    let FileRef::Input(file) = file_ref(&body.input_file_id)
+        .map_err(|_| ApiError::validation("input_file_id", "no such file"))?
+    else {
+        return Err(ApiError::validation(
+            "input_file_id",
+            "is a batch's output, not an input file",
+        ));
+    };
+    let content = batches::file_content(&state.db, caller.user_id, file)
+        .await?
+        .ok_or_else(|| ApiError::validation("input_file_id", "no such file"))?;
+    let now_ms = state.now().timestamp_millis();
+    let id = Uuid::now_v7();
+    let mut batch = NewBatch {
+        id,
+        owner: caller.user_id,
+        api_key: caller.api_key(),
+        input_file: file,
+        endpoint: endpoint.as_str().into(),
+        metadata,
+        status: BatchStatus::InProgress,
+        errors: None,
+        total: 0,
+        reserved: 0,
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(WINDOW_MS),
+    };
+    let lines = match plan(&state, caller.user_id, endpoint, &content).await {
+        Ok(planned) => {
+            let available = state.bank.balance(caller.user_id).await?.available;
+            batch.total = i64::try_from(planned.lines.len()).unwrap_or(i64::MAX);
+            batch.reserved = planned.max_cost.micros();
+            if planned.max_cost > available {
+                batch.status = BatchStatus::Failed;
+                batch.errors = Some(
+                    json!({"object": "list", "data": [{
+                        "code": "insufficient_credits",
+                        "message": format!(
+                            "the batch may cost up to {} credits; {} are available",
+                            planned.max_cost, available
+                        ),
+                        "param": null,
+                        "line": null,
+                    }]})
+                    .to_string(),
+                );
+                Vec::new()
+            } else {
+                planned.lines
+            }
+        }
+        Err(errors) => {
+            batch.status = BatchStatus::Failed;
+            let data: Vec<Value> = errors
+                .iter()
+                .map(|e| {
+                    json!({"code": "invalid_request", "message": e.message, "param": e.field,
+                           "line": (e.line > 0).then_some(e.line)})
+                })
+                .collect();
+            batch.errors = Some(json!({"object": "list", "data": data}).to_string());
+            Vec::new()
+        }
+    };
+    batches::insert_batch(&state.db, batch, lines).await?;
+    state.batch_wake.notify_one();
+    let stored = batches::find_batch(&state.db, caller.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound { what: "batch" })?;
+    Ok(HttpResponse::Ok().json(batch_object(&stored)))
+}
+
+/// `GET /v1/batches/{id}`.
+pub(crate) async fn retrieve_batch(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = batch_id(&path)?;
+    let batch = batches::find_batch(&state.db, caller.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound { what: "batch" })?;
+    Ok(HttpResponse::Ok().json(batch_object(&batch)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    after: Option<String>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/batches?after=&limit=`: newest first, 20 by default, 1 to 100.
+pub(crate) async fn list_batches(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be 1 to 100"));
+    }
+    let after = match &query.after {
+        Some(text) => {
+            Some(batch_id(text).map_err(|_| ApiError::validation("after", "is not a batch id"))?)
+        }
+        None => None,
+    };
+    let mut listed = batches::list_batches(&state.db, caller.user_id, after, limit + 1).await?;
+    let has_more = listed.len() as u64 > limit;
+    listed.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let data: Vec<BatchObject> = listed.iter().map(batch_object).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "list",
+        "first_id": data.first().map(|b| b.id.clone()),
+        "last_id": data.last().map(|b| b.id.clone()),
+        "has_more": has_more,
+        "data": data,
+    })))
+}
+
+/// `POST /v1/batches/{id}/cancel`: unstarted lines are cancelled (nothing was held for them),
+/// running lines finish; cancelling again changes nothing.
+pub(crate) async fn cancel_batch(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = batch_id(&path)?;
+    let now_ms = state.now().timestamp_millis();
+    let batch = batches::cancel_batch(&state.db, caller.user_id, id, now_ms)
+        .await?
+        .ok_or(ApiError::NotFound { what: "batch" })?;
+    Ok(HttpResponse::Ok().json(batch_object(&batch)))
+}

@@ -1,0 +1,222 @@
+//! The Batch API over HTTP against real loopback agents: every bad line named at upload, a
+//! batch that the caller cannot pay for failed before anything runs, and each line charged
+//! exactly once however the batch is read and cancelled meanwhile. (The official Python SDK's
+//! flow is in `sdk.rs`.)
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestUser, json_body, spawn_app_with};
+use crate::test_agent::{Behaviour, TestAgent};
+
+/// Uploads `content` as a batch input file (multipart, built by hand); the response.
+async fn upload(app: &TestApp, key: &str, content: &str) -> reqwest::Response {
+    let boundary = "gavel-test-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\
+         Content-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
+    );
+    reqwest::Client::new()
+        .post(app.url("/v1/files"))
+        .bearer_auth(key)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn job_line(i: usize, max_price: &str) -> String {
+    json!({"custom_id": format!("line-{i}"), "method": "POST", "url": "/v1/jobs",
+           "body": {"category": "ocr", "input": {"page": i}, "auction": {"max_price": max_price}}})
+    .to_string()
+}
+
+async fn ocr_agent(app: &TestApp, owner: &TestUser, agent: &TestAgent, price: &str) {
+    let body = json!({"name": "batch-ocr", "kind": "json", "categories": ["ocr"],
+                      "endpoint": agent.url, "pricing": {"per_call": price}});
+    app.register_agent(owner, &body).await;
+}
+
+/// Creates a batch of the uploaded `file` on `/v1/jobs`; the batch object.
+async fn create_batch(app: &TestApp, key: &str, file: &Value) -> Value {
+    let body =
+        json!({"input_file_id": file["id"], "endpoint": "/v1/jobs", "completion_window": "24h"});
+    json_body(app.post_json("/v1/batches", &body, Some(key)).await).await
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> Value {
+    json_body(app.get(path, Some(key)).await).await
+}
+
+fn micros(credits: &str) -> i64 {
+    let (whole, frac) = credits.split_once('.').unwrap_or((credits, ""));
+    let frac = format!("{frac:0<6}");
+    whole.parse::<i64>().unwrap() * 1_000_000 + frac[..6].parse::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_is_refused_naming_every_bad_line_and_field() {
+    let app = spawn_app_with(|_| {}).await;
+    let caller = app.signup().await;
+    let (_, key) = app.create_key(&caller, "batch").await;
+    let content = [
+        job_line(1, "1"),
+        "{not json".into(),
+        json!({"custom_id": "line-1", "method": "POST", "url": "/v1/jobs", "body": {}}).to_string(),
+        json!({"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {}})
+            .to_string(),
+    ]
+    .join("\n");
+    let response = upload(&app, &key, &content).await;
+    assert_eq!(response.status(), 422);
+    let body = json_body(response).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("line 2, `line`"), "{message}");
+    assert!(
+        message.contains("line 3, `custom_id`: `line-1` is used by an earlier line"),
+        "{message}"
+    );
+    assert!(message.contains("line 4, `url`"), "{message}");
+    assert_eq!(body["error"]["param"], "file");
+
+    // A good file whose bodies do not parse as the endpoint's requests: the batch fails,
+    // each bad line named in `errors`, and nothing runs or is charged.
+    let content = [
+        job_line(1, "1"),
+        json!({"custom_id": "b", "method": "POST", "url": "/v1/jobs", "body": {"input": {}}})
+            .to_string(),
+    ]
+    .join("\n");
+    let file = json_body(upload(&app, &key, &content).await).await;
+    let before = app.credits(&caller).await;
+    let batch = create_batch(&app, &key, &file).await;
+    assert_eq!(batch["status"], "failed", "{batch}");
+    assert_eq!(batch["errors"]["data"][0]["line"], 2, "{batch}");
+    assert!(batch["errors"]["data"][0]["param"].as_str().unwrap().starts_with("body."), "{batch}");
+    assert_eq!(app.credits(&caller).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_caller_cannot_cover_fails_with_insufficient_credits() {
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Json(200, r#"{"text":"read"}"#.into())).await;
+    ocr_agent(&app, &owner, &agent, "1").await;
+    let (_, key) = app.create_key(&caller, "batch").await;
+    // 100 free credits; 60 lines that may cost 2 credits each plus the fee cannot fit.
+    let content: Vec<String> = (0..60).map(|i| job_line(i, "2")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let batch = create_batch(&app, &key, &file).await;
+    assert_eq!(batch["status"], "failed", "{batch}");
+    assert_eq!(batch["errors"]["data"][0]["code"], "insufficient_credits", "{batch}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.requests(), 0, "nothing ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_line_is_charged_once_through_retrieve_storms_and_repeated_cancels() {
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        s.batch.concurrency = 4;
+        s.rate_limit.per_second = 10_000;
+        s.rate_limit.burst = 10_000;
+    })
+    .await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Slow(Duration::from_millis(40))).await;
+    ocr_agent(&app, &owner, &agent, "0.5").await;
+    let (_, key) = app.create_key(&caller, "batch").await;
+    let (balance_before, _) = app.credits(&caller).await;
+    // 60 lines that may cost 0.6 + the 1-credit fee each: 96 of the 100 free credits.
+    let content: Vec<String> = (0..60).map(|i| job_line(i, "0.6")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let batch = create_batch(&app, &key, &file).await;
+    assert_eq!(batch["status"], "in_progress", "{batch}");
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    // A storm of reads while it runs, then cancels, again and again, still reading.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let storm: Vec<_> = (0..40).map(|_| get(&app, &key, &path)).collect();
+    for read in futures::future::join_all(storm).await {
+        assert_eq!(read["request_counts"]["total"], 60, "{read}");
+    }
+    let cancel = format!("{path}/cancel");
+    let empty = json!({});
+    let cancels: Vec<_> = (0..5).map(|_| app.post_json(&cancel, &empty, Some(&key))).collect();
+    for response in futures::future::join_all(cancels).await {
+        assert_eq!(response.status(), 200);
+        let status = json_body(response).await["status"].as_str().unwrap().to_owned();
+        assert!(status == "cancelling" || status == "cancelled", "{status}");
+    }
+    let mut ended = Value::Null;
+    for _ in 0..100 {
+        ended = get(&app, &key, &path).await;
+        if ended["status"] == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    let done = ended["request_counts"]["completed"].as_i64().unwrap();
+    assert!(done > 0 && done < 60, "some lines ran before the cancel, not all: {ended}");
+
+    let output = app
+        .get(
+            &format!("/v1/files/{}/content", ended["output_file_id"].as_str().unwrap()),
+            Some(&key),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let errors = app
+        .get(&format!("/v1/files/{}/content", ended["error_file_id"].as_str().unwrap()), Some(&key))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let parse = |text: &str| -> Vec<Value> {
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (output, errors) = (parse(&output), parse(&errors));
+    assert_eq!(output.len() as i64, done);
+    assert_eq!(output.len() + errors.len(), 60, "every line in one file or the other");
+    assert!(errors.iter().all(|e| e["error"]["code"] == "batch_cancelled"), "{errors:?}");
+    let mut ids: Vec<String> =
+        output.iter().chain(&errors).map(|l| l["custom_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "no line twice");
+
+    // Money: the agent ran each answered line once, and the caller paid for exactly those.
+    let mut paid = 0;
+    let mut jobs = Vec::new();
+    for line in &output {
+        assert_eq!(line["response"]["status_code"], 200);
+        let job = line["response"]["request_id"].as_str().unwrap().to_owned();
+        let generation = get(&app, &key, &format!("/v1/generation?id={job}")).await;
+        assert_eq!(generation["data"]["status"], "delivered");
+        paid += micros(generation["data"]["cost"].as_str().unwrap());
+        jobs.push(job);
+    }
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(jobs.len() as i64, done, "one job per answered line");
+    assert_eq!(agent.requests() as i64, done, "no line ran twice");
+    let (balance_after, held) = app.credits(&caller).await;
+    assert_eq!(
+        micros(&balance_before) - micros(&balance_after),
+        paid,
+        "charged = the answered lines"
+    );
+    assert_eq!(micros(&held), 0, "nothing left held");
+    // Reading the ended batch again moves nothing.
+    for _ in 0..10 {
+        get(&app, &key, &path).await;
+    }
+    assert_eq!(app.credits(&caller).await.0, balance_after);
+}

@@ -12,6 +12,11 @@ use crate::test_agent::{Behaviour, TestAgent};
 
 /// Uploads `content` as a batch input file (multipart, built by hand); the response.
 async fn upload(app: &TestApp, key: &str, content: &str) -> reqwest::Response {
+    upload_to(&app.address, key, content).await
+}
+
+/// Uploads `content` to the server at `base` as `token`'s batch input file.
+pub(crate) async fn upload_to(base: &str, token: &str, content: &str) -> reqwest::Response {
     let boundary = "gavel-test-boundary";
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
@@ -19,8 +24,8 @@ async fn upload(app: &TestApp, key: &str, content: &str) -> reqwest::Response {
          Content-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
     );
     reqwest::Client::new()
-        .post(app.url("/v1/files"))
-        .bearer_auth(key)
+        .post(format!("{base}/v1/files"))
+        .bearer_auth(token)
         .header("content-type", format!("multipart/form-data; boundary={boundary}"))
         .body(body)
         .send()
@@ -28,7 +33,7 @@ async fn upload(app: &TestApp, key: &str, content: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn job_line(i: usize, max_price: &str) -> String {
+pub(crate) fn job_line(i: usize, max_price: &str) -> String {
     json!({"custom_id": format!("line-{i}"), "method": "POST", "url": "/v1/jobs",
            "body": {"category": "ocr", "input": {"page": i}, "auction": {"max_price": max_price}}})
     .to_string()

@@ -526,3 +526,195 @@ async fn callers_hanging_up_mid_stream_leave_money_exact() {
     assert!(peak < RSS_BOUND_MIB, "peak RSS {peak} MiB");
     assert_ledger_exact(&sqlite_url(dir.path())).await;
 }
+
+/// Starts a batch of `lines` OCR lines (max price 0.5) as `token` on `base`; its path.
+async fn start_batch(base: &str, token: &str, lines: usize) -> String {
+    let content: Vec<String> = (0..lines).map(|i| crate::batches::job_line(i, "0.5")).collect();
+    let file = json_body(crate::batches::upload_to(base, token, &content.join("\n")).await).await;
+    let body =
+        json!({"input_file_id": file["id"], "endpoint": "/v1/jobs", "completion_window": "24h"});
+    let batch = json_body(
+        client()
+            .post(format!("{base}/v1/batches"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(batch["status"], "in_progress", "{batch}");
+    format!("/v1/batches/{}", batch["id"].as_str().unwrap())
+}
+
+/// Polls the batch on `base` until `done(batch)` or `limit`; the last read.
+async fn batch_until(
+    base: &str,
+    token: &str,
+    path: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let batch = get(base, token, path).await;
+        if done(&batch) || std::time::Instant::now() > deadline {
+            return batch;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a batch ended `completed` on `base`: every line is in the output once, answered by a
+/// job of its own, and the caller paid for exactly those jobs.
+async fn assert_each_line_answered_and_paid_once(
+    base: &str,
+    token: &str,
+    batch: &Value,
+    lines: usize,
+) {
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["request_counts"]["completed"], lines, "{batch}");
+    let output = client()
+        .get(format!("{base}/v1/files/{}/content", batch["output_file_id"].as_str().unwrap()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<Value> = output.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["custom_id"].as_str().unwrap()).collect();
+    let mut jobs: Vec<&str> =
+        rows.iter().map(|r| r["response"]["request_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!((ids.len(), jobs.len()), (lines, lines));
+    let activity = get(base, token, "/api/activity?role=caller&limit=1000").await;
+    let rows = activity["data"].as_array().unwrap();
+    let delivered = rows.iter().filter(|row| row["status"] == "delivered").count();
+    assert_eq!(delivered, lines, "one charged job per line, none twice");
+    for row in rows.iter().filter(|row| row["status"] != "delivered") {
+        assert_eq!(amount(&row["amount"]), 0.0, "{row}");
+    }
+    assert_wallet_matches_activity(base, token, 100.0).await;
+}
+
+/// `kill -9` of the real binary in the middle of a batch, then a restart on the same SQLite
+/// file: the batch resumes (the dead worker's leases lapse), ends `completed`, and every line
+/// was charged exactly once; the agent ran a line twice at most for the lines in flight at
+/// the kill, which were never charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_batch_then_restart_finishes_every_line_charged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(Behaviour::Slow(Duration::from_millis(100))).await;
+    let env = vec![
+        ("GAVEL__BATCH__LEASE_MS".to_owned(), "1000".to_owned()),
+        ("GAVEL__BATCH__CONCURRENCY".to_owned(), "8".to_owned()),
+    ];
+    let first = spawn_served(dir.path(), env.clone()).await;
+    let owner = signup(&first.base, "owner@example.com").await;
+    register(
+        &first.base,
+        &owner,
+        json!({"name": "worker", "kind": "json", "categories": ["ocr"],
+        "endpoint": agent.url, "pricing": {"per_call": "0.5"}}),
+    )
+    .await;
+    let caller = signup(&first.base, "caller@example.com").await;
+    // 60 lines that may cost 1.5 each: 90 of the 100 free credits.
+    let path = start_batch(&first.base, &caller, 60).await;
+    let midway = batch_until(&first.base, &caller, &path, Duration::from_secs(30), |b| {
+        b["request_counts"]["completed"].as_i64().unwrap_or(0) >= 16
+    })
+    .await;
+    tokio::task::spawn_blocking(move || first.kill_9()).await.unwrap();
+    let before_kill = midway["request_counts"]["completed"].as_i64().unwrap();
+    assert!(before_kill < 60, "killed mid-batch: {midway}");
+
+    let second = spawn_served(dir.path(), env).await;
+    let ended = batch_until(&second.base, &caller, &path, Duration::from_secs(60), |b| {
+        b["status"] != "in_progress"
+    })
+    .await;
+    assert_each_line_answered_and_paid_once(&second.base, &caller, &ended, 60).await;
+    let ran = agent.requests();
+    assert!(
+        (60..=68).contains(&ran),
+        "the agent ran {ran} lines: 60, plus at most the 8 in flight"
+    );
+    drop(second);
+    assert_ledger_exact(&sqlite_url(dir.path())).await;
+}
+
+/// Two instances on one Postgres work one batch; one is killed (`kill -9`) midway. The other
+/// takes over the dead worker's lines when their leases lapse and ends the batch: both
+/// delivered lines, none twice, and the dead instance's open jobs are ended and their holds
+/// released (after its heartbeat lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_share_a_batch_and_one_dying_loses_no_line() {
+    let Some(admin_url) = registry::testing::test_database_url() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_DATABASE_URL");
+        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let postgres = registry::testing::TempPostgres::create(&admin_url).await.unwrap();
+    let env = vec![
+        ("GAVEL__DATABASE__URL".to_owned(), postgres.url.clone()),
+        ("GAVEL__BATCH__LEASE_MS".to_owned(), "1000".to_owned()),
+        ("GAVEL__BATCH__CONCURRENCY".to_owned(), "4".to_owned()),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_served(dir_a.path(), env.clone()).await;
+    let b = spawn_served(dir_b.path(), env).await;
+    let agent = TestAgent::start(Behaviour::Slow(Duration::from_millis(60))).await;
+    let owner = signup(&a.base, "owner@example.com").await;
+    register(
+        &a.base,
+        &owner,
+        json!({"name": "worker", "kind": "json", "categories": ["ocr"],
+        "endpoint": agent.url, "pricing": {"per_call": "0.5"}}),
+    )
+    .await;
+    let caller = signup(&a.base, "caller@example.com").await;
+    let path = start_batch(&a.base, &caller, 60).await;
+    batch_until(&b.base, &caller, &path, Duration::from_secs(30), |batch| {
+        batch["request_counts"]["completed"].as_i64().unwrap_or(0) >= 16
+    })
+    .await;
+    tokio::task::spawn_blocking(move || a.kill_9()).await.unwrap();
+    let ended = batch_until(&b.base, &caller, &path, Duration::from_secs(60), |batch| {
+        batch["status"] != "in_progress"
+    })
+    .await;
+    // The dead instance's open jobs end once its heartbeat is 15 s old.
+    let running = "/api/activity?role=caller&status=running";
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while get(&b.base, &caller, running).await["data"] != json!([])
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_each_line_answered_and_paid_once(&b.base, &caller, &ended, 60).await;
+    let db = registry::connect(&postgres.url, Some(1)).await.unwrap();
+    let workers = sea_orm::ConnectionTrait::query_one_raw(
+        &db,
+        sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT COUNT(DISTINCT instance_id) AS n FROM jobs \
+             WHERE batch_line_id IS NOT NULL AND status = 'delivered'",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get::<i64>("", "n")
+    .unwrap();
+    assert_eq!(workers, 2, "both instances delivered lines");
+    db.close().await.unwrap();
+    drop(b);
+    assert_ledger_exact(&postgres.url).await;
+}

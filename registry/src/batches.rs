@@ -524,7 +524,6 @@ pub async fn claim_lines(
         .from(batch_lines::Entity)
         .cond_where(claimable(now_ms))
         .and_where(batch_lines::Column::BatchId.in_subquery(active))
-        .order_by(batch_lines::Column::Id, sea_orm::Order::Asc)
         .limit(limit)
         .to_owned();
     let claimed = batch_lines::Entity::update_many()

@@ -1,0 +1,94 @@
+//! What the end-to-end benchmarks share: a zero-delay mock agent, reading the address a
+//! `gavel serve` child prints, and signing up.
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Signs up `name`; `(email, access token)`.
+pub(crate) async fn signup(client: &reqwest::Client, base: &str, name: &str) -> (String, String) {
+    let email = format!("{name}-{}@bench.example.com", std::process::id());
+    let body = json!({"email": email, "password": "benchmark password 1"});
+    let response: Value = client
+        .post(format!("{base}/api/auth/signup"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (email, response["access_token"].as_str().unwrap().to_owned())
+}
+
+/// The address a `gavel serve` child says it listens on.
+pub(crate) fn read_address(stderr: std::process::ChildStderr) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(idx) = line.find("listening on http://") {
+                let _ = sender.send(line[idx + "listening on ".len()..].trim().to_owned());
+            }
+        }
+    });
+    receiver.recv_timeout(Duration::from_secs(60)).expect("gavel started")
+}
+
+/// A zero-delay OpenAI-compatible agent: the same tiny completion for every request, on
+/// keep-alive connections.
+pub(crate) async fn start_mock_agent() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = json!({
+        "id": "mock", "object": "chat.completion", "created": 1, "model": "mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+    .to_string();
+    let response: Arc<[u8]> = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+    .into();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let response = Arc::clone(&response);
+            tokio::spawn(async move {
+                let mut buffer = Vec::with_capacity(8192);
+                let mut chunk = [0_u8; 8192];
+                loop {
+                    // One request: the head, then content-length bytes of body.
+                    let request_end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if buffer.len() >= end + 4 + length {
+                                break end + 4 + length;
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buffer.drain(..request_end);
+                    if socket.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}

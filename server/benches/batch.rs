@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod support;
-use support::{read_address, signup, start_mock_agent};
+use support::{read_address, seed_market, start_mock_agent};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -40,29 +40,7 @@ async fn main() {
         .expect("run scripts/bench batch (it builds target/release/gavel)");
     let base = read_address(gavel.stderr.take().unwrap());
     let client = reqwest::Client::new();
-    let caller = signup(&client, &base, "batch-caller").await;
-    for i in 0..10 {
-        let owner = signup(&client, &base, &format!("batch-owner{i}")).await;
-        let body = json!({
-            "name": format!("mock{i}"), "kind": "openai-chat", "categories": ["chat"], "endpoint": agent,
-            "upstream_model": "mock", "pricing": {"per_call": format!("1.00{}", i + 1)},
-        });
-        let response = client
-            .post(format!("{base}/api/agents"))
-            .bearer_auth(&owner.1)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    }
-    let status = Command::new(&bin)
-        .envs(env.clone())
-        .args(["admin", "grant", "--email", &caller.0, "--credits", "1000000"])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (caller, _) = seed_market(&client, &bin, &env, &base, &agent, "batch-caller").await;
 
     let content: Vec<String> = (0..lines)
         .map(|i| {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod support;
-use support::{read_address, signup, start_mock_agent};
+use support::{read_address, seed_market, start_mock_agent};
 
 /// Jobs at concurrency 1; `BENCH_SEQUENTIAL` overrides (more, to profile that phase).
 fn sequential_total() -> usize {
@@ -75,34 +75,7 @@ async fn main() {
     let idle_rss_kib = rss_kib(gavel.id());
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
-    let caller = signup(&client, &base, "caller").await;
-    // The first owner's agent is the cheapest: it wins every auction.
-    let mut winning_owner = String::new();
-    for i in 0..10 {
-        let owner = signup(&client, &base, &format!("owner{i}")).await;
-        if i == 0 {
-            winning_owner = owner.0.clone();
-        }
-        let body = json!({
-            "name": format!("mock{i}"), "kind": "openai-chat", "categories": ["chat"], "endpoint": agent,
-            "upstream_model": "mock", "pricing": {"per_call": format!("1.00{}", i + 1)},
-        });
-        let response = client
-            .post(format!("{base}/api/agents"))
-            .bearer_auth(&owner.1)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    }
-    let status = Command::new(&bin)
-        .envs(env.clone())
-        .args(["admin", "grant", "--email", &caller.0, "--credits", "1000000"])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (caller, winning_owner) = seed_market(&client, &bin, &env, &base, &agent, "caller").await;
     let key: Value = client
         .post(format!("{base}/api/keys"))
         .bearer_auth(&caller.1)

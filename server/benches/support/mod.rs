@@ -92,3 +92,44 @@ pub(crate) async fn start_mock_agent() -> String {
     });
     url
 }
+
+/// Ten owners' mock chat agents (the first the cheapest: it wins every auction) and a caller
+/// granted a million credits through `bin`'s CLI; `(caller's (email, token), the winning
+/// owner's email)`.
+pub(crate) async fn seed_market(
+    client: &reqwest::Client,
+    bin: &str,
+    env: &[(&str, String)],
+    base: &str,
+    agent: &str,
+    caller_name: &str,
+) -> ((String, String), String) {
+    let caller = signup(client, base, caller_name).await;
+    let mut winning_owner = String::new();
+    for i in 0..10 {
+        let owner = signup(client, base, &format!("{caller_name}-owner{i}")).await;
+        if i == 0 {
+            winning_owner = owner.0.clone();
+        }
+        let body = json!({
+            "name": format!("mock{i}"), "kind": "openai-chat", "categories": ["chat"], "endpoint": agent,
+            "upstream_model": "mock", "pricing": {"per_call": format!("1.00{}", i + 1)},
+        });
+        let response = client
+            .post(format!("{base}/api/agents"))
+            .bearer_auth(&owner.1)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+    let status = std::process::Command::new(bin)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["admin", "grant", "--email", &caller.0, "--credits", "1000000"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (caller, winning_owner)
+}

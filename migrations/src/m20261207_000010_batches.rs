@@ -6,6 +6,10 @@
 //! - `batch_lines`: one row per input line, the unit of work. A worker claims a line by a
 //!   lease (`lease_owner`, `lease_until`); the line ends `done`, `failed`, `cancelled` or
 //!   `expired`, with its response or error.
+//! - `batch_bids`: a batch auction's bids, every version kept (an agent's answer to the request
+//!   for quote, then each re-bid until the deadline); the latest version of each agent is its
+//!   bid at the award. `batches.bidding_until`, `awarded_at` and `award` (the record) and
+//!   `batch_lines.agent_id` (the line's awarded agent) belong to it.
 //! - `jobs.batch_line_id`: the line a job ran for. At most one *delivered* job per line (a
 //!   partial unique index), so a line re-run after a crash or a lost lease can never be
 //!   charged twice: the database refuses the second delivery in the transaction that would
@@ -39,7 +43,8 @@ impl MigrationTrait for Migration {
                    created_at bigint NOT NULL, in_progress_at bigint NULL, \
                    expires_at bigint NOT NULL, finalizing_at bigint NULL, \
                    completed_at bigint NULL, failed_at bigint NULL, expired_at bigint NULL, \
-                   cancelling_at bigint NULL, cancelled_at bigint NULL)",
+                   cancelling_at bigint NULL, cancelled_at bigint NULL, category text NULL, \
+                   bidding_until bigint NULL, awarded_at bigint NULL, award text NULL)",
                 "CREATE INDEX batches_owner ON batches (owner_id, id)",
                 "CREATE INDEX batches_status ON batches (status)",
                 "CREATE TABLE batch_lines ( \
@@ -48,9 +53,15 @@ impl MigrationTrait for Migration {
                    lease_owner uuid NULL, lease_until bigint NULL, claims bigint NOT NULL, \
                    job_id uuid NULL, status_code bigint NULL, response text NULL, \
                    error_code text NULL, error_message text NULL, finished_at bigint NULL, \
+                   agent_id uuid NULL, \
                    UNIQUE (batch_id, custom_id), UNIQUE (batch_id, line))",
                 "CREATE INDEX batch_lines_work ON batch_lines (state, lease_until)",
                 "CREATE INDEX batch_lines_batch ON batch_lines (batch_id, state)",
+                "CREATE TABLE batch_bids ( \
+                   batch_id uuid NOT NULL, agent_id uuid NOT NULL, version bigint NOT NULL, \
+                   owner_id uuid NOT NULL, price bigint NOT NULL, capacity bigint NULL, \
+                   source text NOT NULL, at bigint NOT NULL, \
+                   PRIMARY KEY (batch_id, agent_id, version))",
                 "ALTER TABLE jobs ADD COLUMN batch_line_id uuid NULL",
                 "CREATE UNIQUE INDEX jobs_one_delivery_per_batch_line ON jobs (batch_line_id) \
                    WHERE batch_line_id IS NOT NULL AND status = 'delivered'",
@@ -69,7 +80,8 @@ impl MigrationTrait for Migration {
                    created_at INTEGER NOT NULL, in_progress_at INTEGER NULL, \
                    expires_at INTEGER NOT NULL, finalizing_at INTEGER NULL, \
                    completed_at INTEGER NULL, failed_at INTEGER NULL, expired_at INTEGER NULL, \
-                   cancelling_at INTEGER NULL, cancelled_at INTEGER NULL)",
+                   cancelling_at INTEGER NULL, cancelled_at INTEGER NULL, category TEXT NULL, \
+                   bidding_until INTEGER NULL, awarded_at INTEGER NULL, award TEXT NULL)",
                 "CREATE INDEX batches_owner ON batches (owner_id, id)",
                 "CREATE INDEX batches_status ON batches (status)",
                 "CREATE TABLE batch_lines ( \
@@ -78,9 +90,15 @@ impl MigrationTrait for Migration {
                    lease_owner BLOB NULL, lease_until INTEGER NULL, claims INTEGER NOT NULL, \
                    job_id BLOB NULL, status_code INTEGER NULL, response TEXT NULL, \
                    error_code TEXT NULL, error_message TEXT NULL, finished_at INTEGER NULL, \
+                   agent_id BLOB NULL, \
                    UNIQUE (batch_id, custom_id), UNIQUE (batch_id, line))",
                 "CREATE INDEX batch_lines_work ON batch_lines (state, lease_until)",
                 "CREATE INDEX batch_lines_batch ON batch_lines (batch_id, state)",
+                "CREATE TABLE batch_bids ( \
+                   batch_id BLOB NOT NULL, agent_id BLOB NOT NULL, version INTEGER NOT NULL, \
+                   owner_id BLOB NOT NULL, price INTEGER NOT NULL, capacity INTEGER NULL, \
+                   source TEXT NOT NULL, at INTEGER NOT NULL, \
+                   PRIMARY KEY (batch_id, agent_id, version)) WITHOUT ROWID",
                 "ALTER TABLE jobs ADD COLUMN batch_line_id BLOB NULL",
                 "CREATE UNIQUE INDEX jobs_one_delivery_per_batch_line ON jobs (batch_line_id) \
                    WHERE batch_line_id IS NOT NULL AND status = 'delivered'",
@@ -98,6 +116,7 @@ impl MigrationTrait for Migration {
         for statement in [
             "DROP INDEX jobs_one_delivery_per_batch_line",
             "ALTER TABLE jobs DROP COLUMN batch_line_id",
+            "DROP TABLE batch_bids",
             "DROP TABLE batch_lines",
             "DROP TABLE batches",
             "DROP TABLE files",

@@ -22,7 +22,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::entity::{batch_lines, batches, files, jobs};
+use crate::entity::{batch_bids, batch_lines, batches, files, jobs};
 use crate::jobs::JobStatus;
 use crate::{RegistryError, UserId};
 
@@ -243,6 +243,8 @@ pub struct NewBatch {
     pub reserved: i64,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// A batch auction: every line's category, and the deadline for bids.
+    pub auction: Option<(String, i64)>,
 }
 
 /// Lines are inserted in chunks: one statement may bind at most 32,766 values on SQLite.
@@ -278,6 +280,10 @@ pub async fn insert_batch(
         expired_at: Set(None),
         cancelling_at: Set(None),
         cancelled_at: Set(None),
+        category: Set(batch.auction.as_ref().map(|(category, _)| category.clone())),
+        bidding_until: Set(batch.auction.as_ref().map(|(_, until)| *until)),
+        awarded_at: Set(None),
+        award: Set(None),
     }
     .insert(&tx)
     .await?;
@@ -305,6 +311,7 @@ pub async fn insert_batch(
                     error_code: Set(None),
                     error_message: Set(None),
                     finished_at: Set(None),
+                    agent_id: Set(None),
                 }
             })
             .collect();
@@ -346,6 +353,10 @@ pub struct Batch {
     pub cancelling_at_ms: Option<i64>,
     pub cancelled_at_ms: Option<i64>,
     pub counts: RequestCounts,
+    /// A batch auction's deadline for bids, when it was awarded, and the award's record.
+    pub bidding_until_ms: Option<i64>,
+    pub awarded_at_ms: Option<i64>,
+    pub award: Option<String>,
     /// Whether any line is in the output file, and any in the error file.
     pub has_output: bool,
     pub has_errors: bool,
@@ -398,6 +409,9 @@ async fn batch_of(db: &DatabaseConnection, row: batches::Model) -> Result<Batch,
         cancelling_at_ms: row.cancelling_at,
         cancelled_at_ms: row.cancelled_at,
         counts,
+        bidding_until_ms: row.bidding_until,
+        awarded_at_ms: row.awarded_at,
+        award: row.award,
         has_output,
         has_errors,
     })
@@ -489,6 +503,8 @@ pub struct ClaimedLine {
     pub endpoint: String,
     pub custom_id: String,
     pub body: String,
+    /// In a batch auction, the agent the line was awarded to.
+    pub agent: Option<Uuid>,
     /// How many times the line has been claimed, this claim included: above 1, an earlier
     /// claim may have delivered it already.
     pub claims: i64,
@@ -514,10 +530,16 @@ pub async fn claim_lines(
     lease_ms: i64,
     limit: u64,
 ) -> Result<Vec<ClaimedLine>, RegistryError> {
+    // A batch auction's lines wait for the award.
     let active = Query::select()
         .column(batches::Column::Id)
         .from(batches::Entity)
         .and_where(batches::Column::Status.eq(BatchStatus::InProgress.as_str()))
+        .cond_where(
+            Condition::any()
+                .add(batches::Column::BiddingUntil.is_null())
+                .add(batches::Column::AwardedAt.is_not_null()),
+        )
         .to_owned();
     let free = Query::select()
         .column(batch_lines::Column::Id)
@@ -567,6 +589,7 @@ pub async fn claim_lines(
             endpoint: endpoint.clone(),
             custom_id: line.custom_id,
             body: line.body,
+            agent: line.agent_id,
             claims: line.claims,
         });
     }
@@ -764,4 +787,240 @@ pub async fn batch_file_lines(
             })
             .collect(),
     ))
+}
+
+/// One version of an agent's bid in a batch auction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchBid {
+    pub agent: Uuid,
+    pub owner: UserId,
+    pub version: i64,
+    /// Micro-credits per line.
+    pub price: i64,
+    pub capacity: Option<i64>,
+    pub source: BidSource,
+    pub at_ms: i64,
+}
+
+/// How a batch bid arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BidSource {
+    /// The agent's answer to the request for quote.
+    Rfq,
+    /// A replacement sent before the deadline.
+    Rebid,
+}
+
+impl BidSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BidSource::Rfq => "rfq",
+            BidSource::Rebid => "rebid",
+        }
+    }
+}
+
+/// The batch a bid is for: its category, owner and deadline; `None` if no batch auction has
+/// this id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenAuction {
+    pub batch: Uuid,
+    pub owner: UserId,
+    pub category: String,
+    pub bidding_until_ms: i64,
+    pub awarded: bool,
+    pub lines: i64,
+}
+
+/// A batch auction by id (any owner: agents bid on batches that are not theirs).
+pub async fn batch_auction(
+    db: &DatabaseConnection,
+    batch: Uuid,
+) -> Result<Option<OpenAuction>, RegistryError> {
+    let row = batches::Entity::find_by_id(batch).one(db).await?;
+    Ok(row.and_then(|row| {
+        Some(OpenAuction {
+            batch: row.id,
+            owner: UserId(row.owner_id),
+            category: row.category?,
+            bidding_until_ms: row.bidding_until?,
+            awarded: row.awarded_at.is_some(),
+            lines: row.total,
+        })
+    }))
+}
+
+/// Records a bid (a new version of the agent's), if bidding is still open at `now_ms`, in
+/// one transaction with that check: `Ok(None)` once the deadline has passed or the batch was
+/// awarded, so a late bid never reaches the award.
+pub async fn record_bid(
+    db: &DatabaseConnection,
+    batch: Uuid,
+    bid: BatchBid,
+) -> Result<Option<i64>, RegistryError> {
+    let tx = db.begin().await?;
+    let open = batches::Entity::find_by_id(batch)
+        .filter(batches::Column::BiddingUntil.gt(bid.at_ms))
+        .filter(batches::Column::AwardedAt.is_null())
+        .filter(batches::Column::Status.eq(BatchStatus::InProgress.as_str()))
+        .one(&tx)
+        .await?;
+    if open.is_none() {
+        return Ok(None);
+    }
+    let last: Option<i64> = batch_bids::Entity::find()
+        .select_only()
+        .column_as(batch_bids::Column::Version.max(), "v")
+        .filter(batch_bids::Column::BatchId.eq(batch))
+        .filter(batch_bids::Column::AgentId.eq(bid.agent))
+        .into_tuple::<Option<i64>>()
+        .one(&tx)
+        .await?
+        .flatten();
+    let version = last.unwrap_or(0) + 1;
+    batch_bids::ActiveModel {
+        batch_id: Set(batch),
+        agent_id: Set(bid.agent),
+        version: Set(version),
+        owner_id: Set(bid.owner.0),
+        price: Set(bid.price),
+        capacity: Set(bid.capacity),
+        source: Set(bid.source.as_str().into()),
+        at: Set(bid.at_ms),
+    }
+    .insert(&tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(version))
+}
+
+/// Every bid of a batch auction, every version, in the order they arrived.
+pub async fn batch_bids(
+    db: &DatabaseConnection,
+    batch: Uuid,
+) -> Result<Vec<BatchBid>, RegistryError> {
+    let rows = batch_bids::Entity::find()
+        .filter(batch_bids::Column::BatchId.eq(batch))
+        .order_by_asc(batch_bids::Column::At)
+        .order_by_asc(batch_bids::Column::Version)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BatchBid {
+            agent: row.agent_id,
+            owner: UserId(row.owner_id),
+            version: row.version,
+            price: row.price,
+            capacity: row.capacity,
+            source: if row.source == "rebid" { BidSource::Rebid } else { BidSource::Rfq },
+            at_ms: row.at,
+        })
+        .collect())
+}
+
+/// Batch auctions whose deadline has passed and that nobody has awarded yet.
+pub async fn due_awards(
+    db: &DatabaseConnection,
+    now_ms: i64,
+) -> Result<Vec<OpenAuction>, RegistryError> {
+    let rows = batches::Entity::find()
+        .filter(batches::Column::Status.eq(BatchStatus::InProgress.as_str()))
+        .filter(batches::Column::BiddingUntil.lte(now_ms))
+        .filter(batches::Column::AwardedAt.is_null())
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(OpenAuction {
+                batch: row.id,
+                owner: UserId(row.owner_id),
+                category: row.category?,
+                bidding_until_ms: row.bidding_until?,
+                awarded: false,
+                lines: row.total,
+            })
+        })
+        .collect())
+}
+
+/// Awards a batch auction once: `shares` gives, in rank order, each agent and how many lines
+/// it takes (lines are handed out in input order); lines beyond every share stay unawarded
+/// and run as real-time auctions. `false` if another worker awarded it first.
+pub async fn award(
+    db: &DatabaseConnection,
+    batch: Uuid,
+    shares: &[(Uuid, i64)],
+    record: String,
+    now_ms: i64,
+) -> Result<bool, RegistryError> {
+    let tx = db.begin().await?;
+    let claimed = batches::Entity::update_many()
+        .col_expr(batches::Column::AwardedAt, Expr::value(now_ms))
+        .col_expr(batches::Column::Award, Expr::value(record))
+        .filter(batches::Column::Id.eq(batch))
+        .filter(batches::Column::AwardedAt.is_null())
+        .exec(&tx)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Ok(false);
+    }
+    let mut first = 1_i64;
+    for (agent, lines) in shares {
+        let last = first.saturating_add(*lines).saturating_sub(1);
+        batch_lines::Entity::update_many()
+            .col_expr(batch_lines::Column::AgentId, Expr::value(*agent))
+            .filter(batch_lines::Column::BatchId.eq(batch))
+            .filter(batch_lines::Column::Line.between(first, last))
+            .exec(&tx)
+            .await?;
+        first = last.saturating_add(1);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The latest bid of each agent in a batch auction: what its lines are priced at.
+pub async fn final_bids(
+    db: &DatabaseConnection,
+    batch: Uuid,
+) -> Result<Vec<BatchBid>, RegistryError> {
+    let mut latest: Vec<BatchBid> = Vec::new();
+    for bid in batch_bids(db, batch).await? {
+        match latest.iter_mut().find(|b| b.agent == bid.agent) {
+            Some(kept) if kept.version < bid.version => *kept = bid,
+            Some(_) => {}
+            None => latest.push(bid),
+        }
+    }
+    Ok(latest)
+}
+
+/// The body of a batch's first line (a batch auction's lines share a category).
+pub async fn first_line_body(
+    db: &DatabaseConnection,
+    batch: Uuid,
+) -> Result<Option<String>, RegistryError> {
+    Ok(batch_lines::Entity::find()
+        .select_only()
+        .column(batch_lines::Column::Body)
+        .filter(batch_lines::Column::BatchId.eq(batch))
+        .filter(batch_lines::Column::Line.eq(1))
+        .into_tuple::<String>()
+        .one(db)
+        .await?)
+}
+
+/// A batch's endpoint.
+pub async fn endpoint_of(
+    db: &DatabaseConnection,
+    batch: Uuid,
+) -> Result<Option<String>, RegistryError> {
+    Ok(batches::Entity::find_by_id(batch)
+        .select_only()
+        .column(batches::Column::Endpoint)
+        .into_tuple::<String>()
+        .one(db)
+        .await?)
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::ResponseError;
 use actix_web::web;
-use auction_engine::{MicroCredits, sheet_price};
+use auction_engine::{MicroCredits, Routing, sheet_price};
 use registry::UserId;
 use registry::agents::{AgentState, Visibility};
 use registry::batches::{self, ClaimedLine, LineEnd, NewLine};
@@ -188,6 +188,10 @@ pub fn describe(errors: &[LineError]) -> String {
 pub struct Planned {
     pub lines: Vec<NewLine>,
     pub max_cost: MicroCredits,
+    /// Every line's category (a batch auction needs exactly one).
+    pub categories: std::collections::BTreeSet<String>,
+    /// The lines' estimated tokens in all: (input, output), for a request for quote.
+    pub tokens: (u64, u64),
 }
 
 /// Makes a batch's lines from its input file: every line's url must be the batch's endpoint
@@ -209,6 +213,8 @@ pub async fn plan(
     let mut lines = Vec::with_capacity(checked.len());
     let mut errors = Vec::new();
     let mut max_cost = MicroCredits::ZERO;
+    let mut categories = std::collections::BTreeSet::new();
+    let mut tokens = (0_u64, 0_u64);
     for line in checked {
         let number = line.line;
         if line.endpoint != endpoint {
@@ -236,6 +242,9 @@ pub async fn plan(
                 continue;
             }
         };
+        categories.insert(request.category.clone());
+        tokens.0 = tokens.0.saturating_add(request.input_tokens);
+        tokens.1 = tokens.1.saturating_add(request.output_tokens);
         let most = request.max_price.unwrap_or_else(|| {
             snapshot
                 .in_category(&request.category)
@@ -256,7 +265,11 @@ pub async fn plan(
             .unwrap_or(MicroCredits::from_micros(i64::MAX));
         lines.push(NewLine { custom_id: line.custom_id, body: text });
     }
-    if errors.is_empty() { Ok(Planned { lines, max_cost }) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Planned { lines, max_cost, categories, tokens })
+    } else {
+        Err(errors)
+    }
 }
 
 /// Runs batch lines in the background until the process stops: claims free lines (up to
@@ -283,6 +296,9 @@ pub fn spawn_worker(state: web::Data<AppState>) {
         let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         let poll = Duration::from_millis(settings.poll_ms.max(1));
         loop {
+            if let Err(err) = award_due(&state).await {
+                tracing::warn!(error = %err, "awarding batch auctions failed");
+            }
             let free = slots.available_permits();
             let mut claimed = Vec::new();
             if free > 0 {
@@ -361,6 +377,9 @@ async fn line_end(state: &AppState, line: &ClaimedLine) -> Result<LineEnd, ApiEr
     let result = match endpoint.parse_body(body) {
         Ok(mut request) => {
             request.batch_line = Some(line.id);
+            if let Some(awarded) = line.agent {
+                awarded_line(state, line.batch_id, awarded, &mut request).await?;
+            }
             run_job(state, payer, request).await
         }
         Err(err) => Err(err),
@@ -390,6 +409,24 @@ async fn line_end(state: &AppState, line: &ClaimedLine) -> Result<LineEnd, ApiEr
     }
 }
 
+/// A batch auction's awarded line: priced at the final batch bids, its awarded agent tried
+/// first (paid its own bid), the rest of the ranking behind it as fallbacks.
+async fn awarded_line(
+    state: &AppState,
+    batch: uuid::Uuid,
+    awarded: uuid::Uuid,
+    request: &mut JobRequest,
+) -> Result<(), ApiError> {
+    let bids = batches::final_bids(&state.db, batch).await?;
+    request.batch_bids =
+        Some(bids.iter().map(|bid| (bid.agent, MicroCredits::from_micros(bid.price))).collect());
+    let snapshot = state.agent_index.snapshot(&state.db, state.now().timestamp_millis()).await?;
+    if let Some(agent) = snapshot.by_id(awarded) {
+        request.routing = Routing::Order(vec![agent.slug.clone()]);
+    }
+    Ok(())
+}
+
 /// A line answered by an earlier claim's job: the job as `GET /v1/jobs/{id}` shows it.
 async fn adopted(state: &AppState, owner: UserId, job_id: uuid::Uuid) -> Result<LineEnd, ApiError> {
     let job = registry::jobs::find_job(&state.db, owner, job_id)
@@ -406,6 +443,172 @@ async fn adopted(state: &AppState, owner: UserId, job_id: uuid::Uuid) -> Result<
         "auction": {"id": job.auction_id},
     });
     Ok(LineEnd::Answered { job_id, body: body.to_string() })
+}
+
+/// Most agents asked for a quote per batch auction.
+const MAX_QUOTED: usize = 64;
+/// How long an agent has to answer a request for quote (it may re-bid until the deadline).
+const RFQ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest quote accepted, in bytes.
+const MAX_QUOTE_BYTES: usize = 4096;
+
+/// A batch auction, as its request for quote describes it.
+pub struct Rfq {
+    pub batch: uuid::Uuid,
+    pub owner: UserId,
+    pub category: String,
+    pub lines: usize,
+    pub tokens: (u64, u64),
+    pub deadline_ms: i64,
+}
+
+/// Sends one request for quote for the whole batch to every eligible agent with a bid URL,
+/// concurrently, through the egress guard; each priced answer is the agent's first bid.
+/// Wire contract: Gavel POSTs `{type: "batch_rfq", batch_id, category, lines, estimate:
+/// {input_tokens, output_tokens}, deadline, rebid}` (`deadline` in Unix seconds, `rebid` the
+/// path to replace the bid at, as the agent's owner); the agent answers `{"price": "0.4",
+/// "capacity": 500}` (price per line in credits; capacity optional) or 204 for no bid.
+pub async fn request_quotes(state: &AppState, rfq: Rfq) {
+    let now_ms = state.now().timestamp_millis();
+    let snapshot = match state.agent_index.snapshot(&state.db, now_ms).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
+            tracing::warn!(error = %err, "no request for quote: the agent index failed");
+            return;
+        }
+    };
+    let body = json!({
+        "type": "batch_rfq",
+        "batch_id": format!("batch_{}", rfq.batch),
+        "category": rfq.category,
+        "lines": rfq.lines,
+        "estimate": {"input_tokens": rfq.tokens.0, "output_tokens": rfq.tokens.1},
+        "deadline": rfq.deadline_ms.div_euclid(1_000),
+        "rebid": format!("/api/batches/batch_{}/bids", rfq.batch),
+    });
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let agents: Vec<Arc<registry::agents::Agent>> = snapshot
+        .in_category(&rfq.category)
+        .iter()
+        .filter(|a| a.state == AgentState::Active && a.bid_url.is_some())
+        .filter(|a| a.visibility == Visibility::Public || a.owner_id == rfq.owner)
+        .take(MAX_QUOTED)
+        .cloned()
+        .collect();
+    let asks = agents.iter().filter_map(|agent| {
+        let url = agent.bid_url.clone()?;
+        let body = body.clone();
+        Some(async move {
+            let call = crate::egress::AgentCall {
+                url: &url,
+                body,
+                bearer: agent.upstream_api_key.as_ref().map(|k| k.expose()),
+                first_byte_timeout: RFQ_TIMEOUT,
+                total_timeout: RFQ_TIMEOUT,
+                max_response_bytes: MAX_QUOTE_BYTES,
+            };
+            (agent, state.agent_client.post_json(call).await)
+        })
+    });
+    for (agent, answer) in futures::future::join_all(asks).await {
+        let Ok(reply) = answer else { continue };
+        let quote = (reply.status == 200)
+            .then(|| serde_json::from_slice::<Value>(&reply.body).ok())
+            .flatten();
+        let Some((price, capacity)) = quote.as_ref().and_then(parse_quote) else { continue };
+        let bid = batches::BatchBid {
+            agent: agent.id,
+            owner: agent.owner_id,
+            version: 0,
+            price: price.micros(),
+            capacity,
+            source: batches::BidSource::Rfq,
+            at_ms: state.now().timestamp_millis(),
+        };
+        if let Err(err) = batches::record_bid(&state.db, rfq.batch, bid).await {
+            tracing::warn!(error = %err, "recording a quote failed");
+        }
+    }
+}
+
+/// `{"price": "0.4", "capacity": 500}`: a non-negative price in credits, an optional positive
+/// capacity in lines.
+pub fn parse_quote(quote: &Value) -> Option<(MicroCredits, Option<i64>)> {
+    let price = match quote.get("price")? {
+        Value::String(text) => MicroCredits::parse_decimal(text).ok()?,
+        Value::Number(number) => MicroCredits::parse_decimal(&number.to_string()).ok()?,
+        _ => return None,
+    };
+    if price.is_negative() {
+        return None;
+    }
+    let capacity = match quote.get("capacity") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_i64().filter(|c| *c > 0)?),
+    };
+    Some((price, capacity))
+}
+
+/// Awards every batch auction whose deadline has passed: one auction, on the same score as
+/// real-time ones, over the category's agents with their final batch bids (an agent without
+/// one bids its sheet), for a line of the batch; then lines go, in input order, to the
+/// ranking's agents in turn, each up to its declared capacity. The award and its record
+/// (every bid and re-bid, the ranking, the lines per agent) are written at once; a second
+/// worker finds it done.
+pub async fn award_due(state: &AppState) -> Result<(), ApiError> {
+    let now_ms = state.now().timestamp_millis();
+    for due in batches::due_awards(&state.db, now_ms).await? {
+        let all_bids = batches::batch_bids(&state.db, due.batch).await?;
+        let finals = batches::final_bids(&state.db, due.batch).await?;
+        let Some(body) = batches::first_line_body(&state.db, due.batch).await? else { continue };
+        let endpoint = batches::endpoint_of(&state.db, due.batch).await?;
+        let endpoint = endpoint.as_deref().and_then(BatchEndpoint::parse);
+        let (Some(endpoint), Ok(body)) = (endpoint, serde_json::from_str::<Value>(&body)) else {
+            continue;
+        };
+        let mut request = endpoint.parse_body(body)?;
+        request.batch_bids =
+            Some(finals.iter().map(|b| (b.agent, MicroCredits::from_micros(b.price))).collect());
+        let (input, agents) =
+            crate::jobs::service::auction_input(state, due.owner, &request, due.batch, now_ms)
+                .await?;
+        let outcome = auction_engine::run(&input);
+        let mut left = due.lines;
+        let mut shares = Vec::new();
+        for ranked in &outcome.ranking {
+            if left <= 0 {
+                break;
+            }
+            let agent = uuid::Uuid::from_u128(ranked.agent_id.0);
+            let capacity = finals.iter().find(|b| b.agent == agent).and_then(|b| b.capacity);
+            let take = capacity.map_or(left, |c| c.min(left));
+            shares.push((agent, take));
+            left -= take;
+        }
+        let slug = |id: uuid::Uuid| agents.get(&id).map(|a| a.slug.clone());
+        let record = json!({
+            "deadline": due.bidding_until_ms.div_euclid(1_000),
+            "bids": all_bids.iter().map(|b| json!({
+                "agent": slug(b.agent), "agent_id": b.agent, "version": b.version,
+                "price": MicroCredits::from_micros(b.price).to_string(), "capacity": b.capacity,
+                "source": b.source.as_str(), "at": b.at_ms,
+            })).collect::<Vec<Value>>(),
+            "ranking": outcome.ranking.iter().map(|r| json!({
+                "rank": r.rank, "agent": r.slug.to_string(), "bid": r.bid.to_string(),
+                "bid_source": format!("{:?}", r.bid_source).to_lowercase(),
+                "quality": r.quality.factor, "effective_price": r.effective_price,
+            })).collect::<Vec<Value>>(),
+            "exclusions": outcome.exclusions.iter().map(|e| json!({
+                "agent": e.slug.to_string(), "reason": e.reason.code(),
+            })).collect::<Vec<Value>>(),
+            "award": shares.iter().map(|(agent, lines)| json!({
+                "agent": slug(*agent), "agent_id": agent, "lines": lines,
+            })).collect::<Vec<Value>>(),
+            "unawarded_lines": left.max(0),
+        });
+        batches::award(&state.db, due.batch, &shares, record.to_string(), now_ms).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct Model {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub finished_at: Option<i64>,
+    /// In a batch auction, the agent the line was awarded to.
+    pub agent_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

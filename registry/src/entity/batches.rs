@@ -26,6 +26,13 @@ pub struct Model {
     pub expired_at: Option<i64>,
     pub cancelling_at: Option<i64>,
     pub cancelled_at: Option<i64>,
+    /// A batch auction's category (every line's).
+    pub category: Option<String>,
+    /// A batch auction's deadline for bids.
+    pub bidding_until: Option<i64>,
+    pub awarded_at: Option<i64>,
+    /// The award's record (JSON): every bid and re-bid, the ranking, the lines per agent.
+    pub award: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ pub(crate) mod agent_reputation;
 pub(crate) mod agents;
 pub(crate) mod api_keys;
 pub(crate) mod auctions;
+pub(crate) mod batch_bids;
 pub(crate) mod batch_lines;
 pub(crate) mod batches;
 pub(crate) mod files;

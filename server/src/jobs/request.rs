@@ -142,6 +142,9 @@ pub struct JobRequest {
     pub include_usage: bool,
     /// The batch line this job runs, when a batch worker runs it (never from a request body).
     pub batch_line: Option<uuid::Uuid>,
+    /// A batch auction's line: each agent's final batch bid, used instead of asking for live
+    /// bids (never from a request body).
+    pub batch_bids: Option<std::collections::HashMap<uuid::Uuid, MicroCredits>>,
 }
 
 /// OpenRouter's routing controls.
@@ -500,6 +503,7 @@ fn build(
         include_usage: false,
         max_output_tokens: MAX_TOKENS_CEILING,
         batch_line: None,
+        batch_bids: None,
     })
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use auction_engine::reputation::Outcome as AttemptOutcome;
 use auction_engine::{
-    AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, Job, MicroCredits,
-    OwnerId, Ranked, RetiredRecord, sheet_price,
+    AgentId, AgentStatus, AuctionInput, AuditRecord, Candidate, Constraints, Job, LiveBid,
+    MicroCredits, OwnerId, Ranked, RetiredRecord, sheet_price,
 };
 use rand::RngCore;
 use registry::agents::{Agent, AgentKind, AgentState, Visibility};
@@ -114,162 +114,8 @@ pub async fn prepare(
     let caller = payer.user;
     let now = state.now();
     let now_ms = now.timestamp_millis();
-    let snapshot = state.agent_index.snapshot(&state.db, now_ms).await?;
-
-    // The pool: the category's agents, or the named ones. Private agents exist for their
-    // owner only, so for anyone else they are not even candidates.
-    let visible =
-        |agent: &&Arc<Agent>| agent.visibility == Visibility::Public || agent.owner_id == caller;
-    let pool: Vec<Arc<Agent>> = match &request.target {
-        Target::Category => {
-            snapshot.in_category(&request.category).iter().filter(visible).cloned().collect()
-        }
-        Target::Direct(slugs) => {
-            let mut pool = Vec::new();
-            for (idx, slug) in slugs.iter().enumerate() {
-                match snapshot.by_slug(slug).filter(visible) {
-                    Some(agent) => pool.push(Arc::clone(agent)),
-                    None if idx == 0 => {
-                        return Err(ApiError::validation(
-                            "model",
-                            format!("no agent named `{slug}`"),
-                        ));
-                    }
-                    None => {
-                        return Err(ApiError::validation(
-                            "models",
-                            format!("no agent named `{slug}`"),
-                        ));
-                    }
-                }
-            }
-            pool
-        }
-    };
-
-    let pool = chat_speakers(&request, pool)?;
-
     let auction_id = Uuid::now_v7();
-    let clock = std::time::Instant::now();
-    let circuits: HashMap<Uuid, Circuit> =
-        pool.iter().map(|a| (a.id, state.breakers.circuit(a.id, clock))).collect();
-    // Live bids from the agents that could use them, under one deadline.
-    let bidders: Vec<Arc<Agent>> = pool
-        .iter()
-        .filter(|a| {
-            a.bid_url.is_some()
-                && a.state == AgentState::Active
-                && circuits.get(&a.id) != Some(&Circuit::Open)
-        })
-        .cloned()
-        .collect();
-    let live_bids = if bidders.is_empty() {
-        HashMap::new()
-    } else {
-        let request = BidRequest {
-            auction_id,
-            category: request.category.clone(),
-            input_tokens: request.input_tokens,
-            output_tokens: request.output_tokens,
-            reserve: request.max_price,
-        };
-        let deadline = Duration::from_millis(state.settings.raw.dispatch.bid_deadline_ms);
-        bids::collect(&state.agent_client, &bidders, &request, deadline).await
-    };
-
-    let params = state.auction_parameters_for(&request.category);
-    let sheet_bids: Vec<MicroCredits> = pool
-        .iter()
-        .map(|agent| {
-            sheet_price(&agent.pricing, request.input_tokens, request.output_tokens)
-                .unwrap_or(MicroCredits::ZERO)
-        })
-        .collect();
-    // Only an owner whose sheet bid is below the win fee may have to pay part of it from the
-    // wallet: the others' funds cannot change the answer, so they are not read (on Postgres
-    // that is a query per job saved in a market whose prices exceed the fee).
-    let owners: Vec<Uuid> = pool
-        .iter()
-        .zip(&sheet_bids)
-        .filter(|(_, bid)| **bid < params.win_fee)
-        .map(|(agent, _)| agent.owner_id.0)
-        .collect();
-    let owner_funds = if owners.is_empty() {
-        HashMap::new()
-    } else {
-        state.bank.available_balances(&owners).await?
-    };
-    let candidates: Vec<Candidate> = pool
-        .iter()
-        .zip(sheet_bids)
-        .map(|(agent, sheet_bid)| {
-            let funds = owner_funds.get(&agent.owner_id.0).copied().unwrap_or(MicroCredits::ZERO);
-            // The owner pays the win fee out of the price first, then out of the wallet.
-            let can_pay = funds.checked_add(sheet_bid).is_some_and(|total| total >= params.win_fee);
-            Candidate {
-                agent_id: AgentId(agent.id.as_u128()),
-                owner_id: OwnerId(agent.owner_id.0.as_u128()),
-                slug: agent.slug.as_str().into(),
-                categories: agent.categories.clone(),
-                features: agent.features.clone(),
-                regions: agent.regions.clone(),
-                max_latency_ms: agent.max_latency_ms,
-                context_length: agent.context_length,
-                sheet: agent.pricing,
-                live_bid: live_bids.get(&agent.id).copied(),
-                reputation: agent.reputation,
-                status: match (agent.state, circuits.get(&agent.id)) {
-                    (AgentState::Paused, _) => AgentStatus::Paused,
-                    (AgentState::Active, Some(Circuit::Open)) => AgentStatus::CircuitOpen,
-                    (AgentState::Active, _) => AgentStatus::Active,
-                },
-                ratings: agent.ratings,
-                owner_can_pay_win_fee: can_pay,
-            }
-        })
-        .collect();
-    let agents_by_id: HashMap<Uuid, Arc<Agent>> =
-        pool.iter().map(|a| (a.id, Arc::clone(a))).collect();
-
-    // Drawn here and dropped at once: the thread's generator must not live across an await
-    // (the job's future is `Send`, as the MCP tools need).
-    let (nonce, seed) = {
-        let mut rng = rand::rng();
-        (rng.next_u64(), rng.next_u64())
-    };
-    let input = AuctionInput {
-        nonce,
-        seed,
-        now_ms,
-        job: Job {
-            category: request.category.clone(),
-            input_tokens: request.input_tokens,
-            output_tokens: request.output_tokens,
-            required_features: request.required_features.clone(),
-        },
-        constraints: Constraints {
-            max_price: request.max_price,
-            regions: request.regions.clone(),
-            max_latency_ms: request.max_latency_ms,
-            min_reputation: request.min_reputation,
-            only: request.only.clone(),
-            ignore: request.ignore.clone(),
-            objective: request.objective,
-            routing: request.routing.clone(),
-        },
-        candidates,
-        // Records of deleted agents stay their owners': a failing owner does not start afresh
-        // by deleting an agent and registering it again.
-        retired: snapshot
-            .retired_in(&request.category)
-            .iter()
-            .map(|(owner, reputation)| RetiredRecord {
-                owner_id: OwnerId(owner.0.as_u128()),
-                reputation: *reputation,
-            })
-            .collect(),
-        parameters: params,
-    };
+    let (input, agents_by_id) = auction_input(state, caller, &request, auction_id, now_ms).await?;
     let candidate_count = input.candidates.len();
     let record = AuditRecord::new(input);
     let job_id = Uuid::now_v7();
@@ -390,6 +236,177 @@ pub async fn prepare(
         win_fee,
         half_life_ms,
     })))
+}
+
+/// The auction's input for `request`: the pool (the category's agents, or the named ones, as
+/// `caller` may see them), their circuits, live bids (or a batch auction's frozen bids), what
+/// each owner can pay, the retired records; and the pool by id.
+pub(crate) async fn auction_input(
+    state: &AppState,
+    caller: UserId,
+    request: &JobRequest,
+    auction_id: Uuid,
+    now_ms: i64,
+) -> Result<(AuctionInput, HashMap<Uuid, Arc<Agent>>), ApiError> {
+    let snapshot = state.agent_index.snapshot(&state.db, now_ms).await?;
+
+    // The pool: the category's agents, or the named ones. Private agents exist for their
+    // owner only, so for anyone else they are not even candidates.
+    let visible =
+        |agent: &&Arc<Agent>| agent.visibility == Visibility::Public || agent.owner_id == caller;
+    let pool: Vec<Arc<Agent>> = match &request.target {
+        Target::Category => {
+            snapshot.in_category(&request.category).iter().filter(visible).cloned().collect()
+        }
+        Target::Direct(slugs) => {
+            let mut pool = Vec::new();
+            for (idx, slug) in slugs.iter().enumerate() {
+                match snapshot.by_slug(slug).filter(visible) {
+                    Some(agent) => pool.push(Arc::clone(agent)),
+                    None if idx == 0 => {
+                        return Err(ApiError::validation(
+                            "model",
+                            format!("no agent named `{slug}`"),
+                        ));
+                    }
+                    None => {
+                        return Err(ApiError::validation(
+                            "models",
+                            format!("no agent named `{slug}`"),
+                        ));
+                    }
+                }
+            }
+            pool
+        }
+    };
+
+    let pool = chat_speakers(request, pool)?;
+
+    let clock = std::time::Instant::now();
+    let circuits: HashMap<Uuid, Circuit> =
+        pool.iter().map(|a| (a.id, state.breakers.circuit(a.id, clock))).collect();
+    // Live bids from the agents that could use them, under one deadline.
+    let bidders: Vec<Arc<Agent>> = pool
+        .iter()
+        .filter(|a| {
+            a.bid_url.is_some()
+                && a.state == AgentState::Active
+                && circuits.get(&a.id) != Some(&Circuit::Open)
+        })
+        .cloned()
+        .collect();
+    let live_bids = if let Some(frozen) = &request.batch_bids {
+        // A batch auction's line: the bids frozen at its deadline, not asked again.
+        frozen.iter().map(|(agent, price)| (*agent, LiveBid::Price(*price))).collect()
+    } else if bidders.is_empty() {
+        HashMap::new()
+    } else {
+        let request = BidRequest {
+            auction_id,
+            category: request.category.clone(),
+            input_tokens: request.input_tokens,
+            output_tokens: request.output_tokens,
+            reserve: request.max_price,
+        };
+        let deadline = Duration::from_millis(state.settings.raw.dispatch.bid_deadline_ms);
+        bids::collect(&state.agent_client, &bidders, &request, deadline).await
+    };
+
+    let params = state.auction_parameters_for(&request.category);
+    let sheet_bids: Vec<MicroCredits> = pool
+        .iter()
+        .map(|agent| {
+            sheet_price(&agent.pricing, request.input_tokens, request.output_tokens)
+                .unwrap_or(MicroCredits::ZERO)
+        })
+        .collect();
+    // Only an owner whose sheet bid is below the win fee may have to pay part of it from the
+    // wallet: the others' funds cannot change the answer, so they are not read (on Postgres
+    // that is a query per job saved in a market whose prices exceed the fee).
+    let owners: Vec<Uuid> = pool
+        .iter()
+        .zip(&sheet_bids)
+        .filter(|(_, bid)| **bid < params.win_fee)
+        .map(|(agent, _)| agent.owner_id.0)
+        .collect();
+    let owner_funds = if owners.is_empty() {
+        HashMap::new()
+    } else {
+        state.bank.available_balances(&owners).await?
+    };
+    let candidates: Vec<Candidate> = pool
+        .iter()
+        .zip(sheet_bids)
+        .map(|(agent, sheet_bid)| {
+            let funds = owner_funds.get(&agent.owner_id.0).copied().unwrap_or(MicroCredits::ZERO);
+            // The owner pays the win fee out of the price first, then out of the wallet.
+            let can_pay = funds.checked_add(sheet_bid).is_some_and(|total| total >= params.win_fee);
+            Candidate {
+                agent_id: AgentId(agent.id.as_u128()),
+                owner_id: OwnerId(agent.owner_id.0.as_u128()),
+                slug: agent.slug.as_str().into(),
+                categories: agent.categories.clone(),
+                features: agent.features.clone(),
+                regions: agent.regions.clone(),
+                max_latency_ms: agent.max_latency_ms,
+                context_length: agent.context_length,
+                sheet: agent.pricing,
+                live_bid: live_bids.get(&agent.id).copied(),
+                reputation: agent.reputation,
+                status: match (agent.state, circuits.get(&agent.id)) {
+                    (AgentState::Paused, _) => AgentStatus::Paused,
+                    (AgentState::Active, Some(Circuit::Open)) => AgentStatus::CircuitOpen,
+                    (AgentState::Active, _) => AgentStatus::Active,
+                },
+                ratings: agent.ratings,
+                owner_can_pay_win_fee: can_pay,
+            }
+        })
+        .collect();
+    let agents_by_id: HashMap<Uuid, Arc<Agent>> =
+        pool.iter().map(|a| (a.id, Arc::clone(a))).collect();
+
+    // Drawn here and dropped at once: the thread's generator must not live across an await
+    // (the job's future is `Send`, as the MCP tools need).
+    let (nonce, seed) = {
+        let mut rng = rand::rng();
+        (rng.next_u64(), rng.next_u64())
+    };
+    let input = AuctionInput {
+        nonce,
+        seed,
+        now_ms,
+        job: Job {
+            category: request.category.clone(),
+            input_tokens: request.input_tokens,
+            output_tokens: request.output_tokens,
+            required_features: request.required_features.clone(),
+        },
+        constraints: Constraints {
+            max_price: request.max_price,
+            regions: request.regions.clone(),
+            max_latency_ms: request.max_latency_ms,
+            min_reputation: request.min_reputation,
+            only: request.only.clone(),
+            ignore: request.ignore.clone(),
+            objective: request.objective,
+            routing: request.routing.clone(),
+        },
+        candidates,
+        // Records of deleted agents stay their owners': a failing owner does not start afresh
+        // by deleting an agent and registering it again.
+        retired: snapshot
+            .retired_in(&request.category)
+            .iter()
+            .map(|(owner, reputation)| RetiredRecord {
+                owner_id: OwnerId(owner.0.as_u128()),
+                reputation: *reputation,
+            })
+            .collect(),
+        parameters: params,
+    };
+    Ok((input, agents_by_id))
 }
 
 /// A chat job only reaches `openai-chat` agents: a named JSON agent is refused by name, and

@@ -281,7 +281,20 @@ pub(crate) struct CreateBatch {
     #[serde(default)]
     #[allow(dead_code, reason = "accepted for compatibility; outputs live as long as the batch")]
     output_expires_after: Option<Value>,
+    /// Gavel's extension: a batch auction.
+    auction: Option<BatchAuctionBody>,
 }
+
+/// A batch auction: for `bidding_window_s` seconds the category's agents with a bid URL may
+/// quote for the whole batch and replace their quote; then lines are awarded.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchAuctionBody {
+    bidding_window_s: u64,
+}
+
+/// The longest bidding window: an hour.
+const MAX_BIDDING_WINDOW_S: u64 = 3_600;
 
 #[derive(Serialize)]
 struct BatchObject {
@@ -305,6 +318,9 @@ struct BatchObject {
     cancelled_at: Option<i64>,
     request_counts: Value,
     metadata: Option<Value>,
+    /// A batch auction: its deadline for bids, and once awarded, the award's record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auction: Option<Value>,
 }
 
 fn batch_object(batch: &Batch) -> BatchObject {
@@ -337,6 +353,13 @@ fn batch_object(batch: &Batch) -> BatchObject {
             "failed": batch.counts.failed,
         }),
         metadata: batch.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+        auction: batch.bidding_until_ms.map(|until| {
+            json!({
+                "bidding_until": secs(until),
+                "awarded_at": batch.awarded_at_ms.map(secs),
+                "record": batch.award.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
+            })
+        }),
     }
 }
 
@@ -359,6 +382,16 @@ pub(crate) async fn create_batch(
     let endpoint = BatchEndpoint::parse(&body.endpoint).ok_or_else(|| {
         ApiError::validation("endpoint", "must be /v1/chat/completions or /v1/jobs")
     })?;
+    let window = match &body.auction {
+        Some(auction) if !(1..=MAX_BIDDING_WINDOW_S).contains(&auction.bidding_window_s) => {
+            return Err(ApiError::validation(
+                "auction.bidding_window_s",
+                format!("must be 1 to {MAX_BIDDING_WINDOW_S} seconds"),
+            ));
+        }
+        Some(auction) => Some(auction.bidding_window_s),
+        None => None,
+    };
     if body.completion_window != "24h" {
         return Err(ApiError::validation("completion_window", "must be `24h`"));
     }
@@ -407,13 +440,36 @@ pub(crate) async fn create_batch(
         reserved: 0,
         created_at_ms: now_ms,
         expires_at_ms: now_ms.saturating_add(WINDOW_MS),
+        auction: None,
     };
+    let mut rfq = None;
     let lines = match plan(&state, caller.user_id, endpoint, &content).await {
         Ok(planned) => {
             let available = state.bank.balance(caller.user_id).await?.available;
             batch.total = i64::try_from(planned.lines.len()).unwrap_or(i64::MAX);
             batch.reserved = planned.max_cost.micros();
+            if let Some(window) = window {
+                if planned.categories.len() != 1 {
+                    return Err(ApiError::validation(
+                        "auction",
+                        "a batch auction needs every line in one category",
+                    ));
+                }
+                let category = planned.categories.iter().next().cloned().unwrap_or_default();
+                let until =
+                    now_ms.saturating_add(i64::try_from(window * 1_000).unwrap_or(i64::MAX));
+                batch.auction = Some((category.clone(), until));
+                rfq = Some(crate::batches::Rfq {
+                    batch: id,
+                    owner: caller.user_id,
+                    category,
+                    lines: planned.lines.len(),
+                    tokens: planned.tokens,
+                    deadline_ms: until,
+                });
+            }
             if planned.max_cost > available {
+                rfq = None;
                 batch.status = BatchStatus::Failed;
                 batch.errors = Some(
                     json!({"object": "list", "data": [{
@@ -446,6 +502,10 @@ pub(crate) async fn create_batch(
         }
     };
     batches::insert_batch(&state.db, batch, lines).await?;
+    if let Some(rfq) = rfq {
+        let state = state.clone();
+        tokio::spawn(async move { crate::batches::request_quotes(&state, rfq).await });
+    }
     state.batch_wake.notify_one();
     let stored = batches::find_batch(&state.db, caller.user_id, id)
         .await?
@@ -515,4 +575,77 @@ pub(crate) async fn cancel_batch(
         .await?
         .ok_or(ApiError::NotFound { what: "batch" })?;
     Ok(HttpResponse::Ok().json(batch_object(&batch)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BidBody {
+    /// The bidding agent's id; the caller must own it.
+    agent_id: Uuid,
+    /// Per line, in credits (a decimal string or a number).
+    price: Value,
+    /// The most lines the agent takes; absent: no limit.
+    capacity: Option<i64>,
+}
+
+/// `POST /api/batches/{id}/bids`: an agent's owner replaces the agent's bid in a batch
+/// auction, until the deadline (409 `bidding_closed` after it: a late bid never reaches the
+/// award). Bids are sealed: nobody sees another agent's bid before the award.
+pub(crate) async fn bid(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<BidBody>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = batch_id(&path)?;
+    let body = body.into_inner();
+    let quote = json!({"price": body.price, "capacity": body.capacity});
+    let (price, capacity) = crate::batches::parse_quote(&quote).ok_or_else(|| {
+        ApiError::validation(
+            "price",
+            "must be a non-negative price in credits, capacity a positive count",
+        )
+    })?;
+    let auction = batches::batch_auction(&state.db, batch)
+        .await?
+        .ok_or(ApiError::NotFound { what: "batch auction" })?;
+    let now = state.now();
+    let snapshot = state.agent_index.snapshot(&state.db, now.timestamp_millis()).await?;
+    // Only an agent its owner holds, that serves the category and may see the batch, bids.
+    let agent = snapshot
+        .by_id(body.agent_id)
+        .filter(|a| a.owner_id == caller.user_id)
+        .ok_or(ApiError::NotFound { what: "agent" })?;
+    let eligible = agent.categories.contains(&auction.category)
+        && agent.state == registry::agents::AgentState::Active
+        && (agent.visibility == registry::agents::Visibility::Public
+            || agent.owner_id == auction.owner);
+    if !eligible {
+        return Err(ApiError::validation(
+            "agent_id",
+            "the agent does not compete in this batch's category",
+        ));
+    }
+    let bid = batches::BatchBid {
+        agent: agent.id,
+        owner: caller.user_id,
+        version: 0,
+        price: price.micros(),
+        capacity,
+        source: batches::BidSource::Rebid,
+        at_ms: now.timestamp_millis(),
+    };
+    let Some(version) = batches::record_bid(&state.db, batch, bid).await? else {
+        return Err(ApiError::Conflict {
+            code: "bidding_closed",
+            message: "the batch's bidding window has closed".into(),
+        });
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "batch_id": format!("batch_{batch}"),
+        "agent_id": agent.id,
+        "version": version,
+        "price": price.to_string(),
+        "capacity": capacity,
+    })))
 }

@@ -72,6 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, v1_body_limit: usize) {
                     resource("/agents/{id}/resume", "POST").route(web::post().to(agents::resume)),
                 )
                 .service(resource("/auctions/{id}", "GET").route(web::get().to(records::auction)))
+                .service(resource("/batches/{id}/bids", "POST").route(web::post().to(batches::bid)))
                 .service(resource("/activity", "GET").route(web::get().to(records::activity)))
                 .default_service(web::to(no_route)),
         )

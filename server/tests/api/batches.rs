@@ -225,3 +225,109 @@ async fn each_line_is_charged_once_through_retrieve_storms_and_repeated_cancels(
     }
     assert_eq!(app.credits(&caller).await.0, balance_after);
 }
+
+/// A batch auction: both agents quote for the whole batch, one re-bids lower during the
+/// window and so takes the lines its capacity allows (the re-bid changed the award), the
+/// other takes the rest; a bid after the deadline is refused and changes nothing. Each
+/// awarded line is paid its agent's final bid, and the record shows every bid and the award.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebid_in_the_window_changes_the_award_and_a_late_bid_does_not() {
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let caller = app.signup().await;
+    let (owner_a, owner_b) = (app.signup().await, app.signup().await);
+    let quote_a =
+        TestAgent::start(Behaviour::Json(200, r#"{"price":"0.5","capacity":1000}"#.into())).await;
+    let quote_b = TestAgent::start(Behaviour::Json(200, r#"{"price":"0.4"}"#.into())).await;
+    let serve_a = TestAgent::start(Behaviour::Json(200, r#"{"by":"a"}"#.into())).await;
+    let serve_b = TestAgent::start(Behaviour::Json(200, r#"{"by":"b"}"#.into())).await;
+    let mut ids = Vec::new();
+    for (owner, name, serve, quote) in
+        [(&owner_a, "alpha", &serve_a, &quote_a), (&owner_b, "beta", &serve_b, &quote_b)]
+    {
+        let body = json!({"name": name, "kind": "json", "categories": ["ocr"], "endpoint": serve.url,
+                          "bid_url": quote.url, "pricing": {"per_call": "1"}});
+        ids.push(app.register_agent(owner, &body).await["id"].as_str().unwrap().to_owned());
+    }
+    let (_, key) = app.create_key(&caller, "batch").await;
+    let (before, _) = app.credits(&caller).await;
+    let content: Vec<String> = (0..6).map(|i| job_line(i, "1")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/jobs", "completion_window": "24h",
+                      "auction": {"bidding_window_s": 2}});
+    let batch = json_body(app.post_json("/v1/batches", &body, Some(&key)).await).await;
+    assert_eq!(batch["status"], "in_progress", "{batch}");
+    assert!(batch["auction"]["bidding_until"].is_number(), "{batch}");
+    let id = batch["id"].as_str().unwrap().to_owned();
+
+    // Both were asked once, for the whole batch; nothing runs during the window.
+    for _ in 0..100 {
+        if quote_a.requests() == 1 && quote_b.requests() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rfq: Value = serde_json::from_str(&quote_a.last_request().unwrap().body).unwrap();
+    assert_eq!(
+        (rfq["type"].as_str(), rfq["lines"].as_i64()),
+        (Some("batch_rfq"), Some(6)),
+        "{rfq}"
+    );
+    assert_eq!(rfq["category"], "ocr");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Alpha quoted 0.5 against beta's 0.4; it re-bids 0.3 for at most 4 lines.
+    let rebid = json!({"agent_id": ids[0], "price": "0.3", "capacity": 4});
+    let bids = format!("/api/batches/{id}/bids");
+    let response = app.post_json(&bids, &rebid, Some(&owner_a.token)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_body(response).await["version"], 2);
+    // Another owner cannot bid for alpha.
+    let forged = app.post_json(&bids, &rebid, Some(&owner_b.token)).await;
+    assert_eq!(forged.status(), 404);
+    assert_eq!(serve_a.requests() + serve_b.requests(), 0, "nothing runs during the window");
+
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let late = json!({"agent_id": ids[1], "price": "0.1"});
+    let response = app.post_json(&bids, &late, Some(&owner_b.token)).await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(json_body(response).await["error"]["code"], "bidding_closed");
+
+    let path = format!("/v1/batches/{id}");
+    let mut ended = Value::Null;
+    for _ in 0..200 {
+        ended = get(&app, &key, &path).await;
+        if ended["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ended["status"], "completed", "{ended}");
+    let record = &ended["auction"]["record"];
+    let award: Vec<(String, i64)> = record["award"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["agent"].as_str().unwrap().to_owned(), a["lines"].as_i64().unwrap()))
+        .collect();
+    assert!(award[0].0.ends_with("/alpha") && award[0].1 == 4, "{record}");
+    assert!(award[1].0.ends_with("/beta") && award[1].1 == 2, "{record}");
+    let bids: Vec<(String, i64, String)> = record["bids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["price"].as_str().unwrap().to_owned(),
+                b["version"].as_i64().unwrap(),
+                b["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(bids.len(), 3, "two quotes and the re-bid; the late bid is not there: {record}");
+    assert!(bids.contains(&("0.3".into(), 2, "rebid".into())), "{record}");
+    assert!(!bids.iter().any(|b| b.0 == "0.1"), "{record}");
+    assert_eq!((serve_a.requests(), serve_b.requests()), (4, 2));
+    // Paid as bid: 4 x (0.3 + the 1-credit fee) + 2 x (0.4 + 1).
+    let (after, held) = app.credits(&caller).await;
+    assert_eq!(micros(&before) - micros(&after), 8_000_000);
+    assert_eq!(micros(&held), 0);
+}

@@ -20,9 +20,10 @@ use auction_engine::{MicroCredits, Routing, sheet_price};
 use registry::UserId;
 use registry::agents::{AgentState, Visibility};
 use registry::batches::{self, ClaimedLine, LineEnd, NewLine};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::jobs::request::{self, JobRequest};
@@ -445,6 +446,65 @@ async fn adopted(state: &AppState, owner: UserId, job_id: uuid::Uuid) -> Result<
     Ok(LineEnd::Answered { job_id, body: body.to_string() })
 }
 
+/// A batch auction's record, written at the award: every bid and re-bid, the ranking on the
+/// real-time score, who was excluded and why, and the lines each agent was awarded.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AwardRecord {
+    /// The deadline for bids, Unix seconds.
+    pub deadline: i64,
+    pub bids: Vec<RecordedBid>,
+    pub ranking: Vec<RankedBid>,
+    pub exclusions: Vec<ExcludedBidder>,
+    pub award: Vec<Share>,
+    /// Lines beyond every capacity: they run as real-time auctions.
+    pub unawarded_lines: i64,
+}
+
+/// One version of one agent's bid.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RecordedBid {
+    pub agent: Option<String>,
+    pub agent_id: uuid::Uuid,
+    pub version: i64,
+    /// Per line, credits.
+    pub price: String,
+    pub capacity: Option<i64>,
+    /// `rfq` or `rebid`.
+    pub source: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// An agent in the award's ranking.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RankedBid {
+    pub rank: usize,
+    pub agent: String,
+    /// Its final batch bid, or its sheet price without one.
+    pub bid: String,
+    /// `live` (a batch bid) or `sheet`.
+    pub bid_source: String,
+    /// The quality factor its bid is divided by.
+    pub quality: f64,
+    /// `bid / quality`, micro-credits: what the ranking sorts by.
+    pub effective_price: i64,
+}
+
+/// An agent that did not compete, and the reason's code.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ExcludedBidder {
+    pub agent: String,
+    pub reason: String,
+}
+
+/// Lines awarded to one agent (in input order, after those of the agents ranked above it).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Share {
+    pub agent: Option<String>,
+    pub agent_id: uuid::Uuid,
+    pub lines: i64,
+}
+
 /// Most agents asked for a quote per batch auction.
 const MAX_QUOTED: usize = 64;
 /// How long an agent has to answer a request for quote (it may re-bid until the deadline).
@@ -586,27 +646,55 @@ pub async fn award_due(state: &AppState) -> Result<(), ApiError> {
             left -= take;
         }
         let slug = |id: uuid::Uuid| agents.get(&id).map(|a| a.slug.clone());
-        let record = json!({
-            "deadline": due.bidding_until_ms.div_euclid(1_000),
-            "bids": all_bids.iter().map(|b| json!({
-                "agent": slug(b.agent), "agent_id": b.agent, "version": b.version,
-                "price": MicroCredits::from_micros(b.price).to_string(), "capacity": b.capacity,
-                "source": b.source.as_str(), "at": b.at_ms,
-            })).collect::<Vec<Value>>(),
-            "ranking": outcome.ranking.iter().map(|r| json!({
-                "rank": r.rank, "agent": r.slug.to_string(), "bid": r.bid.to_string(),
-                "bid_source": format!("{:?}", r.bid_source).to_lowercase(),
-                "quality": r.quality.factor, "effective_price": r.effective_price,
-            })).collect::<Vec<Value>>(),
-            "exclusions": outcome.exclusions.iter().map(|e| json!({
-                "agent": e.slug.to_string(), "reason": e.reason.code(),
-            })).collect::<Vec<Value>>(),
-            "award": shares.iter().map(|(agent, lines)| json!({
-                "agent": slug(*agent), "agent_id": agent, "lines": lines,
-            })).collect::<Vec<Value>>(),
-            "unawarded_lines": left.max(0),
-        });
-        batches::award(&state.db, due.batch, &shares, record.to_string(), now_ms).await?;
+        let record = AwardRecord {
+            deadline: due.bidding_until_ms.div_euclid(1_000),
+            bids: all_bids
+                .iter()
+                .map(|b| RecordedBid {
+                    agent: slug(b.agent),
+                    agent_id: b.agent,
+                    version: b.version,
+                    price: MicroCredits::from_micros(b.price).to_string(),
+                    capacity: b.capacity,
+                    source: b.source.as_str().to_owned(),
+                    at: b.at_ms,
+                })
+                .collect(),
+            ranking: outcome
+                .ranking
+                .iter()
+                .map(|r| RankedBid {
+                    rank: r.rank,
+                    agent: r.slug.to_string(),
+                    bid: r.bid.to_string(),
+                    bid_source: match r.bid_source {
+                        auction_engine::BidSource::Live => "live".to_owned(),
+                        auction_engine::BidSource::Sheet => "sheet".to_owned(),
+                    },
+                    quality: r.quality.factor,
+                    effective_price: r.effective_price,
+                })
+                .collect(),
+            exclusions: outcome
+                .exclusions
+                .iter()
+                .map(|e| ExcludedBidder {
+                    agent: e.slug.to_string(),
+                    reason: e.reason.code().to_owned(),
+                })
+                .collect(),
+            award: shares
+                .iter()
+                .map(|(agent, lines)| Share {
+                    agent: slug(*agent),
+                    agent_id: *agent,
+                    lines: *lines,
+                })
+                .collect(),
+            unawarded_lines: left.max(0),
+        };
+        let record = serde_json::to_string(&record).map_err(ApiError::internal)?;
+        batches::award(&state.db, due.batch, &shares, record, now_ms).await?;
     }
     Ok(())
 }
@@ -632,7 +720,7 @@ mod tests {
         let named: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
         assert_eq!(
             named,
-            [(2, "line"), (3, "method"), (4, "custom_id"), (6, "url"), (7, "body"), (8, "line")]
+            [(2, "line"), (3, "method"), (4, "custom_id"), (6, "url"), (7, "body"), (8, "extra")]
         );
         assert!(describe(&errors).contains("line 4, `custom_id`: `a` is used by an earlier line"));
     }

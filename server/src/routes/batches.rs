@@ -12,11 +12,13 @@ use registry::UserId;
 use registry::batches::{self, Batch, BatchFile, BatchStatus, LineResult, NewBatch, NewFile};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::batches::{BatchEndpoint, describe, plan};
-use crate::error::ApiError;
+use crate::batches::{AwardRecord, BatchEndpoint, describe, plan};
+use crate::error::{ApiError, ErrorBody, OpenAiErrorBody};
+use crate::routes::ListObject;
 use crate::state::AppState;
 
 /// A batch may run for 24 hours (OpenAI's one completion window).
@@ -55,7 +57,7 @@ fn secs(ms: i64) -> i64 {
 impl FileObject {
     fn input(info: batches::FileInfo) -> FileObject {
         let id = format!("file-{}", info.id);
-        FileObject::new(id, info.bytes, info.created_at_ms, info.filename, "batch")
+        FileObject::new(id, info.bytes, info.created_at_ms, info.filename, FilePurpose::Batch)
     }
 
     fn new(
@@ -63,35 +65,86 @@ impl FileObject {
         bytes: i64,
         created_at_ms: i64,
         filename: String,
-        purpose: &'static str,
+        purpose: FilePurpose,
     ) -> FileObject {
         FileObject {
             id,
-            object: "file",
+            object: FileObjectWord::File,
             bytes,
             created_at: secs(created_at_ms),
             filename,
             purpose,
-            status: "processed",
+            status: FileStatus::Processed,
             status_details: None,
             expires_at: None,
         }
     }
 }
 
-#[derive(Serialize)]
-struct FileObject {
+#[derive(Serialize, ToSchema)]
+pub(crate) enum FileObjectWord {
+    #[serde(rename = "file")]
+    File,
+}
+
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FilePurpose {
+    /// An uploaded batch input.
+    Batch,
+    /// A batch's output or error file.
+    BatchOutput,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FileStatus {
+    /// Checked and stored (Gavel checks a file whole at upload).
+    Processed,
+}
+
+/// OpenAI's file object.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FileObject {
+    /// `file-…` for an upload; `file-out-…` / `file-err-…` for a batch's output / errors.
     id: String,
-    object: &'static str,
+    object: FileObjectWord,
     bytes: i64,
+    /// Unix seconds.
     created_at: i64,
     filename: String,
-    purpose: &'static str,
-    status: &'static str,
+    purpose: FilePurpose,
+    status: FileStatus,
     status_details: Option<String>,
     expires_at: Option<i64>,
 }
 
+/// `DELETE /v1/files/{id}`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FileDeleted {
+    id: String,
+    object: FileObjectWord,
+    deleted: bool,
+}
+
+/// The multipart form of `POST /v1/files`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes the multipart form in /openapi.json; read field by field")]
+pub(crate) struct UploadForm {
+    /// `batch`.
+    purpose: String,
+    /// JSONL: one `{custom_id, method: "POST", url, body}` per line, up to 50,000 lines.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(post, path = "/v1/files", operation_id = "upload_file", tag = "batches", security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = FileObject,
+            links(("RetrieveFile" = (operation_id = "retrieve_file", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 408, body = OpenAiErrorBody), (status = 413, body = OpenAiErrorBody),
+        (status = 422, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody)))]
 /// `POST /v1/files`: a multipart upload with `purpose=batch` and a JSONL `file`. Every line is
 /// checked here; a bad file is refused whole, naming each bad line and field.
 pub(crate) async fn upload(
@@ -103,7 +156,7 @@ pub(crate) async fn upload(
     let mut purpose: Option<String> = None;
     let mut file: Option<(String, Vec<u8>)> = None;
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|err| ApiError::BadRequest(format!("multipart: {err}")))?;
+        let mut field = field.map_err(|err| unreadable_form(&err))?;
         let name = field.name().unwrap_or_default().to_owned();
         let filename = field
             .content_disposition()
@@ -114,7 +167,7 @@ pub(crate) async fn upload(
         let cap = if name == "file" { limit } else { 1_024 };
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
-            let chunk = chunk.map_err(|err| ApiError::BadRequest(format!("multipart: {err}")))?;
+            let chunk = chunk.map_err(|err| unreadable_form(&err))?;
             if bytes.len() + chunk.len() > cap {
                 return Err(if name == "file" {
                     ApiError::PayloadTooLarge { limit }
@@ -158,7 +211,16 @@ pub(crate) async fn upload(
     Ok(HttpResponse::Ok().json(FileObject::input(info)))
 }
 
+/// A multipart form that cannot be read (a field name that is not text, a broken boundary).
+fn unreadable_form(err: &actix_multipart::MultipartError) -> ApiError {
+    ApiError::validation("file", format!("the multipart form cannot be read: {err}"))
+}
+
 /// `GET /v1/files/{id}`.
+#[utoipa::path(get, path = "/v1/files/{id}", operation_id = "retrieve_file", tag = "batches", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A file's id")),
+    responses((status = 200, body = FileObject), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
 pub(crate) async fn retrieve_file(
     caller: Caller,
     state: web::Data<AppState>,
@@ -186,13 +248,18 @@ pub(crate) async fn retrieve_file(
                 i64::try_from(content.len()).unwrap_or(i64::MAX),
                 found.finalizing_at_ms.unwrap_or(found.created_at_ms),
                 format!("batch_{}_{name}.jsonl", found.id),
-                "batch_output",
+                FilePurpose::BatchOutput,
             )))
         }
     }
 }
 
-/// `GET /v1/files/{id}/content`: the input as uploaded, or a batch's output or error lines.
+/// `GET /v1/files/{id}/content`: the input as uploaded, or a batch's output or error lines
+/// (`OutputLine`s, one per line).
+#[utoipa::path(get, path = "/v1/files/{id}/content", operation_id = "file_content", tag = "batches", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A file's id")),
+    responses((status = 200, description = "JSONL", content_type = "application/jsonl", body = String),
+        (status = 401, body = OpenAiErrorBody), (status = 404, body = OpenAiErrorBody)))]
 pub(crate) async fn file_content(
     caller: Caller,
     state: web::Data<AppState>,
@@ -210,6 +277,10 @@ pub(crate) async fn file_content(
 }
 
 /// `DELETE /v1/files/{id}`: an uploaded file (a batch made from it keeps its lines).
+#[utoipa::path(delete, path = "/v1/files/{id}", operation_id = "delete_file", tag = "batches", security(("bearer" = [])),
+    params(("id" = String, Path, description = "An uploaded file's id")),
+    responses((status = 200, body = FileDeleted), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody), (status = 422, body = OpenAiErrorBody)))]
 pub(crate) async fn delete_file(
     caller: Caller,
     state: web::Data<AppState>,
@@ -222,7 +293,7 @@ pub(crate) async fn delete_file(
     if !batches::delete_file(&state.db, caller.user_id, file).await? {
         return Err(ApiError::NotFound { what: "file" });
     }
-    Ok(HttpResponse::Ok().json(json!({"id": id, "object": "file", "deleted": true})))
+    Ok(HttpResponse::Ok().json(FileDeleted { id, object: FileObjectWord::File, deleted: true }))
 }
 
 /// A batch's output (or error) file, one JSON object per line in input order, as OpenAI
@@ -238,48 +309,85 @@ async fn output_content(
         .ok_or(ApiError::NotFound { what: "file" })?;
     let mut out = String::new();
     for line in &lines {
-        out.push_str(&output_line(line).to_string());
+        out.push_str(&serde_json::to_string(&output_line(line)).map_err(ApiError::internal)?);
         out.push('\n');
     }
     Ok(out)
 }
 
-fn output_line(line: &LineResult) -> Value {
-    let request_id = line.job_id.map(|id| id.to_string());
-    let response = match (line.status_code, &line.response) {
-        (Some(status), Some(body)) => {
-            let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-            json!({"status_code": status, "request_id": request_id, "body": body})
-        }
-        (Some(status), None) => json!({
-            "status_code": status,
-            "request_id": request_id,
-            "body": {"error": {"message": line.error_message, "type": "invalid_request_error", "code": line.error_code}},
-        }),
-        _ => Value::Null,
-    };
-    let error = match (&line.response, &line.error_code) {
-        (None, Some(code)) => json!({"code": code, "message": line.error_message}),
-        _ => Value::Null,
-    };
-    json!({
-        "id": format!("batch_req_{}", line.id.simple()),
-        "custom_id": line.custom_id,
-        "response": response,
-        "error": error,
-    })
+/// One line of a batch's output or error file, as OpenAI writes them.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OutputLine {
+    /// `batch_req_…`.
+    id: String,
+    custom_id: String,
+    /// The answer (status 200, the body the endpoint would have sent) or a refusal's status
+    /// and error body; none for a line that never ran.
+    response: Option<LineResponse>,
+    /// Why a line has no answer.
+    error: Option<LineFailure>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LineResponse {
+    status_code: i64,
+    /// The line's job id (`GET /v1/generation?id=`).
+    request_id: Option<String>,
+    body: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LineFailure {
+    code: String,
+    message: Option<String>,
+}
+
+fn output_line(line: &LineResult) -> OutputLine {
+    let request_id = line.job_id.map(|id| id.to_string());
+    let response = match (line.status_code, &line.response) {
+        (Some(status_code), Some(body)) => Some(LineResponse {
+            status_code,
+            request_id,
+            body: serde_json::from_str(body).unwrap_or(Value::Null),
+        }),
+        (Some(status_code), None) => Some(LineResponse {
+            status_code,
+            request_id,
+            body: json!({"error": {"message": line.error_message, "type": "invalid_request_error", "code": line.error_code}}),
+        }),
+        _ => None,
+    };
+    let error = match (&line.response, &line.error_code) {
+        (None, Some(code)) => {
+            Some(LineFailure { code: code.clone(), message: line.error_message.clone() })
+        }
+        _ => None,
+    };
+    OutputLine {
+        id: format!("batch_req_{}", line.id.simple()),
+        custom_id: line.custom_id.clone(),
+        response,
+        error,
+    }
+}
+
+/// `POST /v1/batches`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBatch {
+    /// An uploaded file's id (`file-…`).
     input_file_id: String,
+    /// `/v1/chat/completions` or `/v1/jobs`.
     endpoint: String,
+    /// `24h`.
     completion_window: String,
+    /// Up to 16 string pairs (keys up to 64 characters, values up to 512).
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     metadata: Option<Map<String, Value>>,
     /// OpenAI's newer option; Gavel keeps output as long as the batch.
     #[serde(default)]
     #[allow(dead_code, reason = "accepted for compatibility; outputs live as long as the batch")]
+    #[schema(value_type = Option<Object>)]
     output_expires_after: Option<Value>,
     /// Gavel's extension: a batch auction.
     auction: Option<BatchAuctionBody>,
@@ -287,24 +395,105 @@ pub(crate) struct CreateBatch {
 
 /// A batch auction: for `bidding_window_s` seconds the category's agents with a bid URL may
 /// quote for the whole batch and replace their quote; then lines are awarded.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchAuctionBody {
+    /// 1 to 3,600.
+    #[schema(minimum = 1, maximum = 3600)]
     bidding_window_s: u64,
 }
 
 /// The longest bidding window: an hour.
 const MAX_BIDDING_WINDOW_S: u64 = 3_600;
 
-#[derive(Serialize)]
-struct BatchObject {
+#[derive(Serialize, ToSchema)]
+pub(crate) enum BatchObjectWord {
+    #[serde(rename = "batch")]
+    Batch,
+}
+
+/// A batch's status, as OpenAI names them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BatchStatusWord {
+    Validating,
+    Failed,
+    InProgress,
+    Finalizing,
+    Completed,
+    Expired,
+    Cancelling,
+    Cancelled,
+}
+
+impl From<BatchStatus> for BatchStatusWord {
+    fn from(status: BatchStatus) -> BatchStatusWord {
+        match status {
+            BatchStatus::Validating => BatchStatusWord::Validating,
+            BatchStatus::Failed => BatchStatusWord::Failed,
+            BatchStatus::InProgress => BatchStatusWord::InProgress,
+            BatchStatus::Finalizing => BatchStatusWord::Finalizing,
+            BatchStatus::Completed => BatchStatusWord::Completed,
+            BatchStatus::Expired => BatchStatusWord::Expired,
+            BatchStatus::Cancelling => BatchStatusWord::Cancelling,
+            BatchStatus::Cancelled => BatchStatusWord::Cancelled,
+        }
+    }
+}
+
+/// OpenAI's `errors` of a batch that failed validation.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct BatchErrors {
+    object: ListObjectWord,
+    data: Vec<BatchError>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) enum ListObjectWord {
+    #[serde(rename = "list")]
+    List,
+}
+
+/// One problem: `line` (1-based) and `param` (the field) name where.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct BatchError {
+    /// `invalid_request` or `insufficient_credits`.
+    code: String,
+    message: String,
+    param: Option<String>,
+    line: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RequestCounts {
+    total: i64,
+    /// Lines an agent answered.
+    completed: i64,
+    /// Lines that ended without an answer (failed or expired).
+    failed: i64,
+}
+
+/// A batch auction, on the batch.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchAuctionView {
+    /// The deadline for bids, Unix seconds.
+    bidding_until: i64,
+    awarded_at: Option<i64>,
+    /// Once awarded: every bid and re-bid, the ranking and the lines per agent.
+    record: Option<AwardRecord>,
+}
+
+/// OpenAI's batch object, with Gavel's `auction` for a batch auction.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchObject {
+    /// `batch_…`.
     id: String,
-    object: &'static str,
+    object: BatchObjectWord,
     endpoint: String,
-    errors: Option<Value>,
+    errors: Option<BatchErrors>,
     input_file_id: String,
     completion_window: String,
-    status: &'static str,
+    status: BatchStatusWord,
     output_file_id: Option<String>,
     error_file_id: Option<String>,
     created_at: i64,
@@ -316,11 +505,12 @@ struct BatchObject {
     expired_at: Option<i64>,
     cancelling_at: Option<i64>,
     cancelled_at: Option<i64>,
-    request_counts: Value,
+    request_counts: RequestCounts,
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     metadata: Option<Value>,
     /// A batch auction: its deadline for bids, and once awarded, the award's record.
     #[serde(skip_serializing_if = "Option::is_none")]
-    auction: Option<Value>,
+    auction: Option<BatchAuctionView>,
 }
 
 fn batch_object(batch: &Batch) -> BatchObject {
@@ -330,12 +520,12 @@ fn batch_object(batch: &Batch) -> BatchObject {
     );
     BatchObject {
         id: format!("batch_{}", batch.id),
-        object: "batch",
+        object: BatchObjectWord::Batch,
         endpoint: batch.endpoint.clone(),
         errors: batch.errors.as_deref().and_then(|e| serde_json::from_str(e).ok()),
         input_file_id: format!("file-{}", batch.input_file),
         completion_window: batch.completion_window.clone(),
-        status: batch.status.as_str(),
+        status: batch.status.into(),
         output_file_id: (ended && batch.has_output).then(|| format!("file-out-{}", batch.id)),
         error_file_id: (ended && batch.has_errors).then(|| format!("file-err-{}", batch.id)),
         created_at: secs(batch.created_at_ms),
@@ -347,22 +537,32 @@ fn batch_object(batch: &Batch) -> BatchObject {
         expired_at: batch.expired_at_ms.map(secs),
         cancelling_at: batch.cancelling_at_ms.map(secs),
         cancelled_at: batch.cancelled_at_ms.map(secs),
-        request_counts: json!({
-            "total": batch.counts.total,
-            "completed": batch.counts.completed,
-            "failed": batch.counts.failed,
-        }),
+        request_counts: RequestCounts {
+            total: batch.counts.total,
+            completed: batch.counts.completed,
+            failed: batch.counts.failed,
+        },
         metadata: batch.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
-        auction: batch.bidding_until_ms.map(|until| {
-            json!({
-                "bidding_until": secs(until),
-                "awarded_at": batch.awarded_at_ms.map(secs),
-                "record": batch.award.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
-            })
+        auction: batch.bidding_until_ms.map(|until| BatchAuctionView {
+            bidding_until: secs(until),
+            awarded_at: batch.awarded_at_ms.map(secs),
+            record: batch.award.as_deref().and_then(|r| serde_json::from_str(r).ok()),
         }),
     }
 }
 
+fn errors_text(data: Vec<BatchError>) -> Result<String, ApiError> {
+    serde_json::to_string(&BatchErrors { object: ListObjectWord::List, data })
+        .map_err(ApiError::internal)
+}
+
+#[utoipa::path(post, path = "/v1/batches", operation_id = "create_batch", tag = "batches", security(("bearer" = [])),
+    request_body = CreateBatch,
+    responses((status = 200, body = BatchObject,
+            links(("RetrieveBatch" = (operation_id = "retrieve_batch", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 413, body = OpenAiErrorBody), (status = 415, body = OpenAiErrorBody),
+        (status = 422, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody)))]
 /// `POST /v1/batches`: validates every line against the endpoint, checks that the caller's
 /// available credits cover the most the lines may cost, and starts the batch. A batch whose
 /// lines do not validate, or that the caller cannot pay for, is stored `failed` with
@@ -471,18 +671,15 @@ pub(crate) async fn create_batch(
             if planned.max_cost > available {
                 rfq = None;
                 batch.status = BatchStatus::Failed;
-                batch.errors = Some(
-                    json!({"object": "list", "data": [{
-                        "code": "insufficient_credits",
-                        "message": format!(
-                            "the batch may cost up to {} credits; {} are available",
-                            planned.max_cost, available
-                        ),
-                        "param": null,
-                        "line": null,
-                    }]})
-                    .to_string(),
-                );
+                batch.errors = Some(errors_text(vec![BatchError {
+                    code: "insufficient_credits".into(),
+                    message: format!(
+                        "the batch may cost up to {} credits; {} are available",
+                        planned.max_cost, available
+                    ),
+                    param: None,
+                    line: None,
+                }])?);
                 Vec::new()
             } else {
                 planned.lines
@@ -490,14 +687,16 @@ pub(crate) async fn create_batch(
         }
         Err(errors) => {
             batch.status = BatchStatus::Failed;
-            let data: Vec<Value> = errors
-                .iter()
-                .map(|e| {
-                    json!({"code": "invalid_request", "message": e.message, "param": e.field,
-                           "line": (e.line > 0).then_some(e.line)})
+            let data = errors
+                .into_iter()
+                .map(|e| BatchError {
+                    code: "invalid_request".into(),
+                    message: e.message,
+                    param: Some(e.field),
+                    line: (e.line > 0).then_some(e.line),
                 })
                 .collect();
-            batch.errors = Some(json!({"object": "list", "data": data}).to_string());
+            batch.errors = Some(errors_text(data)?);
             Vec::new()
         }
     };
@@ -514,6 +713,10 @@ pub(crate) async fn create_batch(
 }
 
 /// `GET /v1/batches/{id}`.
+#[utoipa::path(get, path = "/v1/batches/{id}", operation_id = "retrieve_batch", tag = "batches", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A batch's id")),
+    responses((status = 200, body = BatchObject), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
 pub(crate) async fn retrieve_batch(
     caller: Caller,
     state: web::Data<AppState>,
@@ -526,14 +729,31 @@ pub(crate) async fn retrieve_batch(
     Ok(HttpResponse::Ok().json(batch_object(&batch)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// A batch id: list the ones created before it.
     after: Option<String>,
+    /// 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u64>,
 }
 
+/// A page of batches, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchList {
+    object: ListObject,
+    first_id: Option<String>,
+    last_id: Option<String>,
+    has_more: bool,
+    data: Vec<BatchObject>,
+}
+
 /// `GET /v1/batches?after=&limit=`: newest first, 20 by default, 1 to 100.
+#[utoipa::path(get, path = "/v1/batches", operation_id = "list_batches", tag = "batches", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = BatchList), (status = 400, body = OpenAiErrorBody),
+        (status = 401, body = OpenAiErrorBody), (status = 422, body = OpenAiErrorBody)))]
 pub(crate) async fn list_batches(
     caller: Caller,
     state: web::Data<AppState>,
@@ -553,17 +773,21 @@ pub(crate) async fn list_batches(
     let has_more = listed.len() as u64 > limit;
     listed.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let data: Vec<BatchObject> = listed.iter().map(batch_object).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "object": "list",
-        "first_id": data.first().map(|b| b.id.clone()),
-        "last_id": data.last().map(|b| b.id.clone()),
-        "has_more": has_more,
-        "data": data,
-    })))
+    Ok(HttpResponse::Ok().json(BatchList {
+        object: ListObject::List,
+        first_id: data.first().map(|b| b.id.clone()),
+        last_id: data.last().map(|b| b.id.clone()),
+        has_more,
+        data,
+    }))
 }
 
 /// `POST /v1/batches/{id}/cancel`: unstarted lines are cancelled (nothing was held for them),
 /// running lines finish; cancelling again changes nothing.
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", operation_id = "cancel_batch", tag = "batches", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A batch's id")),
+    responses((status = 200, body = BatchObject), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
 pub(crate) async fn cancel_batch(
     caller: Caller,
     state: web::Data<AppState>,
@@ -577,28 +801,49 @@ pub(crate) async fn cancel_batch(
     Ok(HttpResponse::Ok().json(batch_object(&batch)))
 }
 
-#[derive(Deserialize)]
+/// A bid in a batch auction.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BidBody {
     /// The bidding agent's id; the caller must own it.
     agent_id: Uuid,
     /// Per line, in credits (a decimal string or a number).
+    #[schema(value_type = String)]
     price: Value,
-    /// The most lines the agent takes; absent: no limit.
+    /// The most lines the agent takes (a positive whole number); absent: no limit.
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    capacity: Option<Value>,
+}
+
+/// A bid recorded: its version (1 for the answer to the request for quote, then one more per
+/// re-bid).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BidAccepted {
+    batch_id: String,
+    agent_id: Uuid,
+    version: i64,
+    price: String,
     capacity: Option<i64>,
 }
 
 /// `POST /api/batches/{id}/bids`: an agent's owner replaces the agent's bid in a batch
 /// auction, until the deadline (409 `bidding_closed` after it: a late bid never reaches the
 /// award). Bids are sealed: nobody sees another agent's bid before the award.
+#[utoipa::path(post, path = "/api/batches/{id}/bids", operation_id = "bid_on_batch", tag = "batches", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A batch auction's id")),
+    request_body = BidBody,
+    responses((status = 200, body = BidAccepted), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn bid(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<BidBody>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let batch = batch_id(&path)?;
-    let body = body.into_inner();
+    let body: BidBody = crate::input::parse_body(body.into_inner())?;
     let quote = json!({"price": body.price, "capacity": body.capacity});
     let (price, capacity) = crate::batches::parse_quote(&quote).ok_or_else(|| {
         ApiError::validation(
@@ -641,11 +886,11 @@ pub(crate) async fn bid(
             message: "the batch's bidding window has closed".into(),
         });
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "batch_id": format!("batch_{batch}"),
-        "agent_id": agent.id,
-        "version": version,
-        "price": price.to_string(),
-        "capacity": capacity,
-    })))
+    Ok(HttpResponse::Ok().json(BidAccepted {
+        batch_id: format!("batch_{batch}"),
+        agent_id: agent.id,
+        version,
+        price: price.to_string(),
+        capacity,
+    }))
 }

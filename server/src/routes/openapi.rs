@@ -9,7 +9,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, agents, credits, feedback, health, keys, models, records, v1};
+use crate::routes::{
+    account, agents, batches, credits, feedback, health, keys, models, records, v1,
+};
 use crate::vocabulary;
 
 #[derive(OpenApi)]
@@ -32,12 +34,16 @@ use crate::vocabulary;
         records::auction, records::activity,
         models::list, models::retrieve,
         v1::chat_completions, v1::create_job, v1::get_job, feedback::rate, v1::generation,
+        batches::upload, batches::retrieve_file, batches::file_content, batches::delete_file,
+        batches::create_batch, batches::retrieve_batch, batches::list_batches,
+        batches::cancel_batch, batches::bid,
     ),
     components(schemas(
         vocabulary::SortWord, vocabulary::ObjectiveWord, vocabulary::ModeWord,
         vocabulary::RoleWord, vocabulary::CategoryWord, vocabulary::AgentKindWord,
         vocabulary::VisibilityWord, vocabulary::AgentStateWord, vocabulary::AgentStatusWord,
         vocabulary::DiscoverySort, vocabulary::ActivityRoleWord, vocabulary::ActivityFormat,
+        batches::OutputLine,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -47,6 +53,7 @@ use crate::vocabulary;
         (name = "credits", description = "The wallet and its ledger"),
         (name = "agents", description = "The agent registry"),
         (name = "records", description = "Audit records and activity"),
+        (name = "batches", description = "OpenAI's Files and Batch API, and batch auctions' bids"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     ),
 )]
@@ -146,6 +153,6 @@ mod tests {
                 assert!(statuses.iter().any(|s| s.starts_with('2')), "{method} {path}");
             }
         }
-        assert_eq!(operations, 29);
+        assert_eq!(operations, 38);
     }
 }

@@ -15,10 +15,10 @@
 //! Absent on purpose: any write of money. Reading, listing, cancelling or expiring a batch
 //! moves no credits; only the lines' jobs do, through the bank.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -541,13 +541,19 @@ pub async fn claim_lines(
                 .add(batches::Column::AwardedAt.is_not_null()),
         )
         .to_owned();
-    let free = Query::select()
+    let mut free = Query::select()
         .column(batch_lines::Column::Id)
         .from(batch_lines::Entity)
         .cond_where(claimable(now_ms))
         .and_where(batch_lines::Column::BatchId.in_subquery(active))
         .limit(limit)
         .to_owned();
+    // On Postgres, workers claiming at once pass over each other's rows instead of all
+    // picking the same first ones and coming back with fewer (the update's re-check keeps them
+    // apart either way). A SQLite file has one writer at a time: nothing to skip.
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        free.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
     let claimed = batch_lines::Entity::update_many()
         .col_expr(batch_lines::Column::State, Expr::value(LineState::Running.as_str()))
         .col_expr(batch_lines::Column::LeaseOwner, Expr::value(worker))

@@ -7,6 +7,7 @@
 mod accounts;
 mod agents;
 mod bank;
+mod batches;
 mod figures;
 mod helpers;
 mod ledger;

@@ -17,7 +17,7 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
@@ -520,15 +520,19 @@ fn claimable(now_ms: i64) -> Condition {
     )
 }
 
-/// Claims up to `limit` lines for `worker` until `now_ms + lease_ms`. One conditional update:
+/// Claims up to `limit` lines for `worker` until `now_ms + lease_ms`, shared fairly between
+/// the batches that have lines free, and never so many that a batch would have more than
+/// `per_batch` lines running under live leases. Each batch's claim is one conditional update:
 /// a line another worker claimed in the meantime is not taken (on Postgres the update
-/// re-checks each row it locks).
+/// re-checks each row it locks). Two instances claiming at the same moment may together
+/// exceed `per_batch` by one claim's worth; never a line twice.
 pub async fn claim_lines(
     db: &DatabaseConnection,
     worker: Uuid,
     now_ms: i64,
     lease_ms: i64,
     limit: u64,
+    per_batch: u64,
 ) -> Result<Vec<ClaimedLine>, RegistryError> {
     // A batch auction's lines wait for the award.
     let active = Query::select()
@@ -541,28 +545,57 @@ pub async fn claim_lines(
                 .add(batches::Column::AwardedAt.is_not_null()),
         )
         .to_owned();
-    let mut free = Query::select()
-        .column(batch_lines::Column::Id)
-        .from(batch_lines::Entity)
-        .cond_where(claimable(now_ms))
-        .and_where(batch_lines::Column::BatchId.in_subquery(active))
-        .limit(limit)
-        .to_owned();
-    // On Postgres, workers claiming at once pass over each other's rows instead of all
-    // picking the same first ones and coming back with fewer (the update's re-check keeps them
-    // apart either way). A SQLite file has one writer at a time: nothing to skip.
-    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        free.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
-    let claimed = batch_lines::Entity::update_many()
-        .col_expr(batch_lines::Column::State, Expr::value(LineState::Running.as_str()))
-        .col_expr(batch_lines::Column::LeaseOwner, Expr::value(worker))
-        .col_expr(batch_lines::Column::LeaseUntil, Expr::value(now_ms.saturating_add(lease_ms)))
-        .col_expr(batch_lines::Column::Claims, Expr::col(batch_lines::Column::Claims).add(1))
-        .filter(batch_lines::Column::Id.in_subquery(free))
+    let with_free: Vec<Uuid> = batch_lines::Entity::find()
+        .select_only()
+        .column(batch_lines::Column::BatchId)
+        .distinct()
         .filter(claimable(now_ms))
-        .exec_with_returning(db)
+        .filter(batch_lines::Column::BatchId.in_subquery(active))
+        .into_tuple()
+        .all(db)
         .await?;
+    let mut claimed = Vec::new();
+    let mut remaining = limit;
+    let count = with_free.len() as u64;
+    for (idx, batch) in with_free.into_iter().enumerate() {
+        if remaining == 0 {
+            break;
+        }
+        let running_now = batch_lines::Entity::find()
+            .filter(batch_lines::Column::BatchId.eq(batch))
+            .filter(batch_lines::Column::State.eq(LineState::Running.as_str()))
+            .filter(batch_lines::Column::LeaseUntil.gte(now_ms));
+        let running: u64 = PaginatorTrait::count(running_now, db).await?;
+        let share = remaining.div_ceil(count - idx as u64);
+        let take = std::cmp::min(share, per_batch.saturating_sub(running));
+        if take == 0 {
+            continue;
+        }
+        let mut free = Query::select()
+            .column(batch_lines::Column::Id)
+            .from(batch_lines::Entity)
+            .cond_where(claimable(now_ms))
+            .and_where(batch_lines::Column::BatchId.eq(batch))
+            .limit(take)
+            .to_owned();
+        // On Postgres, workers claiming at once pass over each other's rows instead of all
+        // picking the same first ones and coming back with fewer (the update's re-check keeps
+        // them apart either way). A SQLite file has one writer at a time: nothing to skip.
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            free.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let lines = batch_lines::Entity::update_many()
+            .col_expr(batch_lines::Column::State, Expr::value(LineState::Running.as_str()))
+            .col_expr(batch_lines::Column::LeaseOwner, Expr::value(worker))
+            .col_expr(batch_lines::Column::LeaseUntil, Expr::value(now_ms.saturating_add(lease_ms)))
+            .col_expr(batch_lines::Column::Claims, Expr::col(batch_lines::Column::Claims).add(1))
+            .filter(batch_lines::Column::Id.in_subquery(free))
+            .filter(claimable(now_ms))
+            .exec_with_returning(db)
+            .await?;
+        remaining = remaining.saturating_sub(lines.len() as u64);
+        claimed.extend(lines);
+    }
     if claimed.is_empty() {
         return Ok(Vec::new());
     }

@@ -305,9 +305,16 @@ pub fn spawn_worker(state: web::Data<AppState>) {
             if free > 0 {
                 let now_ms = state.now().timestamp_millis();
                 let limit = u64::try_from(free).unwrap_or(u64::MAX);
-                match batches::claim_lines(&state.db, state.instance_id, now_ms, lease_ms, limit)
-                    .await
-                {
+                let per_batch = settings.per_batch_concurrency.max(1);
+                let claim = batches::claim_lines(
+                    &state.db,
+                    state.instance_id,
+                    now_ms,
+                    lease_ms,
+                    limit,
+                    per_batch,
+                );
+                match claim.await {
                     Ok(lines) => claimed = lines,
                     Err(err) => tracing::warn!(error = %err, "claiming batch lines failed"),
                 }

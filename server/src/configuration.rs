@@ -37,8 +37,10 @@ pub struct Settings {
 pub struct BatchSettings {
     /// Largest batch input file accepted, in bytes.
     pub max_file_bytes: usize,
-    /// Lines this process runs at once, over all batches.
+    /// Lines this process runs at once, over all batches (shared fairly between them).
     pub concurrency: usize,
+    /// Lines of one batch running at once, over all instances.
+    pub per_batch_concurrency: u64,
     /// How long a claimed line stays this worker's without a renewal, in milliseconds. A
     /// worker renews its leases every third of this; a line whose worker died is free again
     /// after it.
@@ -53,6 +55,7 @@ impl Default for BatchSettings {
         BatchSettings {
             max_file_bytes: 100 * 1024 * 1024,
             concurrency: 32,
+            per_batch_concurrency: 32,
             lease_ms: 30_000,
             poll_ms: 500,
         }

@@ -62,7 +62,9 @@ async fn concurrent_workers_never_claim_the_same_line_and_a_lapsed_lease_moves_o
         let claims = workers.iter().map(|worker| {
             let db = db.clone();
             let worker = *worker;
-            async move { (worker, batches::claim_lines(&db, worker, now, 1_000, 50).await.unwrap()) }
+            async move {
+                (worker, batches::claim_lines(&db, worker, now, 1_000, 50, 1_000).await.unwrap())
+            }
         });
         let claimed = futures::future::join_all(claims).await;
         let mut lines: Vec<Uuid> =
@@ -76,7 +78,7 @@ async fn concurrent_workers_never_claim_the_same_line_and_a_lapsed_lease_moves_o
 
         // Nothing is left to claim while the leases hold.
         assert!(
-            batches::claim_lines(&db, Uuid::now_v7(), now + 999, 1_000, 50)
+            batches::claim_lines(&db, Uuid::now_v7(), now + 999, 1_000, 50, 1_000)
                 .await
                 .unwrap()
                 .is_empty()
@@ -85,7 +87,8 @@ async fn concurrent_workers_never_claim_the_same_line_and_a_lapsed_lease_moves_o
         let (first, first_lines) = &claimed[0];
         batches::renew_leases(&db, *first, now + 900, 1_000).await.unwrap();
         let taker = Uuid::now_v7();
-        let retaken = batches::claim_lines(&db, taker, now + 1_500, 1_000, 1_000).await.unwrap();
+        let retaken =
+            batches::claim_lines(&db, taker, now + 1_500, 1_000, 1_000, 1_000).await.unwrap();
         assert_eq!(retaken.len(), 300 - first_lines.len(), "{backend}");
         assert!(retaken.iter().all(|l| l.claims == 2), "{backend}");
         // The lapsed holder's end is refused; the new holder's is kept.
@@ -126,7 +129,7 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
         // `cancelling` until the running ones end, then `cancelled`. Cancelling again is a no-op.
         let (id, owner) = new_batch(&db, 5, now).await;
         let worker = Uuid::now_v7();
-        let running = batches::claim_lines(&db, worker, now, 60_000, 2).await.unwrap();
+        let running = batches::claim_lines(&db, worker, now, 60_000, 2, 100).await.unwrap();
         let batch = batches::cancel_batch(&db, owner, id, now + 1).await.unwrap().unwrap();
         assert_eq!(batch.status, BatchStatus::Cancelling, "{backend}");
         let again = batches::cancel_batch(&db, owner, id, now + 2).await.unwrap().unwrap();
@@ -136,7 +139,7 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
             "{backend}: the second cancel changed it"
         );
         assert!(
-            batches::claim_lines(&db, Uuid::now_v7(), now + 3, 60_000, 10)
+            batches::claim_lines(&db, Uuid::now_v7(), now + 3, 60_000, 10, 100)
                 .await
                 .unwrap()
                 .is_empty()
@@ -156,7 +159,7 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
 
         // Expiry: after 24 hours the unstarted lines expire; a running one ends first.
         let (id, owner) = new_batch(&db, 4, now).await;
-        let running = batches::claim_lines(&db, worker, now, 48 * HOUR_MS, 1).await.unwrap();
+        let running = batches::claim_lines(&db, worker, now, 48 * HOUR_MS, 1, 100).await.unwrap();
         let later = now + 24 * HOUR_MS + 1;
         batches::close_finished(&db, later).await.unwrap();
         let batch = batches::find_batch(&db, owner, id).await.unwrap().unwrap();
@@ -178,5 +181,28 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
         let codes: Vec<&str> = errors.iter().filter_map(|e| e.error_code.as_deref()).collect();
         assert_eq!(codes.iter().filter(|c| **c == "batch_expired").count(), 3, "{codes:?}");
         assert!(codes.contains(&"upstream_failed"));
+    }
+}
+
+#[tokio::test]
+async fn claims_are_shared_between_batches_and_bounded_per_batch() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let now = 1_800_000_000_000_i64;
+        let (big, _) = new_batch(&db, 100, now).await;
+        let (small, _) = new_batch(&db, 10, now).await;
+        let worker = Uuid::now_v7();
+        // 20 slots over two batches: 10 each, not 20 from the older one.
+        let first = batches::claim_lines(&db, worker, now, 60_000, 20, 1_000).await.unwrap();
+        let of = |lines: &[batches::ClaimedLine], batch: Uuid| {
+            lines.iter().filter(|l| l.batch_id == batch).count()
+        };
+        assert_eq!((of(&first, big), of(&first, small)), (10, 10), "{backend}");
+        // At most 15 of a batch run at once, whoever claims: 5 more of the big one, none of the
+        // small one (it has none left).
+        let second =
+            batches::claim_lines(&db, Uuid::now_v7(), now + 1, 60_000, 50, 15).await.unwrap();
+        assert_eq!(of(&second, big), 5, "{backend}");
+        assert_eq!(second.len(), 5, "{backend}");
     }
 }

@@ -781,12 +781,16 @@ pub enum BatchFile {
     Errors,
 }
 
-/// The owner's batch's output or error lines, in input order; `None` if no such batch.
-pub async fn batch_file_lines(
+/// A page of the owner's batch's output or error lines, in input order: up to `limit` lines
+/// after line number `after` (0 for the first page); `None` if no such batch. A file is read
+/// page by page, never whole: its lines may carry large answers.
+pub async fn batch_file_page(
     db: &DatabaseConnection,
     owner: UserId,
     batch: Uuid,
     which: BatchFile,
+    after: i64,
+    limit: u64,
 ) -> Result<Option<Vec<LineResult>>, RegistryError> {
     let owned = batches::Entity::find_by_id(batch)
         .filter(batches::Column::OwnerId.eq(owner.0))
@@ -809,7 +813,9 @@ pub async fn batch_file_lines(
     let rows = batch_lines::Entity::find()
         .filter(batch_lines::Column::BatchId.eq(batch))
         .filter(batch_lines::Column::State.is_in(states))
+        .filter(batch_lines::Column::Line.gt(after))
         .order_by_asc(batch_lines::Column::Line)
+        .limit(limit)
         .all(db)
         .await?;
     Ok(Some(
@@ -1063,3 +1069,28 @@ pub async fn endpoint_of(
         .one(db)
         .await?)
 }
+
+/// Every output or error line of the owner's batch, in input order (for tests and small
+/// batches; the HTTP file is streamed page by page).
+pub async fn batch_file_lines(
+    db: &DatabaseConnection,
+    owner: UserId,
+    batch: Uuid,
+    which: BatchFile,
+) -> Result<Option<Vec<LineResult>>, RegistryError> {
+    let Some(mut lines) = batch_file_page(db, owner, batch, which, 0, FILE_PAGE).await? else {
+        return Ok(None);
+    };
+    loop {
+        let after = lines.last().map_or(0, |l| l.line);
+        let page =
+            batch_file_page(db, owner, batch, which, after, FILE_PAGE).await?.unwrap_or_default();
+        if page.is_empty() {
+            return Ok(Some(lines));
+        }
+        lines.extend(page);
+    }
+}
+
+/// Lines per page of a batch's file.
+pub const FILE_PAGE: u64 = 200;

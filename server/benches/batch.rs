@@ -96,6 +96,19 @@ async fn main() {
     let elapsed = created.elapsed();
     assert_eq!(ended["status"], "completed", "{ended}");
     assert_eq!(ended["request_counts"]["completed"], lines, "{ended}");
+    // The output file, streamed page by page.
+    let read = Instant::now();
+    let output = client
+        .get(format!("{base}/v1/files/{}/content", ended["output_file_id"].as_str().unwrap()))
+        .bearer_auth(&caller.1)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let read = read.elapsed();
+    assert_eq!(output.lines().count(), lines, "every line in the output file");
     let _ = gavel.kill();
     let _ = gavel.wait();
     let database = std::env::var("GAVEL__DATABASE__URL")
@@ -123,6 +136,11 @@ async fn main() {
         "| create to `completed` | **{:.2} s** ({:.0} lines/s; DESIGN §9: <= 10 s) |",
         elapsed.as_secs_f64(),
         lines as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "| read the output file ({} bytes, {lines} lines) | {:.2} s |",
+        output.len(),
+        read.as_secs_f64()
     );
     println!(
         "\nledger after SIGKILL: {captures} captures for {lines} answered lines; {} balance mismatches; entries sum to {}",

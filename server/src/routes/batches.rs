@@ -238,14 +238,14 @@ pub(crate) async fn retrieve_file(
             let found = batches::find_batch(&state.db, caller.user_id, batch)
                 .await?
                 .ok_or(ApiError::NotFound { what: "file" })?;
-            let content = output_content(&state, caller.user_id, batch, which).await?;
+            let bytes = output_bytes(&state, caller.user_id, batch, which).await?;
             let name = match which {
                 BatchFile::Output => "output",
                 BatchFile::Errors => "errors",
             };
             Ok(HttpResponse::Ok().json(FileObject::new(
                 id,
-                i64::try_from(content.len()).unwrap_or(i64::MAX),
+                bytes,
                 found.finalizing_at_ms.unwrap_or(found.created_at_ms),
                 format!("batch_{}_{name}.jsonl", found.id),
                 FilePurpose::BatchOutput,
@@ -265,15 +265,46 @@ pub(crate) async fn file_content(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let content = match file_ref(&path)? {
-        FileRef::Input(file) => batches::file_content(&state.db, caller.user_id, file)
-            .await?
-            .ok_or(ApiError::NotFound { what: "file" })?,
-        FileRef::Output(batch, which) => {
-            output_content(&state, caller.user_id, batch, which).await?
+    match file_ref(&path)? {
+        FileRef::Input(file) => {
+            let content = batches::file_content(&state.db, caller.user_id, file)
+                .await?
+                .ok_or(ApiError::NotFound { what: "file" })?;
+            Ok(HttpResponse::Ok().content_type("application/jsonl").body(content))
         }
-    };
-    Ok(HttpResponse::Ok().content_type("application/jsonl").body(content))
+        FileRef::Output(batch, which) => {
+            let owner = caller.user_id;
+            // The first page here, so that a missing batch is a 404; the rest as it is read.
+            let first = output_page(&state, owner, batch, which, 0)
+                .await?
+                .ok_or(ApiError::NotFound { what: "file" })?;
+            let pages = futures::stream::unfold(Next::Page(first), move |next| {
+                let state = state.clone();
+                async move {
+                    let (text, last) = match next {
+                        Next::Page(page) => page,
+                        // A read failed after the status was sent: cut the body off, so the
+                        // client sees an error rather than a short file.
+                        Next::Failed(err) => return Some((Err(err), Next::Done)),
+                        Next::Done => return None,
+                    };
+                    let chunk = actix_web::web::Bytes::from(text);
+                    let next = match last {
+                        None => Next::Done,
+                        Some(after) => {
+                            match output_page(&state, owner, batch, which, after).await {
+                                Ok(Some(page)) => Next::Page(page),
+                                Ok(None) => Next::Done,
+                                Err(err) => Next::Failed(err),
+                            }
+                        }
+                    };
+                    Some((Ok(chunk), next))
+                }
+            });
+            Ok(HttpResponse::Ok().content_type("application/jsonl").streaming(pages))
+        }
+    }
 }
 
 /// `DELETE /v1/files/{id}`: an uploaded file (a batch made from it keeps its lines).
@@ -296,23 +327,54 @@ pub(crate) async fn delete_file(
     Ok(HttpResponse::Ok().json(FileDeleted { id, object: FileObjectWord::File, deleted: true }))
 }
 
-/// A batch's output (or error) file, one JSON object per line in input order, as OpenAI
-/// writes them: `{id, custom_id, response: {status_code, request_id, body}, error}`.
-async fn output_content(
+/// A page of a batch's output (or error) file, one JSON object per line in input order, as
+/// OpenAI writes them (`{id, custom_id, response: {status_code, request_id, body}, error}`),
+/// and the last line number if more may follow; `None` if the owner has no such batch.
+async fn output_page(
     state: &AppState,
     owner: UserId,
     batch: Uuid,
     which: BatchFile,
-) -> Result<String, ApiError> {
-    let lines = batches::batch_file_lines(&state.db, owner, batch, which)
-        .await?
-        .ok_or(ApiError::NotFound { what: "file" })?;
+    after: i64,
+) -> Result<Option<(String, Option<i64>)>, ApiError> {
+    let page = batches::FILE_PAGE;
+    let Some(lines) = batches::batch_file_page(&state.db, owner, batch, which, after, page).await?
+    else {
+        return Ok(None);
+    };
     let mut out = String::new();
     for line in &lines {
         out.push_str(&serde_json::to_string(&output_line(line)).map_err(ApiError::internal)?);
         out.push('\n');
     }
-    Ok(out)
+    let full = lines.len() as u64 == page;
+    Ok(Some((out, lines.last().filter(|_| full).map(|l| l.line))))
+}
+
+/// Where the stream of a batch's file stands.
+enum Next {
+    Page((String, Option<i64>)),
+    Failed(ApiError),
+    Done,
+}
+
+/// The size of a batch's output (or error) file, read page by page.
+async fn output_bytes(
+    state: &AppState,
+    owner: UserId,
+    batch: Uuid,
+    which: BatchFile,
+) -> Result<i64, ApiError> {
+    let mut bytes = 0_i64;
+    let mut after = Some(0);
+    while let Some(from) = after {
+        let Some((text, last)) = output_page(state, owner, batch, which, from).await? else {
+            return Err(ApiError::NotFound { what: "file" });
+        };
+        bytes = bytes.saturating_add(i64::try_from(text.len()).unwrap_or(i64::MAX));
+        after = last;
+    }
+    Ok(bytes)
 }
 
 /// One line of a batch's output or error file, as OpenAI writes them.

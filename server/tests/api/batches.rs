@@ -331,3 +331,64 @@ async fn a_rebid_in_the_window_changes_the_award_and_a_late_bid_does_not() {
     assert_eq!(micros(&before) - micros(&after), 8_000_000);
     assert_eq!(micros(&held), 0);
 }
+
+/// A batch larger than a page of its output file (200 lines): the file streams whole, in
+/// input order, each line once, and its size is what `GET /v1/files/{id}` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_file_of_many_pages_streams_whole_and_in_order() {
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        s.batch.concurrency = 64;
+    })
+    .await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Json(200, r#"{"text":"read"}"#.into())).await;
+    // Priced at the win fee: the owner never pays part of it from its wallet.
+    ocr_agent(&app, &owner, &agent, "1").await;
+    app.state
+        .bank
+        .admin_grant(
+            registry::UserId(caller.id),
+            auction_engine::MicroCredits::from_micros(1_000_000_000),
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let (_, key) = app.create_key(&caller, "batch").await;
+    let lines = 450;
+    let content: Vec<String> = (0..lines).map(|i| job_line(i, "1")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let batch = create_batch(&app, &key, &file).await;
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    let mut ended = Value::Null;
+    for _ in 0..600 {
+        ended = get(&app, &key, &path).await;
+        if ended["status"] != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ended["status"], "completed", "{ended}");
+    if let Some(errors) = ended["error_file_id"].as_str() {
+        let text =
+            app.get(&format!("/v1/files/{errors}/content"), Some(&key)).await.text().await.unwrap();
+        panic!("lines failed: {}", text.lines().take(3).collect::<Vec<_>>().join("\n"));
+    }
+    assert_eq!(ended["request_counts"]["completed"], lines, "{ended}");
+    let output_id = ended["output_file_id"].as_str().unwrap();
+    let text =
+        app.get(&format!("/v1/files/{output_id}/content"), Some(&key)).await.text().await.unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["custom_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (0..lines).map(|i| format!("line-{i}")).collect();
+    assert_eq!(ids, expected);
+    let info = get(&app, &key, &format!("/v1/files/{output_id}")).await;
+    assert_eq!(info["bytes"].as_u64().unwrap(), text.len() as u64, "{info}");
+    assert_eq!(info["purpose"], "batch_output");
+}

@@ -1094,3 +1094,18 @@ pub async fn batch_file_lines(
 
 /// Lines per page of a batch's file.
 pub const FILE_PAGE: u64 = 200;
+
+/// Whether any batch is in progress or being cancelled: an idle worker asks this alone.
+pub async fn has_open_batches(db: &DatabaseConnection) -> Result<bool, RegistryError> {
+    let open = batches::Entity::find()
+        .select_only()
+        .column(batches::Column::Id)
+        .filter(
+            batches::Column::Status
+                .is_in([BatchStatus::InProgress.as_str(), BatchStatus::Cancelling.as_str()]),
+        )
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?;
+    Ok(open.is_some())
+}

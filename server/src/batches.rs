@@ -279,12 +279,18 @@ pub async fn plan(
 pub fn spawn_worker(state: web::Data<AppState>) {
     let settings = state.settings.raw.batch.clone();
     let lease_ms = i64::try_from(settings.lease_ms).unwrap_or(i64::MAX);
-    let renewer = state.clone();
+    let concurrency = settings.concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let renewer = (state.clone(), Arc::clone(&slots));
     tokio::spawn(async move {
-        let state = renewer;
+        let (state, slots) = renewer;
         let mut tick = tokio::time::interval(Duration::from_millis((settings.lease_ms / 3).max(1)));
         loop {
             tick.tick().await;
+            // Holding no line, this worker has no lease to renew: no write at all.
+            if slots.available_permits() == concurrency {
+                continue;
+            }
             let now_ms = state.now().timestamp_millis();
             if let Err(err) =
                 batches::renew_leases(&state.db, state.instance_id, now_ms, lease_ms).await
@@ -294,9 +300,21 @@ pub fn spawn_worker(state: web::Data<AppState>) {
         }
     });
     tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         let poll = Duration::from_millis(settings.poll_ms.max(1));
         loop {
+            // With no batch open anywhere (the usual case) an idle worker reads one row and
+            // writes nothing: no award, no claim, no closing.
+            match batches::has_open_batches(&state.db).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! {
+                        () = state.batch_wake.notified() => {}
+                        () = tokio::time::sleep(poll) => {}
+                    }
+                    continue;
+                }
+                Err(err) => tracing::warn!(error = %err, "looking for open batches failed"),
+            }
             if let Err(err) = award_due(&state).await {
                 tracing::warn!(error = %err, "awarding batch auctions failed");
             }

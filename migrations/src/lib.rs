@@ -17,6 +17,7 @@ mod m20261207_000007_hourly_flows;
 mod m20261207_000008_agent_hours;
 mod m20261207_000009_key_usage;
 mod m20261207_000010_batches;
+mod m20261208_000011_batch_holds;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000008_agent_hours::Migration),
             Box::new(m20261207_000009_key_usage::Migration),
             Box::new(m20261207_000010_batches::Migration),
+            Box::new(m20261208_000011_batch_holds::Migration),
         ]
     }
 }

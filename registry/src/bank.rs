@@ -17,6 +17,14 @@
 //! short of credits inside the batch, and replays the units of a batch that missed otherwise
 //! through `jobs`, which names the refusal.
 //!
+//! **A batch holds once, for all its lines** ([`Bank::create_batch`]): the most it may cost is
+//! reserved at creation, each line's share is kept on its row, and a line's job draws its
+//! hold from that share first (`HoldRequest::from_line`), so spending elsewhere meanwhile can
+//! never leave a line short. A share not drawn is freed when its line ends (cancelled,
+//! expired, failed before any hold). On the database paths each move is in the transaction of
+//! the change that causes it; on a SQLite file the book follows each commit, and a restart
+//! reserves again exactly the shares the file says are still held.
+//!
 //! Absent on purpose: any write of money on a SQLite file that does not go through this
 //! process's writer while the server runs (the CLI asks the running server instead).
 
@@ -29,6 +37,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use crate::batches::{
+    self, Batch, ClaimedLine, Freed, HeldIn, LineEnd, LineRecorded, NewBatch, NewLine,
+};
 use crate::database::{Backend, sqlite_file};
 use crate::jobs::{self, AuctionEntry, JobOutcome, NewJob, ReputationUpdate, Settlement};
 use crate::ledger::{self, Applied, Balance, GrantPeriod, HoldRequest, Payee};
@@ -54,6 +65,8 @@ struct OpenJob {
     job: NewJob,
     auction: AuctionEntry,
     hold: Option<(Uuid, i64)>,
+    /// The batch line whose share the hold drew, and the share.
+    drawn: Option<(Uuid, i64)>,
     expires_at: DateTime<Utc>,
 }
 
@@ -227,11 +240,13 @@ impl Bank {
         hold: Option<(HoldRequest, Uuid)>,
     ) -> Result<(), RegistryError> {
         let Some(authority) = &self.authority else {
+            // A batch line's hold draws on its share in the same transaction: the one-job path.
+            let from_line = hold.as_ref().is_some_and(|(request, _)| request.from_line.is_some());
             return match &self.jobs_writer {
-                Some(writer) => {
+                Some(writer) if !from_line => {
                     writer.write(PgUnit::Open(Box::new(Open { job, auction, hold }))).await
                 }
-                None => jobs::open_job_with_hold(&self.db, job, auction, hold).await,
+                _ => jobs::open_job_with_hold(&self.db, job, auction, hold).await,
             };
         };
         if let Some((request, _)) = &hold {
@@ -245,10 +260,15 @@ impl Bank {
         if book.open.contains_key(&job.id) || book.open.contains_key(&hold_job) {
             return Err(RegistryError::HoldExists { job_id: hold_job });
         }
-        let (held, expires_at) = match &hold {
+        let (held, drawn, expires_at) = match &hold {
             Some((request, _)) => {
                 let amount = request.amount.micros();
-                match book.reserve(request.payer.0, amount) {
+                // The line's share is already in `held`: reserve only the rest (or free the
+                // share's excess over the hold). This process runs a line once at a time, so
+                // the share its claim saw held is still held.
+                let drawn = request.from_line.map(|share| (share.line, share.amount.micros()));
+                let drawn_amount = drawn.map_or(0, |(_, share)| share);
+                match book.reserve(request.payer.0, amount - drawn_amount) {
                     Ok(()) => {}
                     Err(Short::UnknownAccount) => {
                         return Err(RegistryError::NotFound { what: "account" });
@@ -260,11 +280,11 @@ impl Bank {
                         });
                     }
                 }
-                (Some((request.payer.0, amount)), request.expires_at)
+                (Some((request.payer.0, amount)), drawn, request.expires_at)
             }
-            None => (None, job.created_at + OPEN_JOB_LIFETIME),
+            None => (None, None, job.created_at + OPEN_JOB_LIFETIME),
         };
-        book.open.insert(job.id, OpenJob { job, auction, hold: held, expires_at });
+        book.open.insert(job.id, OpenJob { job, auction, hold: held, drawn, expires_at });
         Ok(())
     }
 
@@ -309,6 +329,7 @@ impl Bank {
                 }
             }
         };
+        let drawn = open.drawn;
         let unit = JobUnit {
             job: open.job,
             auction: open.auction,
@@ -316,18 +337,117 @@ impl Bank {
             reputation,
             transfer,
             releases: releases.clone(),
+            drawn_line: drawn.map(|(line, _)| line),
         };
         match authority.writer.write(Unit::Job(Box::new(unit))).await {
             Ok(_) => Ok(()),
             Err(err) => {
-                // Not committed: the job never happened for money. Free what it held.
+                // Not committed: the job never happened for money. Free what it held, but
+                // a share drawn from a batch line, which the file still says the line holds
+                // (the line's end frees it).
                 let mut book = authority.lock()?;
                 for (account, amount) in releases {
                     book.unreserve(account, amount);
                 }
+                if let (Some((_, share)), Some((payer, _))) = (drawn, open.hold) {
+                    book.unreserve(payer, -share);
+                }
                 Err(err)
             }
         }
+    }
+
+    /// Where this bank keeps reservations.
+    fn held_in(&self) -> HeldIn {
+        if self.authority.is_some() { HeldIn::Book } else { HeldIn::Database }
+    }
+
+    /// Stores a batch and, if it is in progress, reserves the most it may cost
+    /// (`batch.reserved`) in one step: `InsufficientCredits` when the owner's available
+    /// credits fall short, and nothing is stored.
+    pub async fn create_batch(
+        &self,
+        batch: NewBatch,
+        lines: Vec<NewLine>,
+    ) -> Result<(), RegistryError> {
+        let Some(authority) = &self.authority else {
+            return batches::insert_batch(&self.db, batch, lines, HeldIn::Database).await;
+        };
+        let owner = batch.owner.0;
+        let reserve = (batch.status == batches::BatchStatus::InProgress && batch.reserved > 0)
+            .then_some(batch.reserved);
+        if let Some(amount) = reserve {
+            authority.load(owner).await?;
+            match authority.lock()?.reserve(owner, amount) {
+                Ok(()) => {}
+                Err(Short::UnknownAccount) => {
+                    return Err(RegistryError::NotFound { what: "account" });
+                }
+                Err(Short::Available(available)) => {
+                    return Err(RegistryError::InsufficientCredits {
+                        requested: MicroCredits::from_micros(amount),
+                        available: MicroCredits::from_micros(available),
+                    });
+                }
+            }
+        }
+        let stored = batches::insert_batch(&self.db, batch, lines, HeldIn::Book).await;
+        if stored.is_err()
+            && let Some(amount) = reserve
+        {
+            authority.lock()?.unreserve(owner, amount);
+        }
+        stored
+    }
+
+    /// Records how a batch line ended ([`batches::finish_line`]), freeing its share of the
+    /// reservation if no job hold drew it.
+    pub async fn finish_line(
+        &self,
+        worker: Uuid,
+        line: &ClaimedLine,
+        end: LineEnd,
+        now_ms: i64,
+    ) -> Result<LineRecorded, RegistryError> {
+        let recorded =
+            batches::finish_line(&self.db, worker, line, end, now_ms, self.held_in()).await?;
+        self.follow(vec![(line.owner, recorded.freed)])?;
+        Ok(recorded)
+    }
+
+    /// Cancels the owner's batch ([`batches::cancel_batch`]), freeing its unstarted lines'
+    /// shares of the reservation.
+    pub async fn cancel_batch(
+        &self,
+        owner: UserId,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<Option<Batch>, RegistryError> {
+        let (batch, freed) =
+            batches::cancel_batch(&self.db, owner, id, now_ms, self.held_in()).await?;
+        self.follow(freed)?;
+        Ok(batch)
+    }
+
+    /// Expires and closes batches ([`batches::close_finished`]), freeing expired lines'
+    /// shares. Returns how many batches ended.
+    pub async fn close_batches(&self, now_ms: i64) -> Result<u64, RegistryError> {
+        let (ended, freed) = batches::close_finished(&self.db, now_ms, self.held_in()).await?;
+        self.follow(freed)?;
+        Ok(ended)
+    }
+
+    /// On a SQLite file, makes the book follow reservations a commit freed.
+    fn follow(&self, freed: Freed) -> Result<(), RegistryError> {
+        if let Some(authority) = &self.authority {
+            let mut book = authority.lock()?;
+            for (owner, amount) in freed {
+                if amount != 0 {
+                    book.unreserve(owner.0, amount);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A wallet's balance, held and available credits.

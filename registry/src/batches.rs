@@ -12,19 +12,45 @@
 //! line a second time first asks whether an earlier claim already delivered it
 //! ([`delivered_job`]) and adopts that job instead of running the line again.
 //!
-//! Absent on purpose: any write of money. Reading, listing, cancelling or expiring a batch
+//! One hold for the whole batch: creating a batch reserves the most its lines may cost
+//! (each line's share on its row, `reserve`), and the share stays reserved (`reserve_held`)
+//! until it moves into the line's job hold ([`draw_share`], in the transaction that places
+//! that hold) or is freed because the line ended without one (cancelled, expired, or failed
+//! before any hold). Each such change is one conditional update on the line, so a share is
+//! drawn or freed exactly once. Where the database is the authority for money ([`HeldIn`]),
+//! the wallet's `held` changes in the same transaction; on a SQLite file the bank changes its
+//! book after the commit, from what these functions return.
+//!
+//! Absent on purpose: any ledger entry. Reading, listing, cancelling or expiring a batch
 //! moves no credits; only the lines' jobs do, through the bank.
 
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 use uuid::Uuid;
 
+use auction_engine::MicroCredits;
+
+use crate::database::begin_write;
 use crate::entity::{batch_bids, batch_lines, batches, files, jobs};
 use crate::jobs::JobStatus;
+use crate::ledger;
 use crate::{RegistryError, UserId};
+
+/// Where a wallet's reservations are kept, so the functions that take or free a batch's
+/// reservation know whether to change `accounts.held` themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldIn {
+    /// In the database (Postgres, an in-memory SQLite): changed in the same transaction.
+    Database,
+    /// In the bank's book (a SQLite file): the bank applies what is returned.
+    Book,
+}
+
+/// Reservations freed by a change: `(wallet, micro-credits)`, one entry per wallet.
+pub type Freed = Vec<(UserId, i64)>;
 
 /// The most lines a batch may have (OpenAI's limit).
 pub const MAX_LINES: usize = 50_000;
@@ -224,6 +250,9 @@ pub struct NewLine {
     pub custom_id: String,
     /// The request body, as JSON text.
     pub body: String,
+    /// The most the line may cost (its max price plus the call fee), in micro-credits: its
+    /// share of the batch's reservation.
+    pub reserve: i64,
 }
 
 /// A batch to store: `InProgress` with its lines, or `Failed` with its errors (and no lines).
@@ -239,7 +268,8 @@ pub struct NewBatch {
     /// OpenAI's `errors` object, as JSON text, for a batch that failed validation.
     pub errors: Option<String>,
     pub total: i64,
-    /// What the lines may cost at most, in micro-credits, as checked against the balance.
+    /// What the lines may cost at most, in micro-credits: the batch's reservation, the sum
+    /// of its lines' shares.
     pub reserved: i64,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
@@ -251,14 +281,32 @@ pub struct NewBatch {
 const LINES_PER_INSERT: usize = 1_000;
 
 /// Stores a batch and its lines in one transaction: a batch is there whole or not at all.
+/// A batch in progress reserves `reserved` of its owner's credits: with [`HeldIn::Database`]
+/// in that same transaction (`InsufficientCredits` when the wallet cannot cover it, and
+/// nothing is stored); with [`HeldIn::Book`] the bank has reserved it already.
 pub async fn insert_batch(
     db: &DatabaseConnection,
     batch: NewBatch,
     lines: Vec<NewLine>,
+    held_in: HeldIn,
 ) -> Result<(), RegistryError> {
-    let tx = db.begin().await?;
+    let (tx, _gate) = begin_write(db).await?;
     let now = batch.created_at_ms;
     let in_progress = batch.status == BatchStatus::InProgress;
+    if in_progress && held_in == HeldIn::Database {
+        match ledger::change_held(&tx, batch.owner.0, batch.reserved).await {
+            Ok(()) => {}
+            Err(RegistryError::AccountCannotCover { .. }) => {
+                let available = ledger::balance(&tx, batch.owner).await?.available;
+                tx.rollback().await?;
+                return Err(RegistryError::InsufficientCredits {
+                    requested: MicroCredits::from_micros(batch.reserved),
+                    available,
+                });
+            }
+            Err(err) => return Err(err),
+        }
+    }
     batches::ActiveModel {
         id: Set(batch.id),
         owner_id: Set(batch.owner.0),
@@ -312,6 +360,8 @@ pub async fn insert_batch(
                     error_message: Set(None),
                     finished_at: Set(None),
                     agent_id: Set(None),
+                    reserve: Set(line.reserve),
+                    reserve_held: Set(in_progress),
                 }
             })
             .collect();
@@ -456,13 +506,18 @@ pub async fn list_batches(
 /// Cancels the owner's batch: unstarted lines are cancelled at once, running lines finish,
 /// then the batch is `cancelled`. Cancelling a batch that has ended, or is being cancelled,
 /// changes nothing. `None` if the owner has no such batch.
+///
+/// The shares of the lines it cancels are freed in the same transaction ([`HeldIn`]); the
+/// freed reservations, this batch's and any another batch's expiry freed, are returned.
 pub async fn cancel_batch(
     db: &DatabaseConnection,
     owner: UserId,
     id: Uuid,
     now_ms: i64,
-) -> Result<Option<Batch>, RegistryError> {
-    let tx = db.begin().await?;
+    held_in: HeldIn,
+) -> Result<(Option<Batch>, Freed), RegistryError> {
+    let (tx, gate) = begin_write(db).await?;
+    let mut freed = Freed::new();
     let moved = batches::Entity::update_many()
         .col_expr(batches::Column::Status, Expr::value(BatchStatus::Cancelling.as_str()))
         .col_expr(batches::Column::CancellingAt, Expr::value(now_ms))
@@ -475,7 +530,7 @@ pub async fn cancel_batch(
         .exec(&tx)
         .await?;
     if moved.rows_affected == 1 {
-        batch_lines::Entity::update_many()
+        let cancel = batch_lines::Entity::update_many()
             .col_expr(batch_lines::Column::State, Expr::value(LineState::Cancelled.as_str()))
             .col_expr(batch_lines::Column::ErrorCode, Expr::value("batch_cancelled"))
             .col_expr(
@@ -484,13 +539,82 @@ pub async fn cancel_batch(
             )
             .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
             .filter(batch_lines::Column::BatchId.eq(id))
-            .filter(batch_lines::Column::State.eq(LineState::Pending.as_str()))
-            .exec(&tx)
-            .await?;
+            .filter(batch_lines::Column::State.eq(LineState::Pending.as_str()));
+        let amount = end_unstarted(&tx, cancel).await?;
+        free(&tx, held_in, &mut freed, owner, amount).await?;
     }
     tx.commit().await?;
-    close_finished(db, now_ms).await?;
-    find_batch(db, owner, id).await
+    drop(gate);
+    freed.extend(close_finished(db, now_ms, held_in).await?.1);
+    Ok((find_batch(db, owner, id).await?, freed))
+}
+
+/// Ends unstarted lines with `update` (which sets their state) and frees their shares in the
+/// same statement. A pending line's share is always still held (only a claimed line's job
+/// draws it), so the shares returned are exactly what these lines held. Returns their sum
+/// per batch.
+async fn end_unstarted(
+    tx: &sea_orm::DatabaseTransaction,
+    update: sea_orm::UpdateMany<batch_lines::Entity>,
+) -> Result<Vec<(Uuid, i64)>, RegistryError> {
+    use sea_orm::ConnectionTrait;
+    let mut statement =
+        update.col_expr(batch_lines::Column::ReserveHeld, Expr::value(false)).into_query();
+    statement.returning(
+        Query::returning().columns([batch_lines::Column::BatchId, batch_lines::Column::Reserve]),
+    );
+    let rows = tx.query_all(&statement).await?;
+    let mut sums: Vec<(Uuid, i64)> = Vec::new();
+    for row in rows {
+        let batch: Uuid = row.try_get("", "batch_id")?;
+        let reserve: i64 = row.try_get("", "reserve")?;
+        match sums.iter_mut().find(|(id, _)| *id == batch) {
+            Some((_, sum)) => *sum += reserve,
+            None => sums.push((batch, reserve)),
+        }
+    }
+    Ok(sums)
+}
+
+/// Frees `amount` of `owner`'s reservation: in `accounts.held` now, or noted for the book.
+async fn free(
+    tx: &sea_orm::DatabaseTransaction,
+    held_in: HeldIn,
+    freed: &mut Freed,
+    owner: UserId,
+    amount: impl IntoIterator<Item = (Uuid, i64)>,
+) -> Result<(), RegistryError> {
+    let total: i64 = amount.into_iter().map(|(_, sum)| sum).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    if held_in == HeldIn::Database {
+        ledger::change_held(tx, owner.0, -total).await?;
+    }
+    match freed.iter_mut().find(|(who, _)| *who == owner) {
+        Some((_, sum)) => *sum += total,
+        None => freed.push((owner, total)),
+    }
+    Ok(())
+}
+
+/// Moves a line's share of its batch's reservation out, once: its size if it was still held
+/// (it now belongs to the job hold being placed in `txn`), 0 if it was drawn or freed before.
+pub(crate) async fn draw_share(
+    txn: &sea_orm::DatabaseTransaction,
+    line: Uuid,
+) -> Result<i64, RegistryError> {
+    use sea_orm::ConnectionTrait;
+    let mut statement = batch_lines::Entity::update_many()
+        .col_expr(batch_lines::Column::ReserveHeld, Expr::value(false))
+        .filter(batch_lines::Column::Id.eq(line))
+        .filter(batch_lines::Column::ReserveHeld.eq(true))
+        .into_query();
+    statement.returning_col(batch_lines::Column::Reserve);
+    match txn.query_one(&statement).await? {
+        Some(row) => Ok(row.try_get("", "reserve")?),
+        None => Ok(0),
+    }
 }
 
 /// A line a worker holds, with what it needs to run it.
@@ -508,6 +632,8 @@ pub struct ClaimedLine {
     /// How many times the line has been claimed, this claim included: above 1, an earlier
     /// claim may have delivered it already.
     pub claims: i64,
+    /// The line's share of the batch's reservation, if it was still held when claimed.
+    pub share: Option<MicroCredits>,
 }
 
 /// Lines that are free to claim: pending, or running under a lease that has lapsed, in a
@@ -630,6 +756,7 @@ pub async fn claim_lines(
             body: line.body,
             agent: line.agent_id,
             claims: line.claims,
+            share: line.reserve_held.then_some(MicroCredits::from_micros(line.reserve)),
         });
     }
     Ok(lines)
@@ -675,15 +802,26 @@ pub enum LineEnd {
     Refused { job_id: Option<Uuid>, status_code: u16, code: String, message: String },
 }
 
-/// Records how a line ended, if `worker` still holds it; `false` if it does not (its lease
-/// lapsed and another worker took the line, which will record it).
+/// What recording a line's end did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineRecorded {
+    /// `false` if the worker no longer held the line (its lease lapsed and another worker
+    /// took it, which will record it): nothing changed.
+    pub recorded: bool,
+    /// The line's share of the reservation, freed now because no job hold drew it.
+    pub freed: i64,
+}
+
+/// Records how a line ended, if `worker` still holds it, and frees the line's share of the
+/// batch's reservation if its job never drew it (in the same transaction, [`HeldIn`]).
 pub async fn finish_line(
     db: &DatabaseConnection,
     worker: Uuid,
-    line: Uuid,
+    line: &ClaimedLine,
     end: LineEnd,
     now_ms: i64,
-) -> Result<bool, RegistryError> {
+    held_in: HeldIn,
+) -> Result<LineRecorded, RegistryError> {
     let (state, job_id, status_code, response, code, message) = match end {
         LineEnd::Answered { job_id, body } => {
             (LineState::Done, Some(job_id), 200_i64, Some(body), None, None)
@@ -692,6 +830,7 @@ pub async fn finish_line(
             (LineState::Failed, job_id, i64::from(status_code), None, Some(code), Some(message))
         }
     };
+    let (tx, _gate) = begin_write(db).await?;
     let updated = batch_lines::Entity::update_many()
         .col_expr(batch_lines::Column::State, Expr::value(state.as_str()))
         .col_expr(batch_lines::Column::JobId, Expr::value(job_id))
@@ -701,25 +840,42 @@ pub async fn finish_line(
         .col_expr(batch_lines::Column::ErrorMessage, Expr::value(message))
         .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
         .col_expr(batch_lines::Column::LeaseOwner, Expr::value(Option::<Uuid>::None))
-        .filter(batch_lines::Column::Id.eq(line))
+        .filter(batch_lines::Column::Id.eq(line.id))
         .filter(batch_lines::Column::LeaseOwner.eq(worker))
         .filter(batch_lines::Column::State.eq(LineState::Running.as_str()))
-        .exec(db)
+        .exec(&tx)
         .await?;
-    Ok(updated.rows_affected == 1)
+    if updated.rows_affected != 1 {
+        tx.rollback().await?;
+        return Ok(LineRecorded { recorded: false, freed: 0 });
+    }
+    let freed = draw_share(&tx, line.id).await?;
+    if held_in == HeldIn::Database {
+        ledger::change_held(&tx, line.owner.0, -freed).await?;
+    }
+    tx.commit().await?;
+    Ok(LineRecorded { recorded: true, freed })
 }
 
 /// Moves batches on: unstarted lines of batches past their 24 hours expire (`batch_expired`);
 /// a batch with no line pending or running ends (`completed`, `cancelled` or `expired`).
 /// Conditional updates: two workers doing this at once do it once. Returns the batches ended.
-pub async fn close_finished(db: &DatabaseConnection, now_ms: i64) -> Result<u64, RegistryError> {
+///
+/// Expired lines' shares are freed in the same transaction ([`HeldIn`]) and returned.
+pub async fn close_finished(
+    db: &DatabaseConnection,
+    now_ms: i64,
+    held_in: HeldIn,
+) -> Result<(u64, Freed), RegistryError> {
+    let (tx, _gate) = begin_write(db).await?;
+    let mut freed = Freed::new();
     let overdue = Query::select()
         .column(batches::Column::Id)
         .from(batches::Entity)
         .and_where(batches::Column::Status.eq(BatchStatus::InProgress.as_str()))
         .and_where(batches::Column::ExpiresAt.lte(now_ms))
         .to_owned();
-    batch_lines::Entity::update_many()
+    let expire = batch_lines::Entity::update_many()
         .col_expr(batch_lines::Column::State, Expr::value(LineState::Expired.as_str()))
         .col_expr(batch_lines::Column::ErrorCode, Expr::value("batch_expired"))
         .col_expr(
@@ -728,9 +884,18 @@ pub async fn close_finished(db: &DatabaseConnection, now_ms: i64) -> Result<u64,
         )
         .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
         .filter(batch_lines::Column::State.eq(LineState::Pending.as_str()))
-        .filter(batch_lines::Column::BatchId.in_subquery(overdue))
-        .exec(db)
-        .await?;
+        .filter(batch_lines::Column::BatchId.in_subquery(overdue));
+    for (batch, amount) in end_unstarted(&tx, expire).await? {
+        let owner: Option<Uuid> = batches::Entity::find_by_id(batch)
+            .select_only()
+            .column(batches::Column::OwnerId)
+            .into_tuple()
+            .one(&tx)
+            .await?;
+        if let Some(owner) = owner {
+            free(&tx, held_in, &mut freed, UserId(owner), [(batch, amount)]).await?;
+        }
+    }
     let unfinished = Query::select()
         .column(batch_lines::Column::BatchId)
         .from(batch_lines::Entity)
@@ -754,9 +919,10 @@ pub async fn close_finished(db: &DatabaseConnection, now_ms: i64) -> Result<u64,
         if to == BatchStatus::Expired {
             update = update.filter(batches::Column::ExpiresAt.lte(now_ms));
         }
-        ended += update.exec(db).await?.rows_affected;
+        ended += update.exec(&tx).await?.rows_affected;
     }
-    Ok(ended)
+    tx.commit().await?;
+    Ok((ended, freed))
 }
 
 /// One line of an output or error file.
@@ -903,7 +1069,7 @@ pub async fn record_bid(
     batch: Uuid,
     bid: BatchBid,
 ) -> Result<Option<i64>, RegistryError> {
-    let tx = db.begin().await?;
+    let (tx, _gate) = begin_write(db).await?;
     let open = batches::Entity::find_by_id(batch)
         .filter(batches::Column::BiddingUntil.gt(bid.at_ms))
         .filter(batches::Column::AwardedAt.is_null())
@@ -1000,7 +1166,7 @@ pub async fn award(
     record: String,
     now_ms: i64,
 ) -> Result<bool, RegistryError> {
-    let tx = db.begin().await?;
+    let (tx, _gate) = begin_write(db).await?;
     let claimed = batches::Entity::update_many()
         .col_expr(batches::Column::AwardedAt, Expr::value(now_ms))
         .col_expr(batches::Column::Award, Expr::value(record))

@@ -251,7 +251,11 @@ pub async fn open_job_with_hold(
         add_job(&mut script, job, auction);
         match &hold {
             Some((request, hold_id)) => {
-                let pending = ledger::add_hold(&mut script, request, *hold_id, now)?;
+                let drawn = match request.from_line {
+                    Some(share) => crate::batches::draw_share(txn, share.line).await?,
+                    None => 0,
+                };
+                let pending = ledger::add_hold(&mut script, request, *hold_id, now, drawn)?;
                 let run = script.run(txn).await;
                 ledger::verify_hold(txn, run, &pending).await
             }

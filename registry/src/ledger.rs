@@ -102,6 +102,18 @@ pub struct HoldRequest {
     pub payer: UserId,
     pub amount: MicroCredits,
     pub expires_at: DateTime<Utc>,
+    /// A batch line's job: the hold is drawn first from the line's share of its batch's
+    /// reservation (`None` for any other job).
+    pub from_line: Option<LineShare>,
+}
+
+/// A batch line's share of its batch's reservation, as the line's claim saw it still held.
+/// A job for the line moves the share into its hold, so a batch that reserved enough can
+/// never be refused a line for credits spent elsewhere meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineShare {
+    pub line: Uuid,
+    pub amount: MicroCredits,
 }
 
 /// Who receives part of a captured charge.
@@ -326,7 +338,7 @@ pub async fn place_hold(
 ) -> Result<(), RegistryError> {
     in_write_txn(db, async |txn| {
         let mut script = Script::new(txn.get_database_backend());
-        let hold = add_hold(&mut script, &request, hold_id, now)?;
+        let hold = add_hold(&mut script, &request, hold_id, now, 0)?;
         let run = script.run(txn).await;
         verify_hold(txn, run, &hold).await
     })
@@ -343,17 +355,23 @@ pub(crate) struct PendingHold {
 
 /// Adds the statements that place a hold to `script`. Once it has run, [`verify_hold`] says
 /// whether the hold took.
+/// `drawn` is what the hold takes from a batch line's share, already counted in the wallet's
+/// `held`: only the rest is reserved anew (or, when the share was larger, freed).
 pub(crate) fn add_hold(
     script: &mut Script,
     request: &HoldRequest,
     hold_id: Uuid,
     now: DateTime<Utc>,
+    drawn: i64,
 ) -> Result<PendingHold, RegistryError> {
     if request.amount.micros() <= 0 {
         return Err(RegistryError::invalid("amount", "a hold must be positive"));
     }
-    let posting =
-        Posting { account: request.payer.0, balance_delta: 0, held_delta: request.amount.micros() };
+    let posting = Posting {
+        account: request.payer.0,
+        balance_delta: 0,
+        held_delta: request.amount.micros() - drawn,
+    };
     let postings = add_postings(script, vec![posting]);
     script.push(
         &holds::Entity::insert(holds::ActiveModel {
@@ -648,29 +666,57 @@ fn add_postings(script: &mut Script, mut postings: Vec<Posting>) -> Vec<(Check, 
         if posting.balance_delta == 0 && posting.held_delta == 0 {
             continue;
         }
-        let available_after = Expr::col(accounts::Column::Balance)
-            .add(posting.balance_delta)
-            .sub(Expr::col(accounts::Column::Held))
-            .sub(posting.held_delta);
-        let held_after = Expr::col(accounts::Column::Held).add(posting.held_delta);
-        let covered = Condition::any()
-            .add(accounts::Column::Kind.ne(AccountKind::UserWallet.as_str()))
-            .add(Condition::all().add(available_after.gte(0)).add(held_after.gte(0)));
-        let update = accounts::Entity::update_many()
-            .col_expr(
-                accounts::Column::Balance,
-                Expr::col(accounts::Column::Balance).add(posting.balance_delta),
-            )
-            .col_expr(
-                accounts::Column::Held,
-                Expr::col(accounts::Column::Held).add(posting.held_delta),
-            )
-            .filter(accounts::Column::Id.eq(posting.account))
-            .filter(covered)
-            .into_query();
-        checks.push((script.push_checked(update), posting));
+        checks.push((script.push_checked(posting_update(&posting)), posting));
     }
     checks
+}
+
+/// Changes a wallet's `held` by `delta` now, inside `txn`: a batch's reservation taken
+/// (positive) or freed (negative). The same conditional update as any posting, so a wallet
+/// never holds more than its balance; `AccountCannotCover` (or `NotFound`) otherwise, and the
+/// caller must roll back.
+pub(crate) async fn change_held(
+    txn: &DatabaseTransaction,
+    account: Uuid,
+    delta: i64,
+) -> Result<(), RegistryError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let posting = Posting { account, balance_delta: 0, held_delta: delta };
+    let changed = txn.execute(&posting_update(&posting)).await?.rows_affected();
+    if changed == 1 {
+        return Ok(());
+    }
+    if accounts::Entity::find_by_id(account).one(txn).await?.is_none() {
+        return Err(RegistryError::NotFound { what: "account" });
+    }
+    Err(RegistryError::AccountCannotCover {
+        account,
+        amount: MicroCredits::from_micros(Ord::max(delta, 0)),
+    })
+}
+
+/// The conditional update that applies one posting: a wallet must keep `balance - held` and
+/// `held` at zero or above, or no row matches.
+fn posting_update(posting: &Posting) -> sea_orm::sea_query::UpdateStatement {
+    let available_after = Expr::col(accounts::Column::Balance)
+        .add(posting.balance_delta)
+        .sub(Expr::col(accounts::Column::Held))
+        .sub(posting.held_delta);
+    let held_after = Expr::col(accounts::Column::Held).add(posting.held_delta);
+    let covered = Condition::any()
+        .add(accounts::Column::Kind.ne(AccountKind::UserWallet.as_str()))
+        .add(Condition::all().add(available_after.gte(0)).add(held_after.gte(0)));
+    accounts::Entity::update_many()
+        .col_expr(
+            accounts::Column::Balance,
+            Expr::col(accounts::Column::Balance).add(posting.balance_delta),
+        )
+        .col_expr(accounts::Column::Held, Expr::col(accounts::Column::Held).add(posting.held_delta))
+        .filter(accounts::Column::Id.eq(posting.account))
+        .filter(covered)
+        .into_query()
 }
 
 /// After the run: the first posting that changed no row is `NotFound` (no such account) or

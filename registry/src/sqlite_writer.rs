@@ -66,6 +66,9 @@ pub(crate) struct JobUnit {
     pub(crate) transfer: Option<TransferRows>,
     /// Holds freed once the unit commits: `(account, amount)`.
     pub(crate) releases: Vec<(Uuid, i64)>,
+    /// A batch line whose share of its batch's reservation this job's hold drew: the line's
+    /// `reserve_held` turns false in this unit, so a restart does not reserve it again.
+    pub(crate) drawn_line: Option<Uuid>,
 }
 
 /// A transfer: legs that sum to zero, each also a change of its account's balance.
@@ -241,8 +244,10 @@ fn checkpoint(conn: &Connection) -> Result<i64, rusqlite::Error> {
 
 /// Fills the book from the file. This process is the only server on it (the data lock), so
 /// any active hold in the table is a leftover of a crash under an older version: it is voided,
-/// and wallets' `held` starts at zero (holds live in memory from here on). A cached balance
-/// that differs from the sum of the account's entries is corrected to that sum, loudly.
+/// and wallets' `held` starts at the shares their batches' lines still hold (job holds live in
+/// memory from here on; a job that was running at a crash never happened for money). A cached
+/// balance that differs from the sum of the account's entries is corrected to that sum,
+/// loudly.
 fn load_book(conn: &Connection, book: &Mutex<Book>) -> Result<(), RegistryError> {
     let now = time_text(Utc::now());
     conn.execute(
@@ -278,6 +283,17 @@ fn load_book(conn: &Connection, book: &Mutex<Book>) -> Result<(), RegistryError>
         }
         let wallet = kind == AccountKind::UserWallet.as_str();
         wallets.insert(id, Wallet { balance, held: 0, wallet, grant_period });
+    }
+    let mut statement = conn.prepare(
+        "SELECT b.owner_id, CAST(SUM(l.reserve) AS INTEGER) FROM batch_lines l \
+         JOIN batches b ON b.id = l.batch_id WHERE l.reserve_held GROUP BY b.owner_id",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get(1)?)))?;
+    for row in rows {
+        let (owner, reserved): (Vec<u8>, i64) = row?;
+        if let Some(wallet) = wallets.get_mut(&uuid_of(&owner)?) {
+            wallet.held += reserved;
+        }
     }
     book.lock().map_err(|_| poisoned())?.load(wallets);
     Ok(())
@@ -578,6 +594,10 @@ fn is_unique_violation(err: &rusqlite::Error) -> bool {
 
 fn write_job(tx: &Connection, unit: &JobUnit, rollups: &mut Rollups) -> Result<(), RegistryError> {
     let (job, outcome) = (&unit.job, &unit.outcome);
+    if let Some(line) = unit.drawn_line {
+        tx.prepare_cached("UPDATE batch_lines SET reserve_held = 0 WHERE id = ?1")?
+            .execute(params![line.as_bytes()])?;
+    }
     let served = outcome.served.as_ref();
     let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     tx.prepare_cached(

@@ -107,6 +107,7 @@ async fn compare(db: &DatabaseConnection, conn: &redis::aio::ConnectionManager) 
                 payer,
                 amount: MicroCredits::from_micros(1),
                 expires_at: Utc::now() + chrono::Duration::minutes(10),
+                from_line: None,
             };
             registry::ledger::place_hold(&db, request, Uuid::now_v7(), Utc::now()).await.unwrap();
         }

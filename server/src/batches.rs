@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::jobs::request::{self, JobRequest};
+use crate::jobs::request::{self, BatchLineRef, JobRequest};
 use crate::jobs::responses::{chat_completion, job_response};
 use crate::jobs::service::{Payer, run_job};
 use crate::state::AppState;
@@ -260,11 +260,9 @@ pub async fn plan(
         });
         // A million credits at most per line (the price bound) times 50,000 lines fits an
         // i64 of micro-credits many times over; `checked_add` still refuses the impossible.
-        max_cost = most
-            .checked_add(call_fee)
-            .and_then(|line_most| max_cost.checked_add(line_most))
-            .unwrap_or(MicroCredits::from_micros(i64::MAX));
-        lines.push(NewLine { custom_id: line.custom_id, body: text });
+        let line_most = most.checked_add(call_fee).unwrap_or(MicroCredits::from_micros(i64::MAX));
+        max_cost = max_cost.checked_add(line_most).unwrap_or(MicroCredits::from_micros(i64::MAX));
+        lines.push(NewLine { custom_id: line.custom_id, body: text, reserve: line_most.micros() });
     }
     if errors.is_empty() {
         Ok(Planned { lines, max_cost, categories, tokens })
@@ -281,6 +279,11 @@ pub fn spawn_worker(state: web::Data<AppState>) {
     let lease_ms = i64::try_from(settings.lease_ms).unwrap_or(i64::MAX);
     let concurrency = settings.concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
+    // Lines this process is running. A line whose lease lapsed while its run goes on (a
+    // stalled renewer) can come back to this very worker: it is not run a second time beside
+    // itself, so in one process a line has at most one job at a time, and its share of the
+    // batch's reservation is drawn at most once.
+    let running: Arc<std::sync::Mutex<HashSet<uuid::Uuid>>> = Arc::default();
     let renewer = (state.clone(), Arc::clone(&slots));
     tokio::spawn(async move {
         let (state, slots) = renewer;
@@ -339,18 +342,24 @@ pub fn spawn_worker(state: web::Data<AppState>) {
             }
             let idle = claimed.is_empty();
             for line in claimed {
+                let fresh = running.lock().is_ok_and(|mut running| running.insert(line.id));
+                if !fresh {
+                    continue;
+                }
                 let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
-                let state = state.clone();
+                let (state, running) = (state.clone(), Arc::clone(&running));
                 tokio::spawn(async move {
+                    let id = line.id;
                     run_line(&state, line).await;
+                    if let Ok(mut running) = running.lock() {
+                        running.remove(&id);
+                    }
                     drop(permit);
                     state.batch_wake.notify_one();
                 });
             }
             if idle {
-                if let Err(err) =
-                    batches::close_finished(&state.db, state.now().timestamp_millis()).await
-                {
+                if let Err(err) = state.bank.close_batches(state.now().timestamp_millis()).await {
                     tracing::warn!(error = %err, "closing finished batches failed");
                 }
                 tokio::select! {
@@ -379,9 +388,9 @@ async fn run_line(state: &AppState, line: ClaimedLine) {
         }
     };
     let now_ms = state.now().timestamp_millis();
-    match batches::finish_line(&state.db, state.instance_id, line.id, end, now_ms).await {
-        Ok(true) => {}
-        Ok(false) => {
+    match state.bank.finish_line(state.instance_id, &line, end, now_ms).await {
+        Ok(recorded) if recorded.recorded => {}
+        Ok(_) => {
             tracing::info!(line = %line.id, "a batch line's lease passed to another worker")
         }
         Err(err) => tracing::warn!(error = %err, line = %line.id, "recording a batch line failed"),
@@ -402,7 +411,7 @@ async fn line_end(state: &AppState, line: &ClaimedLine) -> Result<LineEnd, ApiEr
     let payer = Payer { user: line.owner, api_key: line.api_key };
     let result = match endpoint.parse_body(body) {
         Ok(mut request) => {
-            request.batch_line = Some(line.id);
+            request.batch_line = Some(BatchLineRef { id: line.id, share: line.share });
             if let Some(awarded) = line.agent {
                 awarded_line(state, line.batch_id, awarded, &mut request).await?;
             }

@@ -28,6 +28,12 @@ pub struct Model {
     pub finished_at: Option<i64>,
     /// In a batch auction, the agent the line was awarded to.
     pub agent_id: Option<Uuid>,
+    /// The line's share of the batch's reservation, in micro-credits (its most plus the call
+    /// fee), fixed at creation.
+    pub reserve: i64,
+    /// Whether that share is still reserved: false once it moved into the line's job hold or
+    /// was freed.
+    pub reserve_held: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

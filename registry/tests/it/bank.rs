@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use auction_engine::MicroCredits;
 use chrono::{DateTime, Duration, Utc};
+use registry::batches::{self, LineEnd};
 use registry::jobs::{
     self, AuctionEntry, Entrant, JobKind, JobOutcome, JobStatus, NewJob, ReputationUpdate,
     Settlement,
@@ -16,7 +17,7 @@ use registry::{Bank, RegistryError, UserId};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use uuid::Uuid;
 
-use crate::helpers::{all_backends, assert_ledger_consistent, user};
+use crate::helpers::{all_backends, assert_ledger_consistent, batch_rows, user};
 
 fn credits(n: i64) -> MicroCredits {
     MicroCredits::from_credits(n).unwrap()
@@ -99,7 +100,10 @@ fn unknown_agent() -> Vec<ReputationUpdate> {
 }
 
 fn hold(job: &NewJob, amount: MicroCredits, expires_at: DateTime<Utc>) -> (HoldRequest, Uuid) {
-    (HoldRequest { job_id: job.id, payer: job.caller, amount, expires_at }, Uuid::now_v7())
+    (
+        HoldRequest { job_id: job.id, payer: job.caller, amount, expires_at, from_line: None },
+        Uuid::now_v7(),
+    )
 }
 
 fn outcome(status: JobStatus) -> JobOutcome {
@@ -913,6 +917,147 @@ async fn key_usage_counts_each_finished_job_once_for_its_key() {
             assert_eq!(counted, expected, "{backend}");
         }
         assert!(figures::key_usage_days(&db, owner, since).await.unwrap().is_empty(), "{backend}");
+        assert_ledger_consistent(&db).await;
+    }
+}
+
+/// A batch of `lines` lines, each holding `share` credits of its reservation, stored through
+/// the bank: `Err` when its owner cannot cover the whole reservation.
+async fn batch_through(
+    bank: &Bank,
+    db: &DatabaseConnection,
+    owner: UserId,
+    lines: usize,
+    share: i64,
+    now_ms: i64,
+) -> Result<Uuid, RegistryError> {
+    let (batch, lines) = batch_rows(db, owner, lines, credits(share).micros(), now_ms).await;
+    let id = batch.id;
+    bank.create_batch(batch, lines).await.map(|()| id)
+}
+
+/// A batch line's job: its hold drawn from the line's share.
+fn line_job(
+    line: &batches::ClaimedLine,
+    amount: i64,
+) -> (NewJob, AuctionEntry, (HoldRequest, Uuid)) {
+    let (mut job, auction) = new_job(line.owner);
+    job.batch_line = Some(line.id);
+    let from_line = line.share.map(|amount| ledger::LineShare { line: line.id, amount });
+    let request = HoldRequest {
+        job_id: job.id,
+        payer: line.owner,
+        amount: credits(amount),
+        expires_at: Utc::now() + Duration::minutes(15),
+        from_line,
+    };
+    (job, auction, (request, Uuid::now_v7()))
+}
+
+/// A batch reserves its most in one hold; spending elsewhere cannot touch it; each line's job
+/// draws its hold from the line's share (a hold above the share takes the rest from the
+/// wallet); a line that ends without a hold frees its share; cancel and expiry free what
+/// unstarted lines held; a restart on a SQLite file reserves exactly what the lines still
+/// hold; and the wallet's `held` is back to zero when every batch has ended.
+#[tokio::test]
+async fn a_batch_holds_once_and_each_line_draws_or_frees_its_share() {
+    for (backend, test_db) in all_backends().await {
+        let db = test_db.db.clone();
+        let mut bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+        let (caller, owner) = (user(&db).await, user(&db).await);
+        bank.ensure_monthly_grant(caller, credits(10), Utc::now()).await.unwrap();
+        let now = Utc::now().timestamp_millis();
+        let held = async |bank: &Bank| {
+            let balance = bank.balance(caller).await.unwrap();
+            (balance.balance, balance.held)
+        };
+
+        // Four lines of 2 credits: 8 held at once, 2 left available.
+        let id = batch_through(&bank, &db, caller, 4, 2, now).await.unwrap();
+        assert_eq!(held(&bank).await, (credits(10), credits(8)), "{backend}");
+        // Neither a second batch nor a job elsewhere can take the first batch's credits.
+        let second = batch_through(&bank, &db, caller, 2, 2, now).await;
+        assert!(
+            matches!(second, Err(RegistryError::InsufficientCredits { requested, available })
+                if requested == credits(4) && available == credits(2)),
+            "{backend}: {second:?}"
+        );
+        assert_eq!(batches::list_batches(&db, caller, None, 10).await.unwrap().len(), 1);
+        let (elsewhere, auction) = new_job(caller);
+        let later = Utc::now() + Duration::minutes(15);
+        let refused =
+            bank.open(elsewhere.clone(), auction, Some(hold(&elsewhere, credits(3), later)));
+        assert!(
+            matches!(refused.await, Err(RegistryError::InsufficientCredits { .. })),
+            "{backend}"
+        );
+
+        let worker = Uuid::now_v7();
+        let mut lines = batches::claim_lines(&db, worker, now, 600_000, 3, 100).await.unwrap();
+        assert_eq!(lines.len(), 3, "{backend}");
+        assert!(lines.iter().all(|line| line.share == Some(credits(2))), "{backend}");
+        let (l3, l2, l1) = (lines.pop().unwrap(), lines.pop().unwrap(), lines.pop().unwrap());
+
+        // Line 1: a hold of 2 drawn whole from its share (nothing more held), 1 captured.
+        let (job, auction, request) = line_job(&l1, 2);
+        bank.open(job.clone(), auction, Some(request)).await.unwrap();
+        assert_eq!(held(&bank).await, (credits(10), credits(8)), "{backend}: drawn, not added");
+        bank.finish(
+            job.id,
+            outcome(JobStatus::Delivered),
+            capture(job.id, 1, owner, 1),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        let answered = LineEnd::Answered { job_id: job.id, body: "{}".into() };
+        let recorded = bank.finish_line(worker, &l1, answered, now + 1).await.unwrap();
+        assert_eq!((recorded.recorded, recorded.freed), (true, 0), "{backend}");
+        assert_eq!(held(&bank).await, (credits(9), credits(6)), "{backend}");
+
+        // Line 2: a hold of 3, one more than its share, then released.
+        let (job, auction, request) = line_job(&l2, 3);
+        bank.open(job.clone(), auction, Some(request)).await.unwrap();
+        assert_eq!(held(&bank).await, (credits(9), credits(7)), "{backend}");
+        bank.finish(job.id, outcome(JobStatus::Failed), Settlement::Release, Vec::new())
+            .await
+            .unwrap();
+        let refused_line = |job_id| LineEnd::Refused {
+            job_id,
+            status_code: 502,
+            code: "upstream_failed".into(),
+            message: "x".into(),
+        };
+        let recorded = bank.finish_line(worker, &l2, refused_line(Some(job.id)), now + 2).await;
+        assert_eq!(recorded.unwrap().freed, 0, "{backend}: its share went with its hold");
+        // Line 3 ends before any hold: its share is freed with its end.
+        let recorded = bank.finish_line(worker, &l3, refused_line(None), now + 3).await.unwrap();
+        assert_eq!(recorded.freed, credits(2).micros(), "{backend}");
+        assert_eq!(held(&bank).await, (credits(9), credits(2)), "{backend}: line 4's share");
+
+        // A restart reads what the lines still hold.
+        if bank.is_authority() {
+            drop(bank);
+            bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+            assert_eq!(held(&bank).await, (credits(9), credits(2)), "{backend}: after restart");
+        }
+
+        // Cancel frees line 4's share; the batch has ended.
+        let cancelled = bank.cancel_batch(caller, id, now + 4).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, batches::BatchStatus::Cancelled, "{backend}");
+        assert_eq!(held(&bank).await, (credits(9), MicroCredits::ZERO), "{backend}");
+
+        // Expiry frees what unstarted lines held.
+        let expiring = batch_through(&bank, &db, caller, 3, 3, now).await.unwrap();
+        assert_eq!(held(&bank).await, (credits(9), credits(9)), "{backend}");
+        assert_eq!(bank.close_batches(now + 24 * 3_600_000 + 1).await.unwrap(), 1, "{backend}");
+        let expired = batches::find_batch(&db, caller, expiring).await.unwrap().unwrap();
+        assert_eq!(expired.status, batches::BatchStatus::Expired, "{backend}");
+        assert_eq!(held(&bank).await, (credits(9), MicroCredits::ZERO), "{backend}");
+        if !bank.is_authority() {
+            // The database's own figure agrees.
+            assert_eq!(ledger::balance(&db, caller).await.unwrap().held, MicroCredits::ZERO);
+        }
         assert_ledger_consistent(&db).await;
     }
 }

@@ -2,10 +2,10 @@
 //! a line and only its new holder may record it, cancel and the 24-hour expiry end what has
 //! not started, and a batch ends when its last line does.
 
-use registry::batches::{self, BatchFile, BatchStatus, LineEnd, NewBatch, NewFile, NewLine};
+use registry::batches::{self, BatchFile, BatchStatus, ClaimedLine, HeldIn, LineEnd};
 use uuid::Uuid;
 
-use crate::helpers::{all_backends, user};
+use crate::helpers::{all_backends, batch_rows, user};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -15,40 +15,21 @@ async fn new_batch(
     now_ms: i64,
 ) -> (Uuid, registry::UserId) {
     let owner = user(db).await;
-    let file = Uuid::now_v7();
-    batches::insert_file(
-        db,
-        NewFile {
-            id: file,
-            owner,
-            filename: "in.jsonl".into(),
-            content: "{}".into(),
-            lines: 1,
-            created_at_ms: now_ms,
-        },
-    )
-    .await
-    .unwrap();
-    let id = Uuid::now_v7();
-    let batch = NewBatch {
-        id,
-        owner,
-        api_key: None,
-        input_file: file,
-        endpoint: "/v1/jobs".into(),
-        metadata: None,
-        status: BatchStatus::InProgress,
-        errors: None,
-        total: lines as i64,
-        reserved: 0,
-        created_at_ms: now_ms,
-        expires_at_ms: now_ms + 24 * HOUR_MS,
-        auction: None,
-    };
-    let lines =
-        (0..lines).map(|i| NewLine { custom_id: format!("c{i}"), body: "{}".into() }).collect();
-    batches::insert_batch(db, batch, lines).await.unwrap();
+    let (batch, lines) = batch_rows(db, owner, lines, 0, now_ms).await;
+    let id = batch.id;
+    batches::insert_batch(db, batch, lines, HeldIn::Database).await.unwrap();
     (id, owner)
+}
+
+/// Records a line's end as `worker`; whether it was recorded.
+async fn finish(
+    db: &registry::DatabaseConnection,
+    worker: Uuid,
+    line: &ClaimedLine,
+    end: LineEnd,
+    now_ms: i64,
+) -> bool {
+    batches::finish_line(db, worker, line, end, now_ms, HeldIn::Database).await.unwrap().recorded
 }
 
 #[tokio::test]
@@ -98,12 +79,8 @@ async fn concurrent_workers_never_claim_the_same_line_and_a_lapsed_lease_moves_o
             job_id: Uuid::now_v7(),
             body: format!("{{\"by\":\"{who}\"}}"),
         };
-        assert!(
-            !batches::finish_line(&db, lapsed, line.id, end("lapsed"), now + 1_600).await.unwrap()
-        );
-        assert!(
-            batches::finish_line(&db, taker, line.id, end("taker"), now + 1_600).await.unwrap()
-        );
+        assert!(!finish(&db, lapsed, &line, end("lapsed"), now + 1_600).await);
+        assert!(finish(&db, taker, &line, end("taker"), now + 1_600).await);
         let output =
             batches::batch_file_lines(&db, owner, id, BatchFile::Output).await.unwrap().unwrap();
         assert_eq!(output.len(), 1);
@@ -130,9 +107,10 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
         let (id, owner) = new_batch(&db, 5, now).await;
         let worker = Uuid::now_v7();
         let running = batches::claim_lines(&db, worker, now, 60_000, 2, 100).await.unwrap();
-        let batch = batches::cancel_batch(&db, owner, id, now + 1).await.unwrap().unwrap();
+        let cancel = |at| batches::cancel_batch(&db, owner, id, at, HeldIn::Database);
+        let batch = cancel(now + 1).await.unwrap().0.unwrap();
         assert_eq!(batch.status, BatchStatus::Cancelling, "{backend}");
-        let again = batches::cancel_batch(&db, owner, id, now + 2).await.unwrap().unwrap();
+        let again = cancel(now + 2).await.unwrap().0.unwrap();
         assert_eq!(
             again.cancelling_at_ms,
             Some(now + 1),
@@ -146,9 +124,9 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
         );
         for line in &running {
             let end = LineEnd::Answered { job_id: Uuid::now_v7(), body: "{}".into() };
-            assert!(batches::finish_line(&db, worker, line.id, end, now + 4).await.unwrap());
+            assert!(finish(&db, worker, line, end, now + 4).await);
         }
-        batches::close_finished(&db, now + 5).await.unwrap();
+        batches::close_finished(&db, now + 5, HeldIn::Database).await.unwrap();
         let ended = batches::find_batch(&db, owner, id).await.unwrap().unwrap();
         assert_eq!(ended.status, BatchStatus::Cancelled, "{backend}");
         assert_eq!((ended.counts.completed, ended.counts.failed), (2, 0), "{backend}");
@@ -161,7 +139,7 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
         let (id, owner) = new_batch(&db, 4, now).await;
         let running = batches::claim_lines(&db, worker, now, 48 * HOUR_MS, 1, 100).await.unwrap();
         let later = now + 24 * HOUR_MS + 1;
-        batches::close_finished(&db, later).await.unwrap();
+        batches::close_finished(&db, later, HeldIn::Database).await.unwrap();
         let batch = batches::find_batch(&db, owner, id).await.unwrap().unwrap();
         assert_eq!(batch.status, BatchStatus::InProgress, "{backend}: a line still runs");
         assert_eq!(batch.counts.failed, 3, "{backend}: the three unstarted lines expired");
@@ -171,8 +149,8 @@ async fn cancel_and_expiry_end_unstarted_lines_and_the_batch_ends_with_its_last_
             code: "upstream_failed".into(),
             message: "x".into(),
         };
-        assert!(batches::finish_line(&db, worker, running[0].id, end, later + 1).await.unwrap());
-        batches::close_finished(&db, later + 2).await.unwrap();
+        assert!(finish(&db, worker, &running[0], end, later + 1).await);
+        batches::close_finished(&db, later + 2, HeldIn::Database).await.unwrap();
         let batch = batches::find_batch(&db, owner, id).await.unwrap().unwrap();
         assert_eq!(batch.status, BatchStatus::Expired, "{backend}");
         assert_eq!((batch.counts.completed, batch.counts.failed), (0, 4));

@@ -35,6 +35,7 @@ async fn job(
         payer: caller,
         amount: credits(charge),
         expires_at: when + Duration::minutes(15),
+        from_line: None,
     };
     ledger::place_hold(db, hold, Uuid::now_v7(), when).await.unwrap();
     let capture = Capture {

@@ -72,3 +72,44 @@ pub(crate) async fn assert_ledger_consistent(db: &DatabaseConnection) {
         audit.flow_mismatches
     );
 }
+
+/// An uploaded input file of `owner`'s and a batch in progress on it, not yet stored: `lines`
+/// lines, each holding `share` micro-credits of the batch's reservation.
+pub(crate) async fn batch_rows(
+    db: &DatabaseConnection,
+    owner: UserId,
+    lines: usize,
+    share: i64,
+    now_ms: i64,
+) -> (registry::batches::NewBatch, Vec<registry::batches::NewLine>) {
+    use registry::batches::{self, BatchStatus, NewBatch, NewFile, NewLine};
+    let file = Uuid::now_v7();
+    let upload = NewFile {
+        id: file,
+        owner,
+        filename: "in.jsonl".into(),
+        content: "{}".into(),
+        lines: 1,
+        created_at_ms: now_ms,
+    };
+    batches::insert_file(db, upload).await.unwrap();
+    let batch = NewBatch {
+        id: Uuid::now_v7(),
+        owner,
+        api_key: None,
+        input_file: file,
+        endpoint: "/v1/jobs".into(),
+        metadata: None,
+        status: BatchStatus::InProgress,
+        errors: None,
+        total: lines as i64,
+        reserved: share * lines as i64,
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms + 24 * 3_600_000,
+        auction: None,
+    };
+    let lines = (0..lines)
+        .map(|i| NewLine { custom_id: format!("c{i}"), body: "{}".into(), reserve: share })
+        .collect();
+    (batch, lines)
+}

@@ -27,7 +27,13 @@ fn to_platform(job_id: Uuid, charge: MicroCredits, paid: MicroCredits) -> Captur
 }
 
 fn hold(job_id: Uuid, payer: registry::UserId, amount: MicroCredits) -> HoldRequest {
-    HoldRequest { job_id, payer, amount, expires_at: Utc::now() + Duration::minutes(15) }
+    HoldRequest {
+        job_id,
+        payer,
+        amount,
+        expires_at: Utc::now() + Duration::minutes(15),
+        from_line: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -247,6 +253,7 @@ async fn a_hold_past_its_expiry_is_voided_by_the_reaper() {
             payer: caller,
             amount: credits(40),
             expires_at: now + Duration::seconds(60),
+            from_line: None,
         };
         ledger::place_hold(&db, expiring, Uuid::new_v4(), now).await.unwrap();
         let lasting = HoldRequest {
@@ -254,6 +261,7 @@ async fn a_hold_past_its_expiry_is_voided_by_the_reaper() {
             payer: caller,
             amount: credits(10),
             expires_at: now + Duration::hours(1),
+            from_line: None,
         };
         ledger::place_hold(&db, lasting, Uuid::new_v4(), now).await.unwrap();
         assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(50));
@@ -462,6 +470,7 @@ async fn a_job_cut_off_by_a_crash_is_marked_failed_and_its_hold_voided() {
             payer: caller,
             amount: credits(5),
             expires_at: opened + Duration::minutes(15),
+            from_line: None,
         };
         jobs::open_job_with_hold(&db, job, auction, Some((hold, Uuid::now_v7()))).await.unwrap();
         assert_eq!(ledger::balance(&db, caller).await.unwrap().held, credits(5), "{backend}");

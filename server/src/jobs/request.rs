@@ -141,10 +141,18 @@ pub struct JobRequest {
     /// The caller asked for a closing usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
     /// The batch line this job runs, when a batch worker runs it (never from a request body).
-    pub batch_line: Option<uuid::Uuid>,
+    pub batch_line: Option<BatchLineRef>,
     /// A batch auction's line: each agent's final batch bid, used instead of asking for live
     /// bids (never from a request body).
     pub batch_bids: Option<std::collections::HashMap<uuid::Uuid, MicroCredits>>,
+}
+
+/// A batch line a job runs: its id, and its share of the batch's reservation when the line's
+/// claim saw it still held (the job's hold draws on it first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLineRef {
+    pub id: uuid::Uuid,
+    pub share: Option<MicroCredits>,
 }
 
 /// OpenRouter's routing controls.

@@ -19,7 +19,7 @@ use registry::agents::{Agent, AgentKind, AgentState, Visibility};
 use registry::jobs::{
     AuctionEntry, Entrant, JobKind, JobOutcome, JobStatus, NewJob, Served, Settlement,
 };
-use registry::ledger::{Capture, HoldRequest, Payee, Payout};
+use registry::ledger::{Capture, HoldRequest, LineShare, Payee, Payout};
 use registry::{RegistryError, UserId};
 use serde::Serialize;
 use serde_json::Value;
@@ -132,7 +132,7 @@ pub async fn prepare(
         created_at: now,
         instance: Some(state.instance_id),
         api_key: payer.api_key,
-        batch_line: request.batch_line,
+        batch_line: request.batch_line.map(|line| line.id),
     };
     let auction_entry = AuctionEntry {
         id: auction_id,
@@ -197,6 +197,9 @@ pub async fn prepare(
             // Long enough for every attempt to time out in turn: a hold must never be reaped
             // while its job is still running.
             expires_at: now + hold_lifetime(state, serving.len(), request.stream),
+            from_line: request
+                .batch_line
+                .and_then(|line| line.share.map(|amount| LineShare { line: line.id, amount })),
         };
         (request, Uuid::now_v7())
     });

@@ -8,8 +8,8 @@
 use actix_multipart::Multipart;
 use actix_web::{HttpResponse, web};
 use futures::StreamExt;
-use registry::UserId;
 use registry::batches::{self, Batch, BatchFile, BatchStatus, LineResult, NewBatch, NewFile};
+use registry::{RegistryError, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -625,10 +625,10 @@ fn errors_text(data: Vec<BatchError>) -> Result<String, ApiError> {
         (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
         (status = 413, body = OpenAiErrorBody), (status = 415, body = OpenAiErrorBody),
         (status = 422, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody)))]
-/// `POST /v1/batches`: validates every line against the endpoint, checks that the caller's
-/// available credits cover the most the lines may cost, and starts the batch. A batch whose
-/// lines do not validate, or that the caller cannot pay for, is stored `failed` with
-/// OpenAI's `errors` list (each bad line by number), and nothing runs.
+/// `POST /v1/batches`: validates every line against the endpoint, reserves the most the lines
+/// may cost in one hold on the caller's credits, and starts the batch. A batch whose lines do
+/// not validate, or whose hold the caller cannot cover, is stored `failed` with OpenAI's
+/// `errors` list (each bad line by number), and nothing runs or stays reserved.
 pub(crate) async fn create_batch(
     caller: Caller,
     state: web::Data<AppState>,
@@ -707,7 +707,6 @@ pub(crate) async fn create_batch(
     let mut rfq = None;
     let lines = match plan(&state, caller.user_id, endpoint, &content).await {
         Ok(planned) => {
-            let available = state.bank.balance(caller.user_id).await?.available;
             batch.total = i64::try_from(planned.lines.len()).unwrap_or(i64::MAX);
             batch.reserved = planned.max_cost.micros();
             if let Some(window) = window {
@@ -730,22 +729,7 @@ pub(crate) async fn create_batch(
                     deadline_ms: until,
                 });
             }
-            if planned.max_cost > available {
-                rfq = None;
-                batch.status = BatchStatus::Failed;
-                batch.errors = Some(errors_text(vec![BatchError {
-                    code: "insufficient_credits".into(),
-                    message: format!(
-                        "the batch may cost up to {} credits; {} are available",
-                        planned.max_cost, available
-                    ),
-                    param: None,
-                    line: None,
-                }])?);
-                Vec::new()
-            } else {
-                planned.lines
-            }
+            planned.lines
         }
         Err(errors) => {
             batch.status = BatchStatus::Failed;
@@ -762,7 +746,25 @@ pub(crate) async fn create_batch(
             Vec::new()
         }
     };
-    batches::insert_batch(&state.db, batch, lines).await?;
+    // The batch and its one hold: the most every line may cost, reserved in the same step.
+    match state.bank.create_batch(batch.clone(), lines).await {
+        Ok(()) => {}
+        Err(RegistryError::InsufficientCredits { requested, available }) => {
+            rfq = None;
+            batch.status = BatchStatus::Failed;
+            batch.reserved = 0;
+            batch.errors = Some(errors_text(vec![BatchError {
+                code: "insufficient_credits".into(),
+                message: format!(
+                    "the batch may cost up to {requested} credits; {available} are available"
+                ),
+                param: None,
+                line: None,
+            }])?);
+            state.bank.create_batch(batch, Vec::new()).await?;
+        }
+        Err(err) => return Err(err.into()),
+    }
     if let Some(rfq) = rfq {
         let state = state.clone();
         tokio::spawn(async move { crate::batches::request_quotes(&state, rfq).await });
@@ -844,8 +846,8 @@ pub(crate) async fn list_batches(
     }))
 }
 
-/// `POST /v1/batches/{id}/cancel`: unstarted lines are cancelled (nothing was held for them),
-/// running lines finish; cancelling again changes nothing.
+/// `POST /v1/batches/{id}/cancel`: unstarted lines are cancelled and what the batch reserved
+/// for them is freed at once; running lines finish; cancelling again changes nothing.
 #[utoipa::path(post, path = "/v1/batches/{id}/cancel", operation_id = "cancel_batch", tag = "batches", security(("bearer" = [])),
     params(("id" = String, Path, description = "A batch's id")),
     responses((status = 200, body = BatchObject), (status = 401, body = OpenAiErrorBody),
@@ -857,7 +859,9 @@ pub(crate) async fn cancel_batch(
 ) -> Result<HttpResponse, ApiError> {
     let id = batch_id(&path)?;
     let now_ms = state.now().timestamp_millis();
-    let batch = batches::cancel_batch(&state.db, caller.user_id, id, now_ms)
+    let batch = state
+        .bank
+        .cancel_batch(caller.user_id, id, now_ms)
         .await?
         .ok_or(ApiError::NotFound { what: "batch" })?;
     Ok(HttpResponse::Ok().json(batch_object(&batch)))

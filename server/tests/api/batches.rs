@@ -122,6 +122,52 @@ async fn a_batch_the_caller_cannot_cover_fails_with_insufficient_credits() {
     assert_eq!(agent.requests(), 0, "nothing ran");
 }
 
+/// The batch's one hold: its most is reserved at creation, so a job elsewhere that would eat
+/// into it is refused while the batch runs, and every line still runs and is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holds_its_most_at_creation_and_other_spending_cannot_take_it() {
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        s.batch.concurrency = 2;
+    })
+    .await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Slow(Duration::from_millis(30))).await;
+    ocr_agent(&app, &owner, &agent, "0.5").await;
+    let dear = TestAgent::start(Behaviour::Json(200, r#"{"text":"dear"}"#.into())).await;
+    let body = json!({"name": "dear-ocr", "kind": "json", "categories": ["ocr"],
+                      "endpoint": dear.url, "pricing": {"per_call": "15"}});
+    app.register_agent(&owner, &body).await;
+    let (_, key) = app.create_key(&caller, "batch").await;
+    // 60 lines of at most 0.5 + the 1-credit fee: 90 of the 100 free credits, held at once.
+    let content: Vec<String> = (0..60).map(|i| job_line(i, "0.5")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let batch = create_batch(&app, &key, &file).await;
+    assert_eq!(batch["status"], "in_progress", "{batch}");
+    let (balance, held) = app.credits(&caller).await;
+    let available = micros(&balance) - micros(&held);
+    assert!(available <= 10_000_000, "90 credits held for the batch: {balance} / {held}");
+    // A job that could cost 16 credits (the dear agent) cannot take them from the batch.
+    let job = json!({"category": "ocr", "input": {"page": 0}, "auction": {"max_price": "20"}});
+    let refused = app.post_json("/v1/jobs", &job, Some(&key)).await;
+    assert_eq!(refused.status(), 402);
+    assert_eq!(json_body(refused).await["error"]["code"], "insufficient_credits");
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    let mut ended = Value::Null;
+    for _ in 0..200 {
+        ended = get(&app, &key, &path).await;
+        if ended["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["request_counts"]["completed"], 60, "every line ran and was paid: {ended}");
+    let (_, held) = app.credits(&caller).await;
+    assert_eq!(micros(&held), 0, "nothing stays held once the batch has ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_line_is_charged_once_through_retrieve_storms_and_repeated_cancels() {
     let app = spawn_app_with(|s| {

@@ -107,6 +107,7 @@ async fn the_ledger_pages_newest_first_with_decimal_amounts() {
                 payer,
                 amount: registry_credits("2"),
                 expires_at: Utc::now() + Duration::minutes(5),
+                from_line: None,
             };
             let job_id = job.id;
             app.state.bank.open(job, auction, Some((hold, Uuid::now_v7()))).await.unwrap();

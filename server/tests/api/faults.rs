@@ -636,11 +636,21 @@ async fn kill_9_mid_batch_then_restart_finishes_every_line_charged_once() {
     assert!(before_kill < 60, "killed mid-batch: {midway}");
 
     let second = spawn_served(dir.path(), env).await;
+    // The restarted process holds again what the unfinished lines still hold: never less
+    // than each such line's 1.5 credits (nothing more, while none of its jobs is open).
+    let credits = get(&second.base, &caller, "/api/credits").await;
+    let counts = get(&second.base, &caller, &path).await["request_counts"].clone();
+    let unfinished =
+        60 - counts["completed"].as_i64().unwrap() - counts["failed"].as_i64().unwrap();
+    let held = amount(&credits["held"]);
+    assert!(held >= 1.5 * unfinished as f64, "{credits} for {unfinished} lines");
     let ended = batch_until(&second.base, &caller, &path, Duration::from_secs(60), |b| {
         b["status"] != "in_progress"
     })
     .await;
     assert_each_line_answered_and_paid_once(&second.base, &caller, &ended, 60).await;
+    let credits = get(&second.base, &caller, "/api/credits").await;
+    assert_eq!(amount(&credits["held"]), 0.0, "nothing held once the batch ended: {credits}");
     let ran = agent.requests();
     assert!(
         (60..=68).contains(&ran),
@@ -699,6 +709,8 @@ async fn two_instances_on_postgres_share_a_batch_and_one_dying_loses_no_line() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_each_line_answered_and_paid_once(&b.base, &caller, &ended, 60).await;
+    let credits = get(&b.base, &caller, "/api/credits").await;
+    assert_eq!(amount(&credits["held"]), 0.0, "the batch's hold is all spent or freed: {credits}");
     let db = registry::connect(&postgres.url, Some(1)).await.unwrap();
     let workers = sea_orm::ConnectionTrait::query_one_raw(
         &db,

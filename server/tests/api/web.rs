@@ -928,6 +928,7 @@ async fn the_front_pages_days_and_hours_split_at_utc_midnight_as_the_ledger_does
             payer,
             amount: credits(charge),
             expires_at: when + chrono::Duration::minutes(15),
+            from_line: None,
         };
         ledger::place_hold(&app.state.db, hold, uuid::Uuid::now_v7(), when).await.unwrap();
         let capture = Capture {

@@ -41,6 +41,9 @@ pub struct BatchSettings {
     pub concurrency: usize,
     /// Lines of one batch running at once, over all instances.
     pub per_batch_concurrency: u64,
+    /// Batch lines one agent serves at once in this process (a line waits for its auction's
+    /// winner to have a free slot).
+    pub per_agent_concurrency: usize,
     /// How long a claimed line stays this worker's without a renewal, in milliseconds. A
     /// worker renews its leases every third of this; a line whose worker died is free again
     /// after it.
@@ -56,6 +59,7 @@ impl Default for BatchSettings {
             max_file_bytes: 100 * 1024 * 1024,
             concurrency: 32,
             per_batch_concurrency: 32,
+            per_agent_concurrency: 16,
             lease_ms: 30_000,
             poll_ms: 500,
         }

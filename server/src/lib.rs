@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub(crate) mod agent_registration;
+pub mod agent_slots;
 pub mod auth;
 pub mod batches;
 pub mod body_timeout;

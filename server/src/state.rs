@@ -51,6 +51,8 @@ pub struct AppState {
     pub local_admin_token: Option<String>,
     /// Wakes this process's batch worker: a new batch, or a line slot freed.
     pub batch_wake: tokio::sync::Notify,
+    /// Batch lines each agent serves at once (`batch.per_agent_concurrency`).
+    pub agent_slots: crate::agent_slots::AgentSlots,
     /// Users whose grant for the current month is known to be in. A cache only: the ledger's
     /// conditional update is what makes the grant happen once, across instances too.
     granted: Mutex<HashMap<UserId, GrantPeriod>>,
@@ -73,6 +75,8 @@ impl AppState {
         hashing: HashingPool,
         settings: ResolvedSettings,
     ) -> AppState {
+        let agent_slots =
+            crate::agent_slots::AgentSlots::new(settings.raw.batch.per_agent_concurrency);
         AppState {
             db,
             instance_id: uuid::Uuid::now_v7(),
@@ -94,6 +98,7 @@ impl AppState {
             metrics: Metrics::new(),
             local_admin_token: None,
             batch_wake: tokio::sync::Notify::new(),
+            agent_slots,
             granted: Mutex::new(HashMap::new()),
             reference_prices: Mutex::new(HashMap::new()),
         }

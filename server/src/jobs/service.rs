@@ -186,6 +186,15 @@ pub async fn prepare(
         Mode::Recommend => MicroCredits::ZERO,
         Mode::Execute => serving.iter().map(|r| r.price).max().unwrap_or(MicroCredits::ZERO),
     };
+    // A batch line waits for a slot of its winner before it holds anything, so the wait
+    // never shortens the hold's life (`agent_slots`).
+    let (agent_slot, now) = match (&request.batch_line, request.mode, serving.first()) {
+        (Some(_), Mode::Execute, Some(first)) => {
+            let winner = Uuid::from_u128(first.agent_id.0);
+            (state.agent_slots.acquire(winner).await, state.now())
+        }
+        _ => (None, now),
+    };
     let hold_amount = max_price
         .checked_add(call_fee)
         .ok_or_else(|| ApiError::internal(RegistryError::Overflow))?;
@@ -238,6 +247,7 @@ pub async fn prepare(
         call_fee,
         win_fee,
         half_life_ms,
+        agent_slot,
     })))
 }
 

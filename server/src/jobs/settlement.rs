@@ -40,6 +40,8 @@ pub struct HeldJob {
     pub call_fee: MicroCredits,
     pub win_fee: MicroCredits,
     pub half_life_ms: i64,
+    /// A batch line's slot of its winning agent, freed when the job ends.
+    pub agent_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Whether an agent's answer says the *request* was bad (400, 413, 415, 422) rather than the

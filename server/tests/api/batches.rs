@@ -56,6 +56,19 @@ async fn get(app: &TestApp, key: &str, path: &str) -> Value {
     json_body(app.get(path, Some(key)).await).await
 }
 
+/// Reads the batch at `path` until it reaches `status` (10 s at most); the last read.
+async fn until_status(app: &TestApp, key: &str, path: &str, status: &str) -> Value {
+    let mut batch = Value::Null;
+    for _ in 0..200 {
+        batch = get(app, key, path).await;
+        if batch["status"] == status {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    batch
+}
+
 fn micros(credits: &str) -> i64 {
     let (whole, frac) = credits.split_once('.').unwrap_or((credits, ""));
     let frac = format!("{frac:0<6}");
@@ -154,18 +167,35 @@ async fn a_batch_holds_its_most_at_creation_and_other_spending_cannot_take_it() 
     assert_eq!(refused.status(), 402);
     assert_eq!(json_body(refused).await["error"]["code"], "insufficient_credits");
     let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
-    let mut ended = Value::Null;
-    for _ in 0..200 {
-        ended = get(&app, &key, &path).await;
-        if ended["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ended = until_status(&app, &key, &path, "completed").await;
     assert_eq!(ended["status"], "completed", "{ended}");
     assert_eq!(ended["request_counts"]["completed"], 60, "every line ran and was paid: {ended}");
     let (_, held) = app.credits(&caller).await;
     assert_eq!(micros(&held), 0, "nothing stays held once the batch has ended");
+}
+
+/// `batch.per_agent_concurrency`: however many lines the process runs at once, one agent
+/// never serves more than its slots; the batch still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_serves_at_most_its_slots_of_batch_lines_at_once() {
+    let app = spawn_app_with(|s| {
+        s.egress.allow_cidrs = vec!["127.0.0.0/8".into()];
+        s.batch.concurrency = 8;
+        s.batch.per_agent_concurrency = 2;
+    })
+    .await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Slow(Duration::from_millis(60))).await;
+    ocr_agent(&app, &owner, &agent, "0.1").await;
+    let (_, key) = app.create_key(&caller, "batch").await;
+    let content: Vec<String> = (0..12).map(|i| job_line(i, "0.1")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let batch = create_batch(&app, &key, &file).await;
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    let ended = until_status(&app, &key, &path, "completed").await;
+    assert_eq!(ended["request_counts"]["completed"], 12, "{ended}");
+    assert_eq!(agent.most_at_once(), 2, "8 lines at once in the process, 2 on the agent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,14 +233,7 @@ async fn each_line_is_charged_once_through_retrieve_storms_and_repeated_cancels(
         let status = json_body(response).await["status"].as_str().unwrap().to_owned();
         assert!(status == "cancelling" || status == "cancelled", "{status}");
     }
-    let mut ended = Value::Null;
-    for _ in 0..100 {
-        ended = get(&app, &key, &path).await;
-        if ended["status"] == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ended = until_status(&app, &key, &path, "cancelled").await;
     assert_eq!(ended["status"], "cancelled", "{ended}");
     let done = ended["request_counts"]["completed"].as_i64().unwrap();
     assert!(done > 0 && done < 60, "some lines ran before the cancel, not all: {ended}");
@@ -338,14 +361,7 @@ async fn a_rebid_in_the_window_changes_the_award_and_a_late_bid_does_not() {
     assert_eq!(json_body(response).await["error"]["code"], "bidding_closed");
 
     let path = format!("/v1/batches/{id}");
-    let mut ended = Value::Null;
-    for _ in 0..200 {
-        ended = get(&app, &key, &path).await;
-        if ended["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let ended = until_status(&app, &key, &path, "completed").await;
     assert_eq!(ended["status"], "completed", "{ended}");
     let record = &ended["auction"]["record"];
     let award: Vec<(String, i64)> = record["award"]

@@ -56,6 +56,8 @@ pub(crate) struct TestAgent {
     pieces_sent: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     last: Arc<Mutex<Option<SeenRequest>>>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
 impl TestAgent {
@@ -69,6 +71,8 @@ impl TestAgent {
             (Arc::clone(&connections), Arc::clone(&requests), Arc::clone(&last));
         let pieces_sent = Arc::new(AtomicUsize::new(0));
         let pieces_seen = Arc::clone(&pieces_sent);
+        let in_flight: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
+        let in_flight_seen = Arc::clone(&in_flight);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 connections_seen.fetch_add(1, Ordering::SeqCst);
@@ -76,10 +80,16 @@ impl TestAgent {
                 let requests = Arc::clone(&requests_seen);
                 let last = Arc::clone(&last_seen);
                 let pieces = Arc::clone(&pieces_seen);
-                tokio::spawn(serve(socket, behaviour, requests, last, pieces));
+                let in_flight = Arc::clone(&in_flight_seen);
+                tokio::spawn(serve(socket, behaviour, requests, last, pieces, in_flight));
             }
         });
-        TestAgent { url, connections, pieces_sent, requests, last }
+        TestAgent { url, connections, pieces_sent, requests, last, in_flight }
+    }
+
+    /// The most requests this agent was answering at one time.
+    pub(crate) fn most_at_once(&self) -> usize {
+        self.in_flight.1.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -108,6 +118,15 @@ impl TestAgent {
     }
 }
 
+/// Counts a request as no longer in flight when its answer is done (or abandoned).
+struct Answered<'a>(&'a AtomicUsize);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Serves requests on one connection until the client closes it (keep-alive aware).
 async fn serve(
     mut socket: TcpStream,
@@ -115,11 +134,15 @@ async fn serve(
     requests: Arc<AtomicUsize>,
     last: Arc<Mutex<Option<SeenRequest>>>,
     pieces_sent: Arc<AtomicUsize>,
+    in_flight: Arc<(AtomicUsize, AtomicUsize)>,
 ) {
     let mut buffer = Vec::new();
     loop {
         let Some(request) = read_request(&mut socket, &mut buffer).await else { return };
         requests.fetch_add(1, Ordering::SeqCst);
+        let now = in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+        in_flight.1.fetch_max(now, Ordering::SeqCst);
+        let _answered = Answered(&in_flight.0);
         if let Behaviour::Stream { pieces, first_after, gap, cut, usage } = &behaviour {
             *last.lock().unwrap() = Some(request);
             stream(&mut socket, pieces, *first_after, *gap, *cut, *usage, &pieces_sent).await;

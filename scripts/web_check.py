@@ -6,9 +6,10 @@ violation). Tab order is checked too: every control is reachable by keyboard and
 
 Run by server/tests/api/browser.rs, which starts Gavel and an agent and checks what this
 prints (one JSON object) against the ledger. Then the agents' owner logs in and finds the win
-in their earnings and the rating on their agent, and pauses another agent. Environment:
-GAVEL_URL, GAVEL_SCREENSHOTS, GAVEL_AXE (path of axe.min.js), GAVEL_OWNER_EMAIL and
-GAVEL_OWNER_PASSWORD, GAVEL_CHROMIUM (default /usr/bin/chromium).
+in their earnings and the rating on their agent, and pauses another agent; and a caller with
+a finished batch opens its page. Environment: GAVEL_URL, GAVEL_SCREENSHOTS, GAVEL_AXE (path of
+axe.min.js), GAVEL_OWNER_EMAIL and GAVEL_OWNER_PASSWORD, GAVEL_BATCHER_EMAIL and
+GAVEL_BATCHER_PASSWORD, GAVEL_CHROMIUM (default /usr/bin/chromium).
 """
 
 import json
@@ -62,6 +63,17 @@ def check(page, name):
         f"() => [...document.querySelectorAll('{focusable}')].filter(e => e.hasAttribute('data-tab-seen')).length"
     )
     report["pages"][name] = {"controls": controls, "reached_by_tab": reached}
+
+
+def log_in(browser, email, password):
+    """A new browser context, logged in as email; its page."""
+    page = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(f"{BASE}/login")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("button[type=submit]:has-text('Log in')")
+    page.wait_for_url(f"{BASE}/")
+    return page
 
 
 def text(page, selector):
@@ -150,12 +162,7 @@ with sync_playwright() as p:
     report["after_logout"] = page.url
 
     # The agents' owner logs in: the win is in their earnings, the rating on their agent.
-    owner = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900}).new_page()
-    owner.goto(f"{BASE}/login")
-    owner.fill("#email", os.environ["GAVEL_OWNER_EMAIL"])
-    owner.fill("#password", os.environ["GAVEL_OWNER_PASSWORD"])
-    owner.click("button[type=submit]:has-text('Log in')")
-    owner.wait_for_url(f"{BASE}/")
+    owner = log_in(browser, os.environ["GAVEL_OWNER_EMAIL"], os.environ["GAVEL_OWNER_PASSWORD"])
     report["owner_earned_total"] = text(owner, "#earned-total")
     check(owner, "owner-dashboard")
     owner.click("nav >> text=My agents")
@@ -195,6 +202,17 @@ with sync_playwright() as p:
     owner.wait_for_url(f"{BASE}/operator")
     report["operator_fees_total"] = text(owner, "#fees-total")
     check(owner, "operator")
+
+    # A caller with a finished batch: the list, the batch's page.
+    batcher = log_in(browser, os.environ["GAVEL_BATCHER_EMAIL"], os.environ["GAVEL_BATCHER_PASSWORD"])
+    batcher.click("nav >> text=Batches")
+    batcher.wait_for_url(f"{BASE}/batches")
+    check(batcher, "batches")
+    batcher.click("#batches a")
+    batcher.wait_for_url("**/batches/*")
+    report["batch_status"] = text(batcher, "#status")
+    report["batch_completed"] = text(batcher, "#completed")
+    check(batcher, "batch")
     browser.close()
 
 json.dump(report, sys.stdout)

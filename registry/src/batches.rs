@@ -1275,3 +1275,52 @@ pub async fn has_open_batches(db: &DatabaseConnection) -> Result<bool, RegistryE
         .await?;
     Ok(open.is_some())
 }
+
+/// A batch's money as its owner's dashboard shows it, in micro-credits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchMoney {
+    /// What the lines that delivered cost (their jobs' totals).
+    pub spent: i64,
+    /// The shares of the batch's reservation its lines still hold (lines not started, or
+    /// whose job has not yet drawn its share).
+    pub held: i64,
+}
+
+/// What the owner's batch has spent and still holds; `None` if the owner has no such batch.
+pub async fn batch_money(
+    db: &DatabaseConnection,
+    owner: UserId,
+    id: Uuid,
+) -> Result<Option<BatchMoney>, RegistryError> {
+    let mine = batches::Entity::find_by_id(id)
+        .filter(batches::Column::OwnerId.eq(owner.0))
+        .count(db)
+        .await?;
+    if mine == 0 {
+        return Ok(None);
+    }
+    let lines = Query::select()
+        .column(batch_lines::Column::Id)
+        .from(batch_lines::Entity)
+        .and_where(batch_lines::Column::BatchId.eq(id))
+        .to_owned();
+    let spent: Option<i64> = jobs::Entity::find()
+        .select_only()
+        .column_as(Expr::col(jobs::Column::TotalCost).sum().cast_as("BIGINT"), "spent")
+        .filter(jobs::Column::BatchLineId.in_subquery(lines))
+        .filter(jobs::Column::Status.eq(JobStatus::Delivered.as_str()))
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten();
+    let held: Option<i64> = batch_lines::Entity::find()
+        .select_only()
+        .column_as(Expr::col(batch_lines::Column::Reserve).sum().cast_as("BIGINT"), "held")
+        .filter(batch_lines::Column::BatchId.eq(id))
+        .filter(batch_lines::Column::ReserveHeld.eq(true))
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten();
+    Ok(Some(BatchMoney { spent: spent.unwrap_or(0), held: held.unwrap_or(0) }))
+}

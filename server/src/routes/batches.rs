@@ -272,39 +272,45 @@ pub(crate) async fn file_content(
                 .ok_or(ApiError::NotFound { what: "file" })?;
             Ok(HttpResponse::Ok().content_type("application/jsonl").body(content))
         }
-        FileRef::Output(batch, which) => {
-            let owner = caller.user_id;
-            // The first page here, so that a missing batch is a 404; the rest as it is read.
-            let first = output_page(&state, owner, batch, which, 0)
-                .await?
-                .ok_or(ApiError::NotFound { what: "file" })?;
-            let pages = futures::stream::unfold(Next::Page(first), move |next| {
-                let state = state.clone();
-                async move {
-                    let (text, last) = match next {
-                        Next::Page(page) => page,
-                        // A read failed after the status was sent: cut the body off, so the
-                        // client sees an error rather than a short file.
-                        Next::Failed(err) => return Some((Err(err), Next::Done)),
-                        Next::Done => return None,
-                    };
-                    let chunk = actix_web::web::Bytes::from(text);
-                    let next = match last {
-                        None => Next::Done,
-                        Some(after) => {
-                            match output_page(&state, owner, batch, which, after).await {
-                                Ok(Some(page)) => Next::Page(page),
-                                Ok(None) => Next::Done,
-                                Err(err) => Next::Failed(err),
-                            }
-                        }
-                    };
-                    Some((Ok(chunk), next))
-                }
-            });
-            Ok(HttpResponse::Ok().content_type("application/jsonl").streaming(pages))
-        }
+        FileRef::Output(batch, which) => batch_file(state, caller.user_id, batch, which).await,
     }
+}
+
+/// A batch's output (or error) file as a streamed JSONL body, read page by page; 404 if the
+/// owner has no such batch. The dashboard's download links answer with it too.
+pub(crate) async fn batch_file(
+    state: web::Data<AppState>,
+    owner: UserId,
+    batch: Uuid,
+    which: BatchFile,
+) -> Result<HttpResponse, ApiError> {
+    // The first page here, so that a missing batch is a 404; the rest as it is read.
+    let first = output_page(&state, owner, batch, which, 0)
+        .await?
+        .ok_or(ApiError::NotFound { what: "file" })?;
+    let pages = futures::stream::unfold(Next::Page(first), move |next| {
+        let state = state.clone();
+        async move {
+            let (text, last) = match next {
+                Next::Page(page) => page,
+                // A read failed after the status was sent: cut the body off, so the client
+                // sees an error rather than a short file.
+                Next::Failed(err) => return Some((Err(err), Next::Done)),
+                Next::Done => return None,
+            };
+            let chunk = actix_web::web::Bytes::from(text);
+            let next = match last {
+                None => Next::Done,
+                Some(after) => match output_page(&state, owner, batch, which, after).await {
+                    Ok(Some(page)) => Next::Page(page),
+                    Ok(None) => Next::Done,
+                    Err(err) => Next::Failed(err),
+                },
+            };
+            Some((Ok(chunk), next))
+        }
+    });
+    Ok(HttpResponse::Ok().content_type("application/jsonl").streaming(pages))
 }
 
 /// `DELETE /v1/files/{id}`: an uploaded file (a batch made from it keeps its lines).

@@ -4,7 +4,7 @@
 
 mod account;
 pub(crate) mod agents;
-mod batches;
+pub(crate) mod batches;
 mod credits;
 mod feedback;
 mod health;

@@ -11,6 +11,7 @@
 
 mod account;
 mod agents;
+mod batches;
 mod chart;
 mod home;
 mod jobs;
@@ -60,6 +61,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(page("/agents/{id}/pause").route(web::post().to(agents::pause)))
         .service(page("/agents/{id}/resume").route(web::post().to(agents::resume)))
+        .service(page("/batches").route(web::get().to(batches::list)))
+        .service(page("/batches/{id}").route(web::get().to(batches::batch)))
+        .service(page("/batches/{id}/cancel").route(web::post().to(batches::cancel)))
+        .service(page("/batches/{id}/output.jsonl").route(web::get().to(batches::output)))
+        .service(page("/batches/{id}/errors.jsonl").route(web::get().to(batches::errors)))
         .service(page("/jobs").route(web::get().to(jobs::log)))
         .service(page("/jobs.csv").route(web::get().to(jobs::csv)))
         .service(page("/jobs/{id}").route(web::get().to(jobs::job)))

@@ -56,6 +56,12 @@ async fn get(app: &TestApp, key: &str, path: &str) -> Value {
     json_body(app.get(path, Some(key)).await).await
 }
 
+/// The text of a batch's file, `file_id` as the batch object names it.
+async fn file_text(app: &TestApp, key: &str, file_id: &Value) -> String {
+    let path = format!("/v1/files/{}/content", file_id.as_str().unwrap());
+    app.get(&path, Some(key)).await.text().await.unwrap()
+}
+
 /// Reads the batch at `path` until it reaches `status` (10 s at most); the last read.
 async fn until_status(app: &TestApp, key: &str, path: &str, status: &str) -> Value {
     let mut batch = Value::Null;
@@ -238,21 +244,8 @@ async fn each_line_is_charged_once_through_retrieve_storms_and_repeated_cancels(
     let done = ended["request_counts"]["completed"].as_i64().unwrap();
     assert!(done > 0 && done < 60, "some lines ran before the cancel, not all: {ended}");
 
-    let output = app
-        .get(
-            &format!("/v1/files/{}/content", ended["output_file_id"].as_str().unwrap()),
-            Some(&key),
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let errors = app
-        .get(&format!("/v1/files/{}/content", ended["error_file_id"].as_str().unwrap()), Some(&key))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let output = file_text(&app, &key, &ended["output_file_id"]).await;
+    let errors = file_text(&app, &key, &ended["error_file_id"]).await;
     let parse = |text: &str| -> Vec<Value> {
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
@@ -453,4 +446,80 @@ async fn an_output_file_of_many_pages_streams_whole_and_in_order() {
     let info = get(&app, &key, &format!("/v1/files/{output_id}")).await;
     assert_eq!(info["bytes"].as_u64().unwrap(), text.len() as u64, "{info}");
     assert_eq!(info["purpose"], "batch_output");
+}
+
+/// The dashboard's batch pages show what the API shows: the counts, the money (spent equals
+/// what the caller's balance lost, nothing left held), the same output file to download; a
+/// batch waiting for its auction is cancelled from its page (CSRF-checked) and frees its hold;
+/// another user sees none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_pages_show_the_apis_figures_and_cancel_frees_the_hold() {
+    use crate::web::{Session, csrf_of};
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let owner = app.signup().await;
+    let agent = TestAgent::start(Behaviour::Json(200, r#"{"text":"read"}"#.into())).await;
+    ocr_agent(&app, &owner, &agent, "0.5").await;
+    let mut session = Session::new(&app);
+    session.sign_up("batcher@example.com").await;
+    let page = session.get("/").await.text().await.unwrap();
+    let created = session.post("/keys", &[("csrf", &csrf_of(&page)), ("name", "batch")]).await;
+    let page = created.text().await.unwrap();
+    let at = page.find("value=\"gvl_").unwrap() + 7;
+    let key = page[at..at + 52].to_owned();
+    let balance = |credits: Value| micros(credits["balance"].as_str().unwrap());
+    let before = balance(get(&app, &key, "/api/credits").await);
+
+    let content: Vec<String> = (0..5).map(|i| job_line(i, "0.5")).collect();
+    let file = json_body(upload(&app, &key, &content.join("\n")).await).await;
+    let batch = create_batch(&app, &key, &file).await;
+    let id = batch["id"].as_str().unwrap().trim_start_matches("batch_").to_owned();
+    let ended = until_status(&app, &key, &format!("/v1/batches/batch_{id}"), "completed").await;
+    assert_eq!(ended["request_counts"]["completed"], 5, "{ended}");
+    let spent = before - balance(get(&app, &key, "/api/credits").await);
+
+    let list = session.get("/batches").await.text().await.unwrap();
+    assert!(list.contains(&format!("batch_{id}")), "{list}");
+    let page = session.get(&format!("/batches/{id}")).await.text().await.unwrap();
+    let field = |name: &str| {
+        let start = page.find(&format!("id=\"{name}\">")).unwrap() + name.len() + 6;
+        page[start..start + page[start..].find('<').unwrap()].to_owned()
+    };
+    assert_eq!(field("status"), "completed");
+    assert_eq!(
+        (field("completed"), field("failed"), field("open")),
+        ("5".into(), "0".into(), "0".into())
+    );
+    assert_eq!(micros(&field("spent")), spent, "spent = what the balance lost");
+    assert_eq!(micros(&field("held")), 0);
+    let api_output = file_text(&app, &key, &ended["output_file_id"]).await;
+    let download = session.get(&format!("/batches/{id}/output.jsonl")).await;
+    assert_eq!(download.status(), 200);
+    assert!(download.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    assert_eq!(download.text().await.unwrap(), api_output);
+
+    // A batch waiting for its bidding window holds its most; cancelling it from its page
+    // frees all of it.
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/jobs", "completion_window": "24h",
+                      "auction": {"bidding_window_s": 600}});
+    let waiting = json_body(app.post_json("/v1/batches", &body, Some(&key)).await).await;
+    let waiting_id = waiting["id"].as_str().unwrap().trim_start_matches("batch_").to_owned();
+    let held = |credits: Value| micros(credits["held"].as_str().unwrap());
+    assert_eq!(held(get(&app, &key, "/api/credits").await), 5 * 1_500_000, "5 lines of 1.5");
+    let page = session.get(&format!("/batches/{waiting_id}")).await.text().await.unwrap();
+    let cancel = format!("/batches/{waiting_id}/cancel");
+    assert_eq!(session.post(&cancel, &[("csrf", "forged")]).await.status(), 403);
+    let response = session.post(&cancel, &[("csrf", &csrf_of(&page))]).await;
+    assert_eq!(response.status(), 303);
+    let cancelled = get(&app, &key, &format!("/v1/batches/batch_{waiting_id}")).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(held(get(&app, &key, "/api/credits").await), 0, "the cancel freed the hold");
+    assert_eq!(agent.requests(), 5, "the cancelled batch ran nothing");
+
+    // Another user sees neither the batch nor its files.
+    let mut stranger = Session::new(&app);
+    stranger.sign_up("stranger@example.com").await;
+    assert_eq!(stranger.get(&format!("/batches/{id}")).await.status(), 404);
+    assert_eq!(stranger.get(&format!("/batches/{id}/output.jsonl")).await.status(), 404);
+    let theirs = stranger.get("/batches").await.text().await.unwrap();
+    assert!(!theirs.contains(&id), "a stranger's list shows the batch");
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{json_body, spawn_app_with};
 use crate::test_agent::{Behaviour, TestAgent};
 
 /// Python with Playwright, Chromium, and axe-core's script, when all three are here.
@@ -65,11 +65,36 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     let (_, dearer_id) =
         crate::jobs::chat_agent(&app, &owner, "dearer", &dearer, "4", json!({})).await;
 
+    // A caller with a finished two-line batch, for the batch pages.
+    let batcher = app.signup_as("batcher@example.com").await;
+    let (_, batch_key) = app.create_key(&batcher, "batch").await;
+    let lines: Vec<String> = (0..2)
+        .map(|i| {
+            json!({"custom_id": format!("c{i}"), "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": "auction", "messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+        })
+        .collect();
+    let upload = crate::batches::upload_to(&app.address, &batch_key, &lines.join("\n")).await;
+    let file = json_body(upload).await;
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"});
+    let batch = json_body(app.post_json("/v1/batches", &body, Some(&batch_key)).await).await;
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    for _ in 0..200 {
+        let read = json_body(app.get(&path, Some(&batch_key)).await).await;
+        if read["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/web_check.py");
     let (url, shots_dir) = (app.address.clone(), shots.clone());
     let (owner_email, owner_password) = (owner.email.clone(), owner.password.clone());
+    let batcher_password = batcher.password.clone();
     // The agent the owner registers through the form.
     let formed = TestAgent::start(Behaviour::Chat {
         content: "formed".into(),
@@ -88,6 +113,8 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
             .env("GAVEL_OWNER_EMAIL", owner_email)
             .env("GAVEL_FORM_AGENT_URL", form_agent_url)
             .env("GAVEL_OWNER_PASSWORD", owner_password)
+            .env("GAVEL_BATCHER_EMAIL", "batcher@example.com")
+            .env("GAVEL_BATCHER_PASSWORD", batcher_password)
             .output()
             .unwrap()
     })
@@ -178,6 +205,9 @@ async fn a_newcomer_signs_up_runs_a_job_reads_its_transcript_and_rates_it_in_chr
     let edited = report["owner_agents_after_edit"].as_array().unwrap();
     let row = edited.iter().map(|r| r.as_str().unwrap()).find(|r| r.contains("/formed")).unwrap();
     assert!(row.contains("0.6") && row.contains("(v2)"), "{report}");
+
+    // The batcher's pages: the finished batch and its two answered lines.
+    assert_eq!((shown("batch_status"), shown("batch_completed")), ("completed".into(), "2".into()));
 
     // As the operator, the owner saw the platform's fees: its capture entries.
     let fees = captured(registry::ledger::PLATFORM_REVENUE_ACCOUNT).await;

@@ -12,6 +12,9 @@
 //!
 //! A wallet's `held` therefore counts its active job holds plus the shares still held by its
 //! batches' lines; the partial index finds those lines at start.
+//!
+//! `batches.max_price`: a batch-wide cap per line (`auction.max_price` on `POST /v1/batches`),
+//! in micro-credits, as the batch object shows it (each line's request carries it).
 
 #![allow(elided_lifetimes_in_paths)]
 
@@ -29,11 +32,13 @@ impl MigrationTrait for Migration {
                 "ALTER TABLE batch_lines ADD COLUMN reserve bigint NOT NULL DEFAULT 0",
                 "ALTER TABLE batch_lines ADD COLUMN reserve_held boolean NOT NULL DEFAULT false",
                 "CREATE INDEX batch_lines_reserved ON batch_lines (batch_id) WHERE reserve_held",
+                "ALTER TABLE batches ADD COLUMN max_price bigint NULL",
             ],
             _ => [
                 "ALTER TABLE batch_lines ADD COLUMN reserve INTEGER NOT NULL DEFAULT 0",
                 "ALTER TABLE batch_lines ADD COLUMN reserve_held INTEGER NOT NULL DEFAULT 0",
                 "CREATE INDEX batch_lines_reserved ON batch_lines (batch_id) WHERE reserve_held",
+                "ALTER TABLE batches ADD COLUMN max_price INTEGER NULL",
             ],
         };
         let db = manager.get_connection();
@@ -46,6 +51,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         for statement in [
+            "ALTER TABLE batches DROP COLUMN max_price",
             "DROP INDEX batch_lines_reserved",
             "ALTER TABLE batch_lines DROP COLUMN reserve_held",
             "ALTER TABLE batch_lines DROP COLUMN reserve",

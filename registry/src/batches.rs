@@ -275,6 +275,8 @@ pub struct NewBatch {
     pub expires_at_ms: i64,
     /// A batch auction: every line's category, and the deadline for bids.
     pub auction: Option<(String, i64)>,
+    /// A batch-wide cap per line, in micro-credits.
+    pub max_price: Option<i64>,
 }
 
 /// Lines are inserted in chunks: one statement may bind at most 32,766 values on SQLite.
@@ -332,6 +334,7 @@ pub async fn insert_batch(
         bidding_until: Set(batch.auction.as_ref().map(|(_, until)| *until)),
         awarded_at: Set(None),
         award: Set(None),
+        max_price: Set(batch.max_price),
     }
     .insert(&tx)
     .await?;
@@ -407,6 +410,8 @@ pub struct Batch {
     pub bidding_until_ms: Option<i64>,
     pub awarded_at_ms: Option<i64>,
     pub award: Option<String>,
+    /// A batch-wide cap per line, in micro-credits.
+    pub max_price: Option<i64>,
     /// Whether any line is in the output file, and any in the error file.
     pub has_output: bool,
     pub has_errors: bool,
@@ -462,6 +467,7 @@ async fn batch_of(db: &DatabaseConnection, row: batches::Model) -> Result<Batch,
         bidding_until_ms: row.bidding_until,
         awarded_at_ms: row.awarded_at,
         award: row.award,
+        max_price: row.max_price,
         has_output,
         has_errors,
     })

@@ -198,12 +198,15 @@ pub struct Planned {
 /// Makes a batch's lines from its input file: every line's url must be the batch's endpoint
 /// and its body must parse as that endpoint's request. The most a line may cost is its
 /// `auction.max_price` (or, without one, the dearest sheet price of the agents that could
-/// serve it now) plus the call fee.
+/// serve it now) plus the call fee. A batch-wide `max_price` is written into every line's
+/// request as its `auction.max_price` when the line's own cap is absent or higher, so the
+/// line runs, is reserved for and is awarded under the lower of the two.
 pub async fn plan(
     state: &AppState,
     caller: UserId,
     endpoint: BatchEndpoint,
     content: &str,
+    batch_max: Option<MicroCredits>,
 ) -> Result<Planned, Vec<LineError>> {
     let checked = check_input(content)?;
     let now_ms = state.now().timestamp_millis();
@@ -230,9 +233,24 @@ pub async fn plan(
             });
             continue;
         }
-        let body = Value::Object(line.body);
-        let text = body.to_string();
-        let request = match endpoint.parse_body(body) {
+        let mut body = line.body;
+        let parsed = endpoint.parse_body(Value::Object(body.clone()));
+        let request = match parsed {
+            Ok(mut request) => {
+                if let Some(cap) = batch_max {
+                    let capped = request.max_price.map_or(cap, |own| own.min(cap));
+                    request.max_price = Some(capped);
+                    let auction = body.entry("auction").or_insert_with(|| json!({}));
+                    if let Some(auction) = auction.as_object_mut() {
+                        auction.insert("max_price".into(), Value::String(capped.to_string()));
+                    }
+                }
+                Ok(request)
+            }
+            Err(err) => Err(err),
+        };
+        let text = Value::Object(body).to_string();
+        let request = match request {
             Ok(request) => request,
             Err(err) => {
                 let (field, message) = match err {

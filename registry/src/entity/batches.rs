@@ -33,6 +33,8 @@ pub struct Model {
     pub awarded_at: Option<i64>,
     /// The award's record (JSON): every bid and re-bid, the ranking, the lines per agent.
     pub award: Option<String>,
+    /// A batch-wide cap per line, in micro-credits (each line's request carries it).
+    pub max_price: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

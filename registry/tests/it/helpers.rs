@@ -107,6 +107,7 @@ pub(crate) async fn batch_rows(
         created_at_ms: now_ms,
         expires_at_ms: now_ms + 24 * 3_600_000,
         auction: None,
+        max_price: None,
     };
     let lines = (0..lines)
         .map(|i| NewLine { custom_id: format!("c{i}"), body: "{}".into(), reserve: share })

@@ -7,6 +7,7 @@
 
 use actix_multipart::Multipart;
 use actix_web::{HttpResponse, web};
+use auction_engine::MicroCredits;
 use futures::StreamExt;
 use registry::batches::{self, Batch, BatchFile, BatchStatus, LineResult, NewBatch, NewFile};
 use registry::{RegistryError, UserId};
@@ -466,9 +467,12 @@ pub(crate) struct CreateBatch {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchAuctionBody {
-    /// 1 to 3,600.
+    /// 1 to 3,600: open a batch auction for this long.
     #[schema(minimum = 1, maximum = 3600)]
-    bidding_window_s: u64,
+    bidding_window_s: Option<u64>,
+    /// The most any line may pay its agent (credits); a line's own lower cap still holds.
+    #[schema(schema_with = crate::vocabulary::credits_schema)]
+    max_price: Option<Value>,
 }
 
 /// The longest bidding window: an hour.
@@ -544,8 +548,11 @@ pub(crate) struct RequestCounts {
 /// A batch auction, on the batch.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BatchAuctionView {
-    /// The deadline for bids, Unix seconds.
-    bidding_until: i64,
+    /// A batch auction's deadline for bids, Unix seconds.
+    bidding_until: Option<i64>,
+    /// The batch-wide cap per line, in credits.
+    #[schema(schema_with = crate::vocabulary::credits_schema)]
+    max_price: Option<String>,
     awarded_at: Option<i64>,
     /// Once awarded: every bid and re-bid, the ranking and the lines per agent.
     record: Option<AwardRecord>,
@@ -611,10 +618,13 @@ fn batch_object(batch: &Batch) -> BatchObject {
             failed: batch.counts.failed,
         },
         metadata: batch.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
-        auction: batch.bidding_until_ms.map(|until| BatchAuctionView {
-            bidding_until: secs(until),
-            awarded_at: batch.awarded_at_ms.map(secs),
-            record: batch.award.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+        auction: (batch.bidding_until_ms.is_some() || batch.max_price.is_some()).then(|| {
+            BatchAuctionView {
+                bidding_until: batch.bidding_until_ms.map(secs),
+                max_price: batch.max_price.map(|m| MicroCredits::from_micros(m).to_string()),
+                awarded_at: batch.awarded_at_ms.map(secs),
+                record: batch.award.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            }
         }),
     }
 }
@@ -650,15 +660,26 @@ pub(crate) async fn create_batch(
     let endpoint = BatchEndpoint::parse(&body.endpoint).ok_or_else(|| {
         ApiError::validation("endpoint", "must be /v1/chat/completions or /v1/jobs")
     })?;
-    let window = match &body.auction {
-        Some(auction) if !(1..=MAX_BIDDING_WINDOW_S).contains(&auction.bidding_window_s) => {
+    let (window, batch_max) = match body.auction {
+        None => (None, None),
+        Some(BatchAuctionBody { bidding_window_s: None, max_price: None }) => {
             return Err(ApiError::validation(
-                "auction.bidding_window_s",
-                format!("must be 1 to {MAX_BIDDING_WINDOW_S} seconds"),
+                "auction",
+                "needs `bidding_window_s`, `max_price` or both",
             ));
         }
-        Some(auction) => Some(auction.bidding_window_s),
-        None => None,
+        Some(auction) => {
+            if let Some(window) = auction.bidding_window_s
+                && !(1..=MAX_BIDDING_WINDOW_S).contains(&window)
+            {
+                return Err(ApiError::validation(
+                    "auction.bidding_window_s",
+                    format!("must be 1 to {MAX_BIDDING_WINDOW_S} seconds"),
+                ));
+            }
+            let cap = crate::jobs::request::price("auction.max_price", auction.max_price)?;
+            (auction.bidding_window_s, cap)
+        }
     };
     if body.completion_window != "24h" {
         return Err(ApiError::validation("completion_window", "must be `24h`"));
@@ -709,9 +730,10 @@ pub(crate) async fn create_batch(
         created_at_ms: now_ms,
         expires_at_ms: now_ms.saturating_add(WINDOW_MS),
         auction: None,
+        max_price: batch_max.map(MicroCredits::micros),
     };
     let mut rfq = None;
-    let lines = match plan(&state, caller.user_id, endpoint, &content).await {
+    let lines = match plan(&state, caller.user_id, endpoint, &content, batch_max).await {
         Ok(planned) => {
             batch.total = i64::try_from(planned.lines.len()).unwrap_or(i64::MAX);
             batch.reserved = planned.max_cost.micros();

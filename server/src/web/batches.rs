@@ -138,6 +138,8 @@ struct BatchPage {
     has_output: bool,
     has_errors: bool,
     bidding_until: Option<String>,
+    /// The batch-wide cap per line, in credits.
+    max_price: Option<String>,
     award: Vec<AwardRow>,
     errors: Vec<ErrorRow>,
     csrf: String,
@@ -195,6 +197,7 @@ pub(crate) async fn batch(
         has_output: found.has_output,
         has_errors: found.has_errors,
         bidding_until: found.bidding_until_ms.map(time_of),
+        max_price: found.max_price.map(|m| MicroCredits::from_micros(m).to_string()),
         award,
         errors,
         csrf: visitor.csrf.clone(),

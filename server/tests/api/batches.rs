@@ -523,3 +523,52 @@ async fn the_batch_pages_show_the_apis_figures_and_cancel_frees_the_hold() {
     let theirs = stranger.get("/batches").await.text().await.unwrap();
     assert!(!theirs.contains(&id), "a stranger's list shows the batch");
 }
+
+/// `auction.max_price` on the batch caps every line (a line's own lower cap still holds): the
+/// batch reserves at that cap, shows it, and no line goes to an agent priced above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_wide_max_price_caps_every_line_and_its_reservation() {
+    let app = spawn_app_with(|s| s.egress.allow_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let caller = app.signup().await;
+    let owner = app.signup().await;
+    let cheap = TestAgent::start(Behaviour::Json(200, r#"{"text":"cheap"}"#.into())).await;
+    let dear = TestAgent::start(Behaviour::Json(200, r#"{"text":"dear"}"#.into())).await;
+    ocr_agent(&app, &owner, &cheap, "0.3").await;
+    let body = json!({"name": "dear-ocr", "kind": "json", "categories": ["ocr"],
+                      "endpoint": dear.url, "pricing": {"per_call": "2"}});
+    app.register_agent(&owner, &body).await;
+    let (_, key) = app.create_key(&caller, "batch").await;
+    let uncapped = |i: usize| {
+        json!({"custom_id": format!("u{i}"), "method": "POST", "url": "/v1/jobs",
+               "body": {"category": "ocr", "input": {"page": i}}})
+        .to_string()
+    };
+    let content = [uncapped(0), uncapped(1), job_line(2, "0.5")].join("\n");
+    let file = json_body(upload(&app, &key, &content).await).await;
+    let create = |auction: Value| {
+        json!({"input_file_id": file["id"], "endpoint": "/v1/jobs", "completion_window": "24h",
+               "auction": auction})
+    };
+    let empty = app.post_json("/v1/batches", &create(json!({})), Some(&key)).await;
+    assert_eq!(empty.status(), 422);
+    assert_eq!(json_body(empty).await["error"]["param"], "auction");
+
+    // Held while its window is open: 1 + 1 for each uncapped line, 0.5 + 1 for the capped one.
+    let waiting = create(json!({"bidding_window_s": 600, "max_price": "1"}));
+    let batch = json_body(app.post_json("/v1/batches", &waiting, Some(&key)).await).await;
+    assert_eq!(batch["auction"]["max_price"], "1", "{batch}");
+    let (_, held) = app.credits(&caller).await;
+    assert_eq!(micros(&held), 5_500_000, "{batch}");
+    let cancel = format!("/v1/batches/{}/cancel", batch["id"].as_str().unwrap());
+    app.post_json(&cancel, &json!({}), Some(&key)).await;
+
+    // Without a window the lines run at once, each under the cap.
+    let capped = create(json!({"max_price": "1"}));
+    let batch = json_body(app.post_json("/v1/batches", &capped, Some(&key)).await).await;
+    assert_eq!(batch["auction"]["bidding_until"], Value::Null, "{batch}");
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    let ended = until_status(&app, &key, &path, "completed").await;
+    assert_eq!(ended["request_counts"]["completed"], 3, "{ended}");
+    assert_eq!((cheap.requests(), dear.requests()), (3, 0));
+    assert_eq!(micros(&app.credits(&caller).await.1), 0);
+}

@@ -615,6 +615,7 @@ pub async fn request_quotes(state: &AppState, rfq: Rfq) {
                 url: &url,
                 body,
                 bearer: agent.upstream_api_key.as_ref().map(|k| k.expose()),
+                idempotency_key: None,
                 first_byte_timeout: RFQ_TIMEOUT,
                 total_timeout: RFQ_TIMEOUT,
                 max_response_bytes: MAX_QUOTE_BYTES,

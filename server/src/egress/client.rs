@@ -26,6 +26,9 @@ pub struct AgentCall<'a> {
     pub body: Vec<u8>,
     /// Sent as `Authorization: Bearer ...` when set.
     pub bearer: Option<&'a str>,
+    /// Sent as `Idempotency-Key` when set: a batch line's calls carry the line's id, so an
+    /// agent that honours the header does a line's work once even if a crash sends it twice.
+    pub idempotency_key: Option<&'a str>,
     /// Until the response head arrives.
     pub first_byte_timeout: Duration,
     /// Until the whole body has arrived.
@@ -137,6 +140,9 @@ impl AgentClient {
         if let Some(token) = self.bearer(call.bearer)? {
             request = request.bearer_auth(token);
         }
+        if let Some(key) = call.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
         let mut response = match tokio::time::timeout(call.first_byte_timeout, request.send()).await
         {
             Err(_) => return Err(CallError::Timeout),
@@ -190,6 +196,9 @@ impl AgentClient {
             .body(call.body);
         if let Some(token) = self.bearer(call.bearer)? {
             request = request.bearer_auth(token);
+        }
+        if let Some(key) = call.idempotency_key {
+            request = request.header("idempotency-key", key);
         }
         let response = match tokio::time::timeout(call.first_byte_timeout, request.send()).await {
             Err(_) => return Err(CallError::Timeout),

@@ -56,6 +56,7 @@ pub async fn collect(
                 url: &url,
                 body,
                 bearer: agent.upstream_api_key.as_ref().map(|k| k.expose()),
+                idempotency_key: None,
                 first_byte_timeout: deadline,
                 total_timeout: deadline,
                 max_response_bytes: MAX_BID_BYTES,

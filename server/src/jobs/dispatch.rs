@@ -32,11 +32,13 @@ pub struct DispatchLimits {
 }
 
 /// Sends the job to `agent` and judges the answer. Returns the delivery and the elapsed time.
+/// `idempotency_key` goes out as the `Idempotency-Key` header (a batch line's id).
 pub async fn dispatch(
     client: &AgentClient,
     agent: &Agent,
     payload: &Payload,
     limits: DispatchLimits,
+    idempotency_key: Option<&str>,
 ) -> (Delivery, Duration) {
     let started = std::time::Instant::now();
     let timeout = agent
@@ -68,6 +70,7 @@ pub async fn dispatch(
         url: &url,
         body,
         bearer: agent.upstream_api_key.as_ref().map(|key| key.expose()),
+        idempotency_key,
         first_byte_timeout: timeout,
         total_timeout: timeout,
         max_response_bytes: limits.max_response_bytes,

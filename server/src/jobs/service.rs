@@ -465,12 +465,19 @@ async fn execute(state: &AppState, job: HeldJob) -> Result<JobResult, ApiError> 
         max_response_bytes: state.settings.raw.dispatch.max_response_bytes,
     };
     let mut log = AttemptLog::default();
+    let idempotency_key = job.request.batch_line.map(|line| format!("batch_line_{}", line.id));
     for ranked in &job.serving {
         let agent_id = Uuid::from_u128(ranked.agent_id.0);
         let Some(agent) = job.agents.get(&agent_id) else { continue };
         let started_at = state.now();
-        let (delivery, elapsed) =
-            dispatch(&state.agent_client, agent, &job.request.payload, limits).await;
+        let (delivery, elapsed) = dispatch(
+            &state.agent_client,
+            agent,
+            &job.request.payload,
+            limits,
+            idempotency_key.as_deref(),
+        )
+        .await;
         let latency_ms = elapsed.as_millis() as u64;
         let facts = AttemptFacts { ranked, agent, started_at, latency_ms };
         let (output, usage) = match delivery {

@@ -246,6 +246,7 @@ async fn attempt(
         url: &url,
         body,
         bearer: agent.upstream_api_key.as_ref().map(|k| k.expose()),
+        idempotency_key: None,
         first_byte_timeout: timeout,
         // The whole stream may last long; idleness is bounded chunk by chunk below.
         total_timeout: MAX_STREAM,

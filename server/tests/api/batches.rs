@@ -181,7 +181,8 @@ async fn a_batch_holds_its_most_at_creation_and_other_spending_cannot_take_it() 
 }
 
 /// `batch.per_agent_concurrency`: however many lines the process runs at once, one agent
-/// never serves more than its slots; the batch still completes.
+/// never serves more than its slots; the batch still completes. Each line's call carries its
+/// `Idempotency-Key`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_agent_serves_at_most_its_slots_of_batch_lines_at_once() {
     let app = spawn_app_with(|s| {
@@ -202,6 +203,14 @@ async fn one_agent_serves_at_most_its_slots_of_batch_lines_at_once() {
     let ended = until_status(&app, &key, &path, "completed").await;
     assert_eq!(ended["request_counts"]["completed"], 12, "{ended}");
     assert_eq!(agent.most_at_once(), 2, "8 lines at once in the process, 2 on the agent");
+    // Each line's call names the line, for agents that honour `Idempotency-Key`; a real-time
+    // job's call does not carry one.
+    let head = agent.last_request().unwrap().head.to_ascii_lowercase();
+    assert!(head.contains("idempotency-key: batch_line_"), "{head}");
+    let job = json!({"category": "ocr", "input": {"page": 99}});
+    assert_eq!(app.post_json("/v1/jobs", &job, Some(&key)).await.status(), 200);
+    let head = agent.last_request().unwrap().head.to_ascii_lowercase();
+    assert!(!head.contains("idempotency-key"), "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ fn call(url: &str) -> AgentCall<'_> {
         url,
         body: b"{}".to_vec(),
         bearer: None,
+        idempotency_key: None,
         first_byte_timeout: Duration::from_secs(5),
         total_timeout: Duration::from_secs(5),
         max_response_bytes: 1024 * 1024,

@@ -8,13 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod support;
-use support::{read_address, seed_market, start_mock_agent};
+use support::{bench_env, gavel_bin, seed_market, start_gavel, start_mock_agent};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -22,23 +21,9 @@ async fn main() {
         std::env::var("BENCH_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let agent = start_mock_agent().await;
     let data = tempfile::tempdir().unwrap();
-    let bin = std::env::var("GAVEL_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gavel").to_owned()
-    });
-    let env = [
-        ("GAVEL__SERVER__BIND", "127.0.0.1:0".to_owned()),
-        ("GAVEL__SERVER__DATA_DIR", data.path().display().to_string()),
-        ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
-        ("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "1000000".to_owned()),
-        ("GAVEL__RATE_LIMIT__AUTH_BURST", "1000000".to_owned()),
-        ("RUST_LOG", "warn,gavel=info".to_owned()),
-    ];
-    let mut gavel = Command::new(&bin)
-        .envs(env.clone())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/bench batch (it builds target/release/gavel)");
-    let base = read_address(gavel.stderr.take().unwrap());
+    let bin = gavel_bin();
+    let env = bench_env(data.path());
+    let (mut gavel, base) = start_gavel(&bin, &env);
     let client = reqwest::Client::new();
     let (caller, _) = seed_market(&client, &bin, &env, &base, &agent, "batch-caller").await;
 

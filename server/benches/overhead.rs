@@ -16,14 +16,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod support;
-use support::{read_address, seed_market, start_mock_agent};
+use support::{bench_env, gavel_bin, seed_market, start_gavel, start_mock_agent};
 
 /// Jobs at concurrency 1; `BENCH_SEQUENTIAL` overrides (more, to profile that phase).
 fn sequential_total() -> usize {
@@ -40,35 +39,16 @@ async fn main() {
     let agent = start_mock_agent().await;
     let forwarder = start_bare_forwarder(&agent);
     let data = tempfile::tempdir().unwrap();
-    let bin = std::env::var("GAVEL_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gavel").to_owned()
-    });
-    let env = [
-        ("GAVEL__SERVER__BIND", "127.0.0.1:0".to_owned()),
-        ("GAVEL__SERVER__DATA_DIR", data.path().display().to_string()),
-        ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
-        ("GAVEL__RATE_LIMIT__PER_SECOND", "1000000".to_owned()),
-        ("GAVEL__RATE_LIMIT__BURST", "1000000".to_owned()),
-        ("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "1000000".to_owned()),
-        ("GAVEL__RATE_LIMIT__AUTH_BURST", "1000000".to_owned()),
-        ("RUST_LOG", "warn,gavel=info".to_owned()),
-        // Shared by the instances of a two-instance run.
-        ("GAVEL__AUTH__JWT_SECRET", "bench-secret-bench-secret-bench-secret-0".to_owned()),
-    ];
+    let bin = gavel_bin();
+    let env = bench_env(data.path());
     let instances: usize =
         std::env::var("BENCH_INSTANCES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
-    let mut gavel = Command::new(&bin)
-        .envs(env.clone())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/bench (it builds target/release/gavel)");
-    let base = read_address(gavel.stderr.take().unwrap());
+    let (mut gavel, base) = start_gavel(&bin, &env);
     let mut others = Vec::new();
     let mut bases = vec![base.clone()];
     for _ in 1..instances {
-        let mut other =
-            Command::new(&bin).envs(env.clone()).stderr(Stdio::piped()).spawn().unwrap();
-        bases.push(read_address(other.stderr.take().unwrap()));
+        let (other, other_base) = start_gavel(&bin, &env);
+        bases.push(other_base);
         others.push(other);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -25,6 +25,40 @@ pub(crate) async fn signup(client: &reqwest::Client, base: &str, name: &str) -> 
     (email, response["access_token"].as_str().unwrap().to_owned())
 }
 
+/// The release binary the benchmarks run (`GAVEL_BIN`, or `target/release/gavel`).
+pub(crate) fn gavel_bin() -> String {
+    std::env::var("GAVEL_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gavel").to_owned()
+    })
+}
+
+/// A benchmark server's settings: loopback agents allowed, every rate limit out of the way,
+/// its data in `data_dir`, one JWT secret for all instances of a run.
+pub(crate) fn bench_env(data_dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("GAVEL__SERVER__BIND", "127.0.0.1:0".to_owned()),
+        ("GAVEL__SERVER__DATA_DIR", data_dir.display().to_string()),
+        ("GAVEL__EGRESS__ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
+        ("GAVEL__RATE_LIMIT__PER_SECOND", "1000000".to_owned()),
+        ("GAVEL__RATE_LIMIT__BURST", "1000000".to_owned()),
+        ("GAVEL__RATE_LIMIT__AUTH_PER_MINUTE", "1000000".to_owned()),
+        ("GAVEL__RATE_LIMIT__AUTH_BURST", "1000000".to_owned()),
+        ("RUST_LOG", "warn,gavel=info".to_owned()),
+        ("GAVEL__AUTH__JWT_SECRET", "bench-secret-bench-secret-bench-secret-0".to_owned()),
+    ]
+}
+
+/// Starts `gavel serve` from `bin` with `env`; the child and its base URL.
+pub(crate) fn start_gavel(bin: &str, env: &[(&str, String)]) -> (std::process::Child, String) {
+    let mut gavel = std::process::Command::new(bin)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/bench (it builds target/release/gavel)");
+    let base = read_address(gavel.stderr.take().expect("piped stderr"));
+    (gavel, base)
+}
+
 /// The address a `gavel serve` child says it listens on.
 pub(crate) fn read_address(stderr: std::process::ChildStderr) -> String {
     let (sender, receiver) = std::sync::mpsc::channel();

@@ -5,7 +5,8 @@
 //! line's job hold, or freed when the line ends without one, exactly once and across a
 //! restart:
 //! - `batch_lines.reserve`: the line's share in micro-credits (its max price plus the call
-//!   fee), fixed at creation;
+//!   fee), set at creation; once the line has ended, what its end freed (0 if its job's hold
+//!   drew the share);
 //! - `batch_lines.reserve_held`: whether the share is still reserved. It turns false once, in
 //!   the transaction that moves the share into the line's job hold or frees it (the line
 //!   cancelled, expired, or ended without a hold).

@@ -836,8 +836,10 @@ pub async fn finish_line(
             (LineState::Failed, job_id, i64::from(status_code), None, Some(code), Some(message))
         }
     };
-    let (tx, _gate) = begin_write(db).await?;
-    let updated = batch_lines::Entity::update_many()
+    use sea_orm::ConnectionTrait;
+    // One statement records the end and frees the share if no job drew it: `reserve` keeps
+    // what the end freed (0 when a job hold drew the share), and the statement returns it.
+    let mut statement = batch_lines::Entity::update_many()
         .col_expr(batch_lines::Column::State, Expr::value(state.as_str()))
         .col_expr(batch_lines::Column::JobId, Expr::value(job_id))
         .col_expr(batch_lines::Column::StatusCode, Expr::value(status_code))
@@ -846,20 +848,41 @@ pub async fn finish_line(
         .col_expr(batch_lines::Column::ErrorMessage, Expr::value(message))
         .col_expr(batch_lines::Column::FinishedAt, Expr::value(now_ms))
         .col_expr(batch_lines::Column::LeaseOwner, Expr::value(Option::<Uuid>::None))
+        .col_expr(
+            batch_lines::Column::Reserve,
+            sea_orm::sea_query::CaseStatement::new()
+                .case(
+                    Expr::col(batch_lines::Column::ReserveHeld).eq(true),
+                    Expr::col(batch_lines::Column::Reserve),
+                )
+                .finally(0)
+                .into(),
+        )
+        .col_expr(batch_lines::Column::ReserveHeld, Expr::value(false))
         .filter(batch_lines::Column::Id.eq(line.id))
         .filter(batch_lines::Column::LeaseOwner.eq(worker))
         .filter(batch_lines::Column::State.eq(LineState::Running.as_str()))
-        .exec(&tx)
-        .await?;
-    if updated.rows_affected != 1 {
-        tx.rollback().await?;
+        .into_query();
+    statement.returning_col(batch_lines::Column::Reserve);
+    let freed_of = |row: Option<sea_orm::QueryResult>| -> Result<Option<i64>, RegistryError> {
+        row.map(|row| row.try_get::<i64>("", "reserve")).transpose().map_err(Into::into)
+    };
+    let Some(freed) = (match held_in {
+        // The book follows after the commit: one statement, no transaction.
+        HeldIn::Book => freed_of(db.query_one(&statement).await?)?,
+        HeldIn::Database => {
+            let (tx, _gate) = begin_write(db).await?;
+            let Some(freed) = freed_of(tx.query_one(&statement).await?)? else {
+                tx.rollback().await?;
+                return Ok(LineRecorded { recorded: false, freed: 0 });
+            };
+            ledger::change_held(&tx, line.owner.0, -freed).await?;
+            tx.commit().await?;
+            Some(freed)
+        }
+    }) else {
         return Ok(LineRecorded { recorded: false, freed: 0 });
-    }
-    let freed = draw_share(&tx, line.id).await?;
-    if held_in == HeldIn::Database {
-        ledger::change_held(&tx, line.owner.0, -freed).await?;
-    }
-    tx.commit().await?;
+    };
     Ok(LineRecorded { recorded: true, freed })
 }
 

@@ -29,7 +29,8 @@ pub struct Model {
     /// In a batch auction, the agent the line was awarded to.
     pub agent_id: Option<Uuid>,
     /// The line's share of the batch's reservation, in micro-credits (its most plus the call
-    /// fee), fixed at creation.
+    /// fee), set at creation; once the line has ended, what its end freed (0 if its job's
+    /// hold drew the share).
     pub reserve: i64,
     /// Whether that share is still reserved: false once it moved into the line's job hold or
     /// was freed.

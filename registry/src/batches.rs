@@ -382,6 +382,8 @@ pub struct RequestCounts {
     pub completed: i64,
     /// Lines that ended without an answer (failed or expired).
     pub failed: i64,
+    /// Lines a cancel ended before they started (in neither OpenAI count).
+    pub cancelled: i64,
 }
 
 /// A batch as stored, with its line counts.
@@ -438,6 +440,7 @@ async fn counts_of(
         total: batch.total,
         completed: of(LineState::Done),
         failed: of(LineState::Failed) + of(LineState::Expired),
+        cancelled: of(LineState::Cancelled),
     };
     Ok((counts, counts.completed > 0, errors > 0))
 }

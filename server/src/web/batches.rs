@@ -39,10 +39,11 @@ struct BatchRow {
 impl BatchRow {
     fn new(batch: &Batch) -> BatchRow {
         let counts = batch.counts;
+        // A batch that failed validation has no lines: none is open.
         let ended_lines = if batch.status == BatchStatus::Failed {
             counts.total
         } else {
-            counts.completed + counts.failed + cancelled(batch)
+            counts.completed + counts.failed + counts.cancelled
         };
         BatchRow {
             id: batch.id,
@@ -56,14 +57,6 @@ impl BatchRow {
             reserved: MicroCredits::from_micros(batch.reserved).to_string(),
             auction: batch.bidding_until_ms.is_some(),
         }
-    }
-}
-
-/// Lines a cancel ended (in neither OpenAI count): the rest once the batch has ended.
-fn cancelled(batch: &Batch) -> i64 {
-    match batch.status {
-        BatchStatus::Cancelled => batch.counts.total - batch.counts.completed - batch.counts.failed,
-        _ => 0,
     }
 }
 

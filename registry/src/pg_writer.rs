@@ -733,6 +733,7 @@ async fn close_jobs(
              call_fee, win_fee, total_cost, input_tokens, output_tokens, latency_ms, output, \
              error, finished_at) \
            WHERE j.id = v.id \
+           RETURNING j.id, j.api_key_id \
          ), scored AS ( \
            UPDATE agent_reputation AS r SET successes = v.successes, failures = v.failures, \
              updated_at_ms = v.updated_at_ms, latency_ewma_ms = v.latency_ewma_ms, \
@@ -755,11 +756,11 @@ async fn close_jobs(
         figures::service_hour_upsert!(),
         "), key_hours AS ( \
            INSERT INTO api_key_hours AS k (api_key_id, hour, jobs, delivered, spent) \
-           SELECT j.api_key_id, v.hour, COUNT(*), SUM(v.delivered)::bigint, \
+           SELECT c.api_key_id, v.hour, COUNT(*), SUM(v.delivered)::bigint, \
              SUM(v.spent)::bigint \
            FROM unnest($1::uuid[], $62::bigint[], $60::bigint[], $61::bigint[]) \
              AS v(job_id, hour, delivered, spent) \
-           JOIN jobs j ON j.id = v.job_id WHERE j.api_key_id IS NOT NULL GROUP BY 1, 2 \
+           JOIN closed c ON c.id = v.job_id WHERE c.api_key_id IS NOT NULL GROUP BY 1, 2 \
            ON CONFLICT (api_key_id, hour) DO UPDATE SET jobs = k.jobs + excluded.jobs, \
              delivered = k.delivered + excluded.delivered, spent = k.spent + excluded.spent \
          ) \

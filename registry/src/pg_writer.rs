@@ -126,12 +126,16 @@ async fn run(
     // The writer's own connection, outside the pool: its session commits with
     // `synchronous_commit = off` (set once, at connect), which must not leak into pooled
     // transactions. Dropped after any database error and opened again for the next batch.
+    // Its statements are planned at each run (`force_custom_plan`): a plan cached while
+    // `jobs` and `holds` were young (before autovacuum's first ANALYZE) joins them by a
+    // whole-table scan, which grows with every job; planned with the batch's own arrays and
+    // the tables' current size, the join goes through the primary key.
     let options = db
         .get_postgres_connection_pool()
         .connect_options()
         .as_ref()
         .clone()
-        .options([("synchronous_commit", "off")]);
+        .options([("synchronous_commit", "off"), ("plan_cache_mode", "force_custom_plan")]);
     let mut connection: Option<PgConnection> = None;
     while let Some(first) = waiting.recv().await {
         let mut batch = vec![Some(first)];

@@ -787,6 +787,38 @@ pub async fn renew_leases(
     Ok(renewed.rows_affected)
 }
 
+/// Whether a job for the line is still open in the database: on Postgres, the job of a
+/// claim whose worker died (or stalled past its lease), until the reaper ends it. Its hold
+/// still holds the line's share. (On a SQLite file open jobs live in memory only.)
+pub async fn line_has_open_job(db: &DatabaseConnection, line: Uuid) -> Result<bool, RegistryError> {
+    let open = jobs::Entity::find()
+        .filter(jobs::Column::BatchLineId.eq(line))
+        .filter(jobs::Column::Status.eq(JobStatus::Running.as_str()))
+        .count(db)
+        .await?;
+    Ok(open > 0)
+}
+
+/// Gives a claimed line back without recording an end: nobody holds it, and any worker may
+/// claim it again from `retry_at_ms`. For a line whose earlier job is still open, so that the
+/// line runs again only once that job has ended and its hold is freed.
+pub async fn defer_line(
+    db: &DatabaseConnection,
+    worker: Uuid,
+    line: Uuid,
+    retry_at_ms: i64,
+) -> Result<bool, RegistryError> {
+    let deferred = batch_lines::Entity::update_many()
+        .col_expr(batch_lines::Column::LeaseOwner, Expr::value(Option::<Uuid>::None))
+        .col_expr(batch_lines::Column::LeaseUntil, Expr::value(retry_at_ms))
+        .filter(batch_lines::Column::Id.eq(line))
+        .filter(batch_lines::Column::LeaseOwner.eq(worker))
+        .filter(batch_lines::Column::State.eq(LineState::Running.as_str()))
+        .exec(db)
+        .await?;
+    Ok(deferred.rows_affected == 1)
+}
+
 /// The job that delivered a line, if one did: `(job id, the job's stored view)`.
 pub async fn delivered_job(
     db: &DatabaseConnection,

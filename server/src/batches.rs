@@ -396,8 +396,32 @@ pub fn spawn_worker(state: web::Data<AppState>) {
     });
 }
 
+/// How long a line whose earlier job is still open waits before it is claimed again.
+const DEFER_MS: i64 = 1_000;
+
 /// Runs one claimed line and records how it ended.
 async fn run_line(state: &AppState, line: ClaimedLine) {
+    // Claimed again while an earlier claim's job is still open (its worker died): that job's
+    // hold has the line's share until the reaper ends it, and a run now would need the credits
+    // twice. Give the line back for a while; it runs (or adopts a delivery) after.
+    if line.claims > 1 {
+        match batches::line_has_open_job(&state.db, line.id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let retry_at = state.now().timestamp_millis().saturating_add(DEFER_MS);
+                if let Err(err) =
+                    batches::defer_line(&state.db, state.instance_id, line.id, retry_at).await
+                {
+                    tracing::warn!(error = %err, line = %line.id, "deferring a batch line failed");
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, line = %line.id, "a batch line could not be run");
+                return;
+            }
+        }
+    }
     let end = match line_end(state, &line).await {
         Ok(end) => end,
         Err(err) => {

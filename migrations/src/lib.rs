@@ -18,6 +18,7 @@ mod m20261207_000008_agent_hours;
 mod m20261207_000009_key_usage;
 mod m20261207_000010_batches;
 mod m20261208_000011_batch_holds;
+mod m20261208_000012_packed_records;
 
 /// The ordered list of every migration.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000009_key_usage::Migration),
             Box::new(m20261207_000010_batches::Migration),
             Box::new(m20261208_000011_batch_holds::Migration),
+            Box::new(m20261208_000012_packed_records::Migration),
         ]
     }
 }

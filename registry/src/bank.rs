@@ -330,9 +330,12 @@ impl Bank {
             }
         };
         let drawn = open.drawn;
+        let mut auction = open.auction;
+        let packed_record = crate::jobs::pack_record(&std::mem::take(&mut auction.record));
         let unit = JobUnit {
             job: open.job,
-            auction: open.auction,
+            auction,
+            packed_record,
             outcome,
             reputation,
             transfer,

@@ -60,7 +60,11 @@ pub(crate) enum Unit {
 /// A finished job's whole durable footprint.
 pub(crate) struct JobUnit {
     pub(crate) job: NewJob,
+    /// The auction's columns; its JSON record is stored as `packed_record`, not as text.
     pub(crate) auction: AuctionEntry,
+    /// The audit record, packed by the job's own task ([`crate::jobs::pack_record`]) so the
+    /// one writer thread does not spend its time compressing.
+    pub(crate) packed_record: Vec<u8>,
     pub(crate) outcome: JobOutcome,
     pub(crate) reputation: Vec<ReputationUpdate>,
     pub(crate) transfer: Option<TransferRows>,
@@ -644,7 +648,8 @@ fn write_job(tx: &Connection, unit: &JobUnit, rollups: &mut Rollups) -> Result<(
     let auction = &unit.auction;
     tx.prepare_cached(
         "INSERT INTO auctions (id, job_id, caller_id, category, winner_agent_id, \
-         clearing_price, record, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         clearing_price, record, record_lz4, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8)",
     )?
     .execute(params![
         auction.id.as_bytes(),
@@ -653,7 +658,7 @@ fn write_job(tx: &Connection, unit: &JobUnit, rollups: &mut Rollups) -> Result<(
         auction.category,
         auction.winner.map(|id| id.as_bytes().to_vec()),
         auction.clearing_price.map(MicroCredits::micros),
-        auction.record,
+        unit.packed_record,
         time_text(job.created_at),
     ])?;
     let hour = figures::hour_of(job.created_at);

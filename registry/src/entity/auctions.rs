@@ -12,8 +12,11 @@ pub struct Model {
     pub category: String,
     pub winner_agent_id: Option<Uuid>,
     pub clearing_price: Option<i64>,
+    /// The JSON record; empty where `record_lz4` holds it.
     pub record: String,
     pub created_at: DateTimeUtc,
+    /// The record, lz4-compressed with its length in front: what the SQLite writer stores.
+    pub record_lz4: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

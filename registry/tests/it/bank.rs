@@ -494,7 +494,8 @@ async fn the_wal_stays_bounded_under_steady_writes() {
     let later = Utc::now() + Duration::minutes(15);
     for _ in 0..6_000 {
         let (job, mut auction) = new_job(caller);
-        auction.record = "x".repeat(10_000);
+        // Random hex does not compress: each record still puts 10 KB into the log.
+        auction.record = (0..313).map(|_| Uuid::new_v4().simple().to_string()).collect();
         bank.open(job.clone(), auction, Some(hold(&job, credits(2), later))).await.unwrap();
         let settled = capture(job.id, 2, owner, 1);
         bank.finish(job.id, outcome(JobStatus::Delivered), settled, Vec::new()).await.unwrap();
@@ -506,6 +507,70 @@ async fn the_wal_stays_bounded_under_steady_writes() {
     // fresh-clone CI run beside a release build saw 161 MiB, hence the margin.
     assert!(largest < 256 << 20, "the WAL reached {} MiB", largest >> 20);
     assert_ledger_consistent(&db).await;
+}
+
+/// The SQLite writer stores an audit record lz4-compressed (`auctions.record_lz4`, `record`
+/// left empty), and the record reads back byte for byte. A record whose stored bytes are
+/// damaged is an error naming the auction, not a wrong record or a huge allocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_stored_compressed_and_reads_back_whole() {
+    let test_db = crate::helpers::sqlite().await;
+    let db = test_db.db.clone();
+    let bank = Bank::new(db.clone(), &test_db.url).await.unwrap();
+    let (caller, owner) = (user(&db).await, user(&db).await);
+    bank.ensure_monthly_grant(caller, credits(10), Utc::now()).await.unwrap();
+    let (job, mut auction) = new_job(caller);
+    // Shaped like a real record: ten candidates, the same keys each time.
+    let candidates: Vec<serde_json::Value> = (0..10)
+        .map(|rank| {
+            serde_json::json!({"status": "ranked", "agent_id": Uuid::now_v7(), "rank": rank,
+                "bid": format!("1.00{rank}"), "quality": {"reliability": 0.999_876_5,
+                "reliability_source": "posterior_mean", "evidence": 4727.99 + f64::from(rank)},
+                "price_basis": {"rule": "second_score", "runner_up": Uuid::now_v7(),
+                "formula": "price = runner_up_effective_price x quality.factor"}})
+        })
+        .collect();
+    let record = serde_json::json!({"id": auction.id, "candidates": candidates}).to_string();
+    auction.record = record.clone();
+    let later = Utc::now() + Duration::minutes(15);
+    bank.open(job.clone(), auction, Some(hold(&job, credits(2), later))).await.unwrap();
+    bank.finish(job.id, outcome(JobStatus::Delivered), capture(job.id, 2, owner, 1), Vec::new())
+        .await
+        .unwrap();
+
+    let stored = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT record, length(record_lz4) AS packed FROM auctions WHERE id = $1",
+            [job.auction_id.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let text: String = stored.try_get("", "record").unwrap();
+    let packed: i64 = stored.try_get("", "packed").unwrap();
+    assert_eq!(text, "", "the text column is left empty");
+    assert!(packed * 3 < record.len() as i64, "{packed} bytes for a {}-byte record", record.len());
+    let audit = jobs::find_auction(&db, caller, job.auction_id).await.unwrap().unwrap();
+    assert_eq!(audit.record, record);
+
+    // A damaged length prefix (4 GiB) is refused before anything is allocated.
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "UPDATE auctions SET record_lz4 = $1 WHERE id = $2",
+        [vec![0xffu8, 0xff, 0xff, 0xff, 0x10, 0x61].into(), job.auction_id.into()],
+    ))
+    .await
+    .unwrap();
+    let damaged = jobs::find_auction(&db, caller, job.auction_id).await;
+    assert!(
+        matches!(&damaged, Err(RegistryError::Storage(text)) if text.contains(&job.auction_id.to_string())),
+        "{damaged:?}"
+    );
+    // Reverting the migration would drop the only copy of the record: refused.
+    use migrations::MigratorTrait;
+    let reverted = migrations::Migrator::down(&db, Some(1)).await;
+    assert!(reverted.is_err_and(|err| err.to_string().contains("record_lz4")));
 }
 
 /// The old sealed writer's hazard was a `BEGIN` and its writes on two pool checkouts. The

@@ -102,3 +102,33 @@ async fn postgres_compresses_records_and_outputs_with_lz4() {
         assert_eq!(method, "l", "{table}.{column}");
     }
 }
+
+/// A new SQLite file is made of 1 KiB pages (a job's commit writes each page it dirties whole
+/// into the WAL); a file that already exists keeps the page size it was made with.
+#[tokio::test]
+async fn a_new_sqlite_file_has_small_pages_and_an_old_one_keeps_its_own() {
+    let page_size = |db: &registry::DatabaseConnection| {
+        let db = db.clone();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA page_size"))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    let fresh = sqlite_migrated(None).await;
+    assert_eq!(page_size(&fresh.db).await, 1024);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.db");
+    let old = rusqlite::Connection::open(&file).unwrap();
+    old.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+        .unwrap();
+    drop(old);
+    let db =
+        registry::connect(&format!("sqlite://{}?mode=rwc", file.display()), Some(2)).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(page_size(&db).await, 4096);
+}

@@ -120,12 +120,18 @@ impl fmt::Display for MicroCredits {
         let abs = self.0.unsigned_abs();
         let per = MICROS_PER_CREDIT.unsigned_abs();
         let whole = abs / per;
-        let fraction = abs % per;
+        let mut fraction = abs % per;
         if fraction == 0 {
             return write!(f, "{sign}{whole}");
         }
-        let digits = format!("{fraction:06}");
-        write!(f, "{sign}{whole}.{}", digits.trim_end_matches('0'))
+        // Trailing zeros off by arithmetic, not by trimming a formatted string: an audit record
+        // writes some fifty amounts, and this ran an allocation for each.
+        let mut width = 6;
+        while fraction.is_multiple_of(10) {
+            fraction /= 10;
+            width -= 1;
+        }
+        write!(f, "{sign}{whole}.{fraction:0width$}")
     }
 }
 
@@ -151,6 +157,10 @@ mod tests {
             ("-0.000001", -1),
             ("100", 100_000_000),
             ("1.23", 1_230_000),
+            ("1.00001", 1_000_010),
+            ("0.05", 50_000),
+            ("-2.000301", -2_000_301),
+            ("9223372036854.775807", i64::MAX),
         ] {
             let parsed = MicroCredits::parse_decimal(text).unwrap();
             assert_eq!(parsed.micros(), micros, "{text}");

@@ -1,8 +1,8 @@
 //! Connecting to the database and applying the ledger's transaction discipline.
 //!
-//! SQLite gets 1 KiB pages in a new file, WAL, `synchronous=NORMAL`, a busy timeout and a small pool; write transactions
-//! start with `BEGIN IMMEDIATE` so two writers queue on the lock instead of one failing when
-//! it upgrades from reader to writer. Postgres gets a larger pool and its default isolation
+//! SQLite gets 1 KiB pages in a new file, WAL, `synchronous=NORMAL`, a busy timeout and a small
+//! pool; write transactions start with `BEGIN IMMEDIATE` so two writers queue on the lock
+//! instead of one failing when it upgrades from reader to writer. Postgres gets a larger pool and its default isolation
 //! (read committed), which is enough because every money-moving statement is a conditional
 //! update on the rows it changes.
 

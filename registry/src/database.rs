@@ -2,9 +2,9 @@
 //!
 //! SQLite gets 1 KiB pages in a new file, WAL, `synchronous=NORMAL`, a busy timeout and a small
 //! pool; write transactions start with `BEGIN IMMEDIATE` so two writers queue on the lock
-//! instead of one failing when it upgrades from reader to writer. Postgres gets a larger pool and its default isolation
-//! (read committed), which is enough because every money-moving statement is a conditional
-//! update on the rows it changes.
+//! instead of one failing when it upgrades from reader to writer. Postgres gets a larger pool
+//! and its default isolation (read committed), which is enough because every money-moving
+//! statement is a conditional update on the rows it changes.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

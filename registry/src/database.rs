@@ -48,9 +48,10 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 /// it in WAL mode). A job's commit dirties about 28 pages, one per table and index it touches
 /// (the right edges of the jobs, ledger and rollup b-trees, the API key's ledger leaves, page
 /// 1), and the WAL takes each page whole: about 115 KB a job with 4 KiB pages, 30 KB with
-/// 1 KiB. Measured with `scripts/bench` (three runs each, alternating): a lone job added
-/// 402 to 432 us with 1 KiB pages against 479 to 570 with 4 KiB, p99 1,221 to 1,284 against
-/// 1,695 to 2,165; c=64 was the same within the noise, and the file was 6% smaller.
+/// 1 KiB. Measured with `scripts/bench` (alternating runs): a lone job added 402 to 432 us
+/// with 1 KiB pages against 479 to 570 with 4 KiB (p99 1,221 to 1,284 against 1,695 to
+/// 2,165), and hours later on a busier machine 459 to 501 against 501 to 539 (p99 1,473 to
+/// 1,700 against 1,943 to 2,030); c=64 was the same within the noise, the file 6% smaller.
 const SQLITE_PAGE_BYTES: u32 = 1024;
 
 /// Opens a pool. `max_connections` of `None` picks the backend's default (8 on SQLite, 32 on

@@ -11,6 +11,7 @@ use registry::batches::{self, Batch, BatchFile, BatchStatus};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::batches::AwardRecord;
 use crate::routes::batches::batch_file;
 use crate::state::AppState;
 use crate::web::account::CsrfForm;
@@ -152,16 +153,16 @@ pub(crate) async fn batch(
     let not_found = || PageError::from(registry::RegistryError::NotFound { what: "batch" });
     let found = batches::find_batch(&state.db, visitor.user, id).await?.ok_or_else(not_found)?;
     let money = batches::batch_money(&state.db, visitor.user, id).await?.ok_or_else(not_found)?;
-    let record: Option<serde_json::Value> =
+    let record: Option<AwardRecord> =
         found.award.as_deref().and_then(|text| serde_json::from_str(text).ok());
     let award = record
-        .as_ref()
-        .and_then(|r| r["award"].as_array())
-        .map(|rows| {
-            rows.iter()
-                .map(|row| AwardRow {
-                    agent: row["agent"].as_str().unwrap_or_default().to_owned(),
-                    lines: row["lines"].as_i64().unwrap_or(0),
+        .map(|record| {
+            record
+                .award
+                .into_iter()
+                .map(|share| AwardRow {
+                    agent: share.agent.unwrap_or_else(|| share.agent_id.to_string()),
+                    lines: share.lines,
                 })
                 .collect()
         })

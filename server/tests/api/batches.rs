@@ -394,6 +394,19 @@ async fn a_rebid_in_the_window_changes_the_award_and_a_late_bid_does_not() {
     let (after, held) = app.credits(&caller).await;
     assert_eq!(micros(&before) - micros(&after), 8_000_000);
     assert_eq!(micros(&held), 0);
+
+    // The batch's page shows the same award, agent by agent.
+    let mut session = crate::web::Session::new(&app);
+    let form = session.get("/login").await.text().await.unwrap();
+    let csrf = crate::web::csrf_of(&form);
+    let login = [("csrf", csrf.as_str()), ("email", &caller.email), ("password", &caller.password)];
+    assert_eq!(session.post("/login", &login).await.status(), 303);
+    let page = session.get(&format!("/batches/{id}")).await.text().await.unwrap();
+    let table = &page[page.find("<table id=\"award\">").expect("the award table")..];
+    let rows: Vec<&str> = table[..table.find("</table>").unwrap()].split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].contains("/alpha</td><td class=\"num\">4<"), "{table}");
+    assert!(rows[1].contains("/beta</td><td class=\"num\">2<"), "{table}");
 }
 
 /// A batch larger than a page of its output file (200 lines): the file streams whole, in
